@@ -1,0 +1,240 @@
+//! Coupling layers (NICE, RealNVP, Glow): one part of the input passes unchanged and, through a
+//! parameter network, sets the parameters of an elementwise transform of the other part.
+
+use burn::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use super::ImageShape;
+use crate::nets::{NetIo, NetSpec, ParamNet};
+use crate::tensor_util::{constant, row_sum, zero_logdet};
+use crate::transform::Transform;
+use crate::{Bijector, FlowError, Result};
+
+/// Which features condition and which are transformed.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Mask {
+    /// Dense vectors of any `dim >= 2`, odd included: the first `dim / 2` features condition and
+    /// the other `dim - dim / 2` are transformed; `flip` swaps the roles.
+    Half {
+        /// Features.
+        dim: usize,
+        /// Transform the first part instead.
+        #[serde(default)]
+        flip: bool,
+    },
+    /// Images: the first `channels / 2` channels condition the rest; `flip` swaps the roles.
+    Channel {
+        /// Image shape.
+        shape: ImageShape,
+        /// Transform the first channels instead.
+        #[serde(default)]
+        flip: bool,
+    },
+    /// Images: pixels with even `row + column` condition the odd ones; `flip` swaps them.
+    Checkerboard {
+        /// Image shape.
+        shape: ImageShape,
+        /// Transform the even pixels instead.
+        #[serde(default)]
+        flip: bool,
+    },
+}
+
+impl Mask {
+    /// Number of features the mask covers.
+    pub fn dim(&self) -> usize {
+        match self {
+            Self::Half { dim, .. } => *dim,
+            Self::Channel { shape, .. } | Self::Checkerboard { shape, .. } => shape.numel(),
+        }
+    }
+}
+
+/// Where the two parts lie in the flattened input.
+#[derive(Clone, Debug)]
+enum Layout {
+    /// Two contiguous ranges `(start, len)`: half and channel masks.
+    Split {
+        cond: (usize, usize),
+        active: (usize, usize),
+    },
+    /// A 0/1 pattern over all features, 1 where a feature conditions.
+    Pattern(Vec<f32>),
+}
+
+/// A coupling layer: `z_active = T(x_active; net(x_cond, c))`, `z_cond = x_cond`.
+#[derive(Module, Debug)]
+pub struct Coupling {
+    net: ParamNet,
+    #[module(skip)]
+    mask: Mask,
+    #[module(skip)]
+    transform: Transform,
+    #[module(skip)]
+    layout: Layout,
+}
+
+impl Coupling {
+    /// A coupling whose network (built from `net`) starts at zero, so the layer starts as the
+    /// identity. `cond_dim` is the size of the optional condition (0 for none).
+    pub fn new(
+        mask: Mask,
+        transform: Transform,
+        net: &NetSpec,
+        cond_dim: usize,
+        device: &Device,
+    ) -> Result<Self> {
+        transform.validate()?;
+        let k = transform.num_params();
+        let (layout, io) = match &mask {
+            Mask::Half { dim, flip } => {
+                if *dim < 2 {
+                    return Err(FlowError::config(format!(
+                        "a half-mask coupling needs at least 2 features, got {dim}"
+                    )));
+                }
+                let a = dim / 2;
+                let (cond, active) = if *flip {
+                    ((a, dim - a), (0, a))
+                } else {
+                    ((0, a), (a, dim - a))
+                };
+                let io = NetIo::Dense {
+                    inputs: cond.1,
+                    outputs: k * active.1,
+                };
+                (Layout::Split { cond, active }, io)
+            }
+            Mask::Channel { shape, flip } => {
+                if shape.channels < 2 || shape.spatial() == 0 {
+                    return Err(FlowError::config(format!(
+                        "a channel-mask coupling needs at least 2 channels, got an image of {shape}"
+                    )));
+                }
+                let s = shape.spatial();
+                let a = shape.channels / 2;
+                let rest = shape.channels - a;
+                let (cond_ch, active_ch) = if *flip {
+                    ((a, rest), (0, a))
+                } else {
+                    ((0, a), (a, rest))
+                };
+                let io = NetIo::Image {
+                    in_channels: cond_ch.1,
+                    out_channels: k * active_ch.1,
+                    height: shape.height,
+                    width: shape.width,
+                };
+                let layout = Layout::Split {
+                    cond: (cond_ch.0 * s, cond_ch.1 * s),
+                    active: (active_ch.0 * s, active_ch.1 * s),
+                };
+                (layout, io)
+            }
+            Mask::Checkerboard { shape, flip } => {
+                if shape.spatial() < 2 || shape.channels == 0 {
+                    return Err(FlowError::config(format!(
+                        "a checkerboard coupling needs at least 2 pixels, got an image of {shape}"
+                    )));
+                }
+                let mut pattern = Vec::with_capacity(shape.numel());
+                for _ in 0..shape.channels {
+                    for h in 0..shape.height {
+                        for w in 0..shape.width {
+                            let even = (h + w) % 2 == 0;
+                            pattern.push(if even != *flip { 1.0 } else { 0.0 });
+                        }
+                    }
+                }
+                let io = NetIo::Image {
+                    in_channels: shape.channels,
+                    out_channels: k * shape.channels,
+                    height: shape.height,
+                    width: shape.width,
+                };
+                (Layout::Pattern(pattern), io)
+            }
+        };
+        let net = net.build(io, cond_dim, device)?;
+        Ok(Self {
+            net,
+            mask,
+            transform,
+            layout,
+        })
+    }
+
+    fn run(
+        &self,
+        input: Tensor<2>,
+        cond: Option<&Tensor<2>>,
+        inverse: bool,
+    ) -> (Tensor<2>, Tensor<1>) {
+        let k = self.transform.num_params();
+        let apply = |t: Tensor<2>, params: Vec<Tensor<2>>| {
+            if inverse {
+                self.transform.inverse(t, params)
+            } else {
+                self.transform.forward(t, params)
+            }
+        };
+        match &self.layout {
+            Layout::Split { cond: c, active: a } => {
+                let x_cond = input.clone().narrow(1, c.0, c.1);
+                let x_active = input.narrow(1, a.0, a.1);
+                let params = self.net.forward(x_cond.clone(), cond).chunk(k, 1);
+                let (out, ld) = apply(x_active, params);
+                let logdet = match ld {
+                    Some(ld) => row_sum(ld),
+                    None => zero_logdet(&out),
+                };
+                let parts = if c.0 < a.0 {
+                    vec![x_cond, out]
+                } else {
+                    vec![out, x_cond]
+                };
+                (Tensor::cat(parts, 1), logdet)
+            }
+            Layout::Pattern(pattern) => {
+                let d = pattern.len();
+                let keep = constant(pattern.clone(), [1, d], &input);
+                let free = keep.clone().neg().add_scalar(1.0);
+                let params = self
+                    .net
+                    .forward(input.clone() * keep.clone(), cond)
+                    .chunk(k, 1)
+                    .into_iter()
+                    .map(|p| p * free.clone())
+                    .collect();
+                let (out, ld) = apply(input.clone(), params);
+                // Conditioning features are copied, not recomputed, so the map inverts exactly.
+                let out = input * keep + out * free.clone();
+                let logdet = match ld {
+                    Some(ld) => row_sum(ld * free),
+                    None => zero_logdet(&out),
+                };
+                (out, logdet)
+            }
+        }
+    }
+
+    /// The mask of this coupling.
+    pub fn mask(&self) -> &Mask {
+        &self.mask
+    }
+}
+
+impl Bijector for Coupling {
+    fn forward(&self, x: Tensor<2>, cond: Option<&Tensor<2>>) -> (Tensor<2>, Tensor<1>) {
+        self.run(x, cond, false)
+    }
+
+    fn inverse(&self, z: Tensor<2>, cond: Option<&Tensor<2>>) -> (Tensor<2>, Tensor<1>) {
+        self.run(z, cond, true)
+    }
+
+    fn dim(&self) -> usize {
+        self.mask.dim()
+    }
+}

@@ -1,0 +1,117 @@
+//! Glow's invertible 1x1 convolution in the LU parametrisation `W = P L (U + diag(s))`:
+//! `P` a fixed permutation, `L` unit lower triangular, `U` strictly upper triangular and
+//! `s = exp(log_s)`, so `log|det W| = sum(log_s)` costs nothing and `W` can never be singular.
+
+use burn::module::Param;
+use burn::prelude::*;
+
+use super::PermutationKind;
+use super::Permute;
+use crate::Bijector;
+use crate::tensor_util::{broadcast_logdet, constant, indices};
+
+/// An invertible 1x1 convolution over `channels` channels of `spatial` pixels.
+#[derive(Module, Debug)]
+pub struct InvConv1x1 {
+    lower: Param<Tensor<2>>,
+    upper: Param<Tensor<2>>,
+    log_s: Param<Tensor<1>>,
+    #[module(skip)]
+    perm: Vec<usize>,
+    #[module(skip)]
+    channels: usize,
+    #[module(skip)]
+    spatial: usize,
+}
+
+impl InvConv1x1 {
+    /// Starts as the seeded random channel permutation `P` (an orthogonal matrix, as Glow's
+    /// random rotation, with `L = I`, `U = 0`, `s = 1`).
+    pub fn new(channels: usize, spatial: usize, seed: u64, device: &Device) -> Self {
+        let perm = Permute::new(channels, PermutationKind::Random, seed)
+            .indices()
+            .to_vec();
+        Self {
+            lower: Param::from_tensor(Tensor::zeros([channels, channels], device)),
+            upper: Param::from_tensor(Tensor::zeros([channels, channels], device)),
+            log_s: Param::from_tensor(Tensor::zeros([channels], device)),
+            perm,
+            channels,
+            spatial,
+        }
+    }
+
+    fn eye(&self, like: &Tensor<2>) -> Tensor<2> {
+        let c = self.channels;
+        let mut values = vec![0.0f32; c * c];
+        (0..c).for_each(|i| values[i * c + i] = 1.0);
+        constant(values, [c, c], like)
+    }
+
+    /// `W = P L (U + diag(s))`.
+    pub fn weight(&self) -> Tensor<2> {
+        let lower = self.lower.val();
+        let eye = self.eye(&lower);
+        let l = lower.tril(-1) + eye.clone();
+        let u = self.upper.val().triu(1) + eye * self.log_s.val().exp().reshape([1, self.channels]);
+        l.matmul(u)
+            .select(0, indices(&self.perm, &self.log_s.val()))
+    }
+
+    /// `W^-1 = (U + diag(s))^-1 L^-1 P^T`, computed with differentiable operations.
+    pub fn inverse_weight(&self) -> Tensor<2> {
+        let c = self.channels;
+        let lower = self.lower.val();
+        let eye = self.eye(&lower);
+        let l_inv = unipotent_inverse(lower.clone().tril(-1), eye.clone(), c);
+        let s_inv = self.log_s.val().neg().exp();
+        // U + diag(s) = (I + U diag(s)^-1) diag(s), and U diag(s)^-1 is nilpotent.
+        let n_u = self.upper.val().triu(1) * s_inv.clone().reshape([1, c]);
+        let u_inv = unipotent_inverse(n_u, eye, c) * s_inv.reshape([c, 1]);
+        u_inv.matmul(l_inv).select(1, indices(&self.perm, &lower))
+    }
+
+    fn apply(&self, w: Tensor<2>, x: Tensor<2>) -> Tensor<2> {
+        let [batch, dim] = x.dims();
+        let x = x.reshape([batch, self.channels, self.spatial]);
+        w.unsqueeze::<3>().matmul(x).reshape([batch, dim])
+    }
+
+    fn logdet(&self, batch: usize) -> Tensor<1> {
+        let ld = self.log_s.val().sum().mul_scalar(self.spatial as f64);
+        broadcast_logdet(ld, batch)
+    }
+}
+
+/// `(I + N)^-1` for nilpotent `N` of size `c`: `(I - N)(I + N^2)(I + N^4)...`, exact once the
+/// powers reach `N^c = 0`, and differentiable, unlike a host-side solve.
+fn unipotent_inverse(n: Tensor<2>, eye: Tensor<2>, c: usize) -> Tensor<2> {
+    let mut result = eye.clone() - n.clone();
+    let mut power = n;
+    let mut covered = 2;
+    while covered < c {
+        power = power.clone().matmul(power);
+        result = result.matmul(eye.clone() + power.clone());
+        covered *= 2;
+    }
+    result
+}
+
+impl Bijector for InvConv1x1 {
+    fn forward(&self, x: Tensor<2>, _cond: Option<&Tensor<2>>) -> (Tensor<2>, Tensor<1>) {
+        let batch = x.dims()[0];
+        (self.apply(self.weight(), x), self.logdet(batch))
+    }
+
+    fn inverse(&self, z: Tensor<2>, _cond: Option<&Tensor<2>>) -> (Tensor<2>, Tensor<1>) {
+        let batch = z.dims()[0];
+        (
+            self.apply(self.inverse_weight(), z),
+            self.logdet(batch).neg(),
+        )
+    }
+
+    fn dim(&self) -> usize {
+        self.channels * self.spatial
+    }
+}

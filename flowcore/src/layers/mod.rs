@@ -1,0 +1,57 @@
+//! The invertible layers. Each is one idea; [`crate::layer::Layer`] gathers them so a flow is a
+//! plain list of layers that derives `Module`.
+
+mod actnorm;
+mod coupling;
+mod invconv;
+mod logit;
+mod permute;
+mod squeeze;
+
+pub use actnorm::ActNorm;
+pub use coupling::{Coupling, Mask};
+pub use invconv::InvConv1x1;
+pub use logit::Logit;
+pub use permute::{PermutationKind, Permute};
+pub use squeeze::Squeeze;
+
+use serde::{Deserialize, Serialize};
+
+/// The shape of one image, channels first. Image layers see it flattened in NCHW order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImageShape {
+    /// Channels.
+    pub channels: usize,
+    /// Height in pixels.
+    pub height: usize,
+    /// Width in pixels.
+    pub width: usize,
+}
+
+impl ImageShape {
+    /// `channels x height x width`.
+    pub const fn new(channels: usize, height: usize, width: usize) -> Self {
+        Self {
+            channels,
+            height,
+            width,
+        }
+    }
+
+    /// Number of values in one image.
+    pub const fn numel(&self) -> usize {
+        self.channels * self.height * self.width
+    }
+
+    /// Pixels per channel.
+    pub const fn spatial(&self) -> usize {
+        self.height * self.width
+    }
+}
+
+impl std::fmt::Display for ImageShape {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}x{}x{}", self.channels, self.height, self.width)
+    }
+}

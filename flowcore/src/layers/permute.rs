@@ -1,0 +1,83 @@
+//! Fixed permutations of the features, placed between couplings so every feature is
+//! transformed.
+
+use burn::prelude::*;
+use rand_chacha::ChaCha8Rng;
+use rand_chacha::rand_core::{RngCore, SeedableRng};
+use serde::{Deserialize, Serialize};
+
+use crate::Bijector;
+use crate::tensor_util::{indices, zero_logdet};
+
+/// How the permutation is chosen.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PermutationKind {
+    /// `i -> dim - 1 - i`.
+    #[default]
+    Reverse,
+    /// A uniformly random permutation drawn from the seed.
+    Random,
+}
+
+/// A permutation of the features; `forward` computes `z[i] = x[perm[i]]`. Volume preserving.
+#[derive(Module, Debug)]
+pub struct Permute {
+    #[module(skip)]
+    perm: Vec<usize>,
+    #[module(skip)]
+    inverse_perm: Vec<usize>,
+}
+
+impl Permute {
+    /// The permutation of `dim` features of the given kind; `seed` is used by `Random` only.
+    /// The same seed gives the same permutation on every machine and every build: the
+    /// shuffle uses ChaCha8, whose output stream is fixed by its specification.
+    pub fn new(dim: usize, kind: PermutationKind, seed: u64) -> Self {
+        let perm: Vec<usize> = match kind {
+            PermutationKind::Reverse => (0..dim).rev().collect(),
+            PermutationKind::Random => {
+                let mut rng = ChaCha8Rng::seed_from_u64(seed);
+                let mut p: Vec<usize> = (0..dim).collect();
+                // Fisher-Yates written out, rather than `SliceRandom::shuffle`, whose draw
+                // sequence `rand` may change between versions: saved models must keep theirs.
+                for i in (1..dim).rev() {
+                    let j = (rng.next_u64() % (i as u64 + 1)) as usize;
+                    p.swap(i, j);
+                }
+                p
+            }
+        };
+        Self::from_indices(perm)
+    }
+
+    /// A permutation from explicit indices (`perm` must be a permutation of `0..len`).
+    pub fn from_indices(perm: Vec<usize>) -> Self {
+        let mut inverse_perm = vec![0; perm.len()];
+        for (i, &p) in perm.iter().enumerate() {
+            inverse_perm[p] = i;
+        }
+        Self { perm, inverse_perm }
+    }
+
+    /// `z[i] = x[perm[i]]`.
+    pub fn indices(&self) -> &[usize] {
+        &self.perm
+    }
+}
+
+impl Bijector for Permute {
+    fn forward(&self, x: Tensor<2>, _cond: Option<&Tensor<2>>) -> (Tensor<2>, Tensor<1>) {
+        let ld = zero_logdet(&x);
+        (x.clone().select(1, indices(&self.perm, &x)), ld)
+    }
+
+    fn inverse(&self, z: Tensor<2>, _cond: Option<&Tensor<2>>) -> (Tensor<2>, Tensor<1>) {
+        let ld = zero_logdet(&z);
+        (z.clone().select(1, indices(&self.inverse_perm, &z)), ld)
+    }
+
+    fn dim(&self) -> usize {
+        self.perm.len()
+    }
+}

@@ -1,0 +1,363 @@
+//! Parameter networks: they predict the parameters of a transform from the conditioning part
+//! of the input (and an optional condition `c`), and know nothing of the transform itself.
+//!
+//! The last layer of every network starts at zero, so a new coupling predicts zero raw
+//! parameters and, by the convention of [`crate::transform`], starts as the identity.
+
+use burn::nn::conv::{Conv2d, Conv2dConfig};
+use burn::nn::{Initializer, LayerNorm, LayerNormConfig, Linear, LinearConfig, PaddingConfig2d};
+use burn::prelude::*;
+use burn::tensor::activation;
+use serde::{Deserialize, Serialize};
+
+use crate::{FlowError, Result};
+
+/// Hidden-layer nonlinearity.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Activation {
+    /// max(0, x)
+    #[default]
+    Relu,
+    /// Leaky ReLU with slope 0.01.
+    LeakyRelu,
+    /// GELU (erf form).
+    Gelu,
+    /// SiLU / swish.
+    Silu,
+    /// tanh.
+    Tanh,
+}
+
+impl Activation {
+    /// Apply to any tensor.
+    pub fn apply<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
+        match self {
+            Self::Relu => activation::relu(x),
+            Self::LeakyRelu => activation::leaky_relu(x, 0.01),
+            Self::Gelu => activation::gelu(x),
+            Self::Silu => activation::silu(x),
+            Self::Tanh => x.tanh(),
+        }
+    }
+}
+
+/// What a network maps: dense features, or image channels at a fixed spatial size. Flattened
+/// images are in NCHW order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NetIo {
+    /// `[batch, inputs]` to `[batch, outputs]`.
+    Dense {
+        /// Input features (the conditioning part of the coupling).
+        inputs: usize,
+        /// Output features.
+        outputs: usize,
+    },
+    /// `[batch, in_channels * height * width]` to `[batch, out_channels * height * width]`.
+    Image {
+        /// Input channels.
+        in_channels: usize,
+        /// Output channels.
+        out_channels: usize,
+        /// Height.
+        height: usize,
+        /// Width.
+        width: usize,
+    },
+}
+
+/// Serializable description of a parameter network; the input and output sizes come from the
+/// layer that owns it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum NetSpec {
+    /// Fully connected layers of the given widths.
+    Mlp {
+        /// Hidden widths, e.g. `[512, 512]`.
+        hidden: Vec<usize>,
+        /// Hidden nonlinearity.
+        #[serde(default)]
+        activation: Activation,
+    },
+    /// A width-`width` residual MLP with `blocks` blocks of two linear layers each.
+    ResMlp {
+        /// Hidden width.
+        width: usize,
+        /// Number of residual blocks.
+        blocks: usize,
+        /// Layer normalisation at the start of each block.
+        #[serde(default)]
+        norm: bool,
+        /// Hidden nonlinearity.
+        #[serde(default)]
+        activation: Activation,
+    },
+    /// Glow's network: 3x3 conv, ReLU, 1x1 conv, ReLU, zero-initialised 3x3 conv.
+    Conv {
+        /// Hidden channels.
+        hidden_channels: usize,
+    },
+}
+
+impl NetSpec {
+    /// Build the network for the given sizes; `cond_dim` extra inputs carry the condition.
+    pub fn build(&self, io: NetIo, cond_dim: usize, device: &Device) -> Result<ParamNet> {
+        match (self, io) {
+            (Self::Mlp { hidden, activation }, NetIo::Dense { inputs, outputs }) => {
+                if hidden.contains(&0) {
+                    return Err(FlowError::config("mlp hidden widths must be positive"));
+                }
+                Ok(ParamNet::Mlp(Mlp::new(
+                    inputs + cond_dim,
+                    hidden,
+                    outputs,
+                    *activation,
+                    device,
+                )))
+            }
+            (
+                Self::ResMlp {
+                    width,
+                    blocks,
+                    norm,
+                    activation,
+                },
+                NetIo::Dense { inputs, outputs },
+            ) => {
+                if *width == 0 {
+                    return Err(FlowError::config("res_mlp width must be positive"));
+                }
+                Ok(ParamNet::ResMlp(ResMlp::new(
+                    inputs + cond_dim,
+                    *width,
+                    *blocks,
+                    *norm,
+                    outputs,
+                    *activation,
+                    device,
+                )))
+            }
+            (
+                Self::Conv { hidden_channels },
+                NetIo::Image {
+                    in_channels,
+                    out_channels,
+                    height,
+                    width,
+                },
+            ) => {
+                if *hidden_channels == 0 {
+                    return Err(FlowError::config("conv hidden_channels must be positive"));
+                }
+                Ok(ParamNet::Conv(GlowConvNet::new(
+                    in_channels + cond_dim,
+                    *hidden_channels,
+                    out_channels,
+                    [height, width],
+                    device,
+                )))
+            }
+            (Self::Conv { .. }, NetIo::Dense { .. }) => Err(FlowError::config(
+                "a conv network needs an image mask (channel or checkerboard), not a dense one",
+            )),
+            (_, NetIo::Image { .. }) => Err(FlowError::config(
+                "an image mask needs a conv network (kind = \"conv\"), not an MLP",
+            )),
+        }
+    }
+}
+
+fn zero_linear(inputs: usize, outputs: usize, device: &Device) -> Linear {
+    LinearConfig::new(inputs, outputs)
+        .with_initializer(Initializer::Zeros)
+        .init(device)
+}
+
+/// Fully connected network; the last layer starts at zero.
+#[derive(Module, Debug)]
+pub struct Mlp {
+    layers: Vec<Linear>,
+    #[module(skip)]
+    activation: Activation,
+}
+
+impl Mlp {
+    /// `inputs -> hidden[0] -> ... -> outputs`.
+    pub fn new(
+        inputs: usize,
+        hidden: &[usize],
+        outputs: usize,
+        activation: Activation,
+        device: &Device,
+    ) -> Self {
+        let mut layers = Vec::with_capacity(hidden.len() + 1);
+        let mut width = inputs;
+        for &h in hidden {
+            layers.push(LinearConfig::new(width, h).init(device));
+            width = h;
+        }
+        layers.push(zero_linear(width, outputs, device));
+        Self { layers, activation }
+    }
+
+    /// `[batch, inputs] -> [batch, outputs]`.
+    pub fn forward(&self, mut x: Tensor<2>) -> Tensor<2> {
+        let last = self.layers.len() - 1;
+        for (i, layer) in self.layers.iter().enumerate() {
+            x = layer.forward(x);
+            if i < last {
+                x = self.activation.apply(x);
+            }
+        }
+        x
+    }
+}
+
+/// One pre-activation residual block: `h + W2 act(W1 act(norm(h)))`.
+#[derive(Module, Debug)]
+pub struct ResBlock {
+    norm: Option<LayerNorm>,
+    first: Linear,
+    second: Linear,
+}
+
+/// Residual MLP with optional layer normalisation; the output layer starts at zero.
+#[derive(Module, Debug)]
+pub struct ResMlp {
+    input: Linear,
+    blocks: Vec<ResBlock>,
+    output: Linear,
+    #[module(skip)]
+    activation: Activation,
+}
+
+impl ResMlp {
+    /// `inputs -> width -> blocks x residual -> outputs`.
+    pub fn new(
+        inputs: usize,
+        width: usize,
+        blocks: usize,
+        norm: bool,
+        outputs: usize,
+        activation: Activation,
+        device: &Device,
+    ) -> Self {
+        let blocks = (0..blocks)
+            .map(|_| ResBlock {
+                norm: norm.then(|| LayerNormConfig::new(width).init(device)),
+                first: LinearConfig::new(width, width).init(device),
+                second: LinearConfig::new(width, width).init(device),
+            })
+            .collect();
+        Self {
+            input: LinearConfig::new(inputs, width).init(device),
+            blocks,
+            output: zero_linear(width, outputs, device),
+            activation,
+        }
+    }
+
+    /// `[batch, inputs] -> [batch, outputs]`.
+    pub fn forward(&self, x: Tensor<2>) -> Tensor<2> {
+        let mut h = self.input.forward(x);
+        for block in &self.blocks {
+            let mut r = match &block.norm {
+                Some(norm) => norm.forward(h.clone()),
+                None => h.clone(),
+            };
+            r = block.first.forward(self.activation.apply(r));
+            r = block.second.forward(self.activation.apply(r));
+            h = h + r;
+        }
+        self.output.forward(self.activation.apply(h))
+    }
+}
+
+/// Glow's coupling network on images: 3x3 conv, ReLU, 1x1 conv, ReLU, 3x3 conv that starts at
+/// zero. Input and output are flattened NCHW.
+#[derive(Module, Debug)]
+pub struct GlowConvNet {
+    first: Conv2d,
+    hidden: Conv2d,
+    last: Conv2d,
+    #[module(skip)]
+    in_channels: usize,
+    #[module(skip)]
+    size: [usize; 2],
+}
+
+impl GlowConvNet {
+    /// `in_channels -> hidden -> hidden -> out_channels` at spatial size `size = [h, w]`.
+    pub fn new(
+        in_channels: usize,
+        hidden: usize,
+        out_channels: usize,
+        size: [usize; 2],
+        device: &Device,
+    ) -> Self {
+        Self {
+            first: Conv2dConfig::new([in_channels, hidden], [3, 3])
+                .with_padding(PaddingConfig2d::Same)
+                .init(device),
+            hidden: Conv2dConfig::new([hidden, hidden], [1, 1]).init(device),
+            last: Conv2dConfig::new([hidden, out_channels], [3, 3])
+                .with_padding(PaddingConfig2d::Same)
+                .with_initializer(Initializer::Zeros)
+                .init(device),
+            in_channels,
+            size,
+        }
+    }
+
+    /// `[batch, in_channels * h * w]` (the condition already appended as channels) to
+    /// `[batch, out_channels * h * w]`.
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
+        let h = activation::relu(self.first.forward(x));
+        let h = activation::relu(self.hidden.forward(h));
+        self.last.forward(h).flatten(1, 3)
+    }
+}
+
+/// Any parameter network.
+// Unboxed for the same reason as `Layer`: `Module` has no impl for `Box`.
+#[allow(clippy::large_enum_variant)]
+#[derive(Module, Debug)]
+pub enum ParamNet {
+    /// [`Mlp`].
+    Mlp(Mlp),
+    /// [`ResMlp`].
+    ResMlp(ResMlp),
+    /// [`GlowConvNet`].
+    Conv(GlowConvNet),
+}
+
+impl ParamNet {
+    /// Predict raw parameters from the flattened conditioning input `x` and the optional
+    /// condition `cond` (`[batch, cond_dim]`), which is appended to the features or, for a conv
+    /// net, broadcast as extra channels.
+    pub fn forward(&self, x: Tensor<2>, cond: Option<&Tensor<2>>) -> Tensor<2> {
+        match self {
+            Self::Mlp(net) => net.forward(append_cond(x, cond)),
+            Self::ResMlp(net) => net.forward(append_cond(x, cond)),
+            Self::Conv(net) => {
+                let [batch, _] = x.dims();
+                let [h, w] = net.size;
+                let channels = net.in_channels - cond.map_or(0, |c| c.dims()[1]);
+                let mut image = x.reshape([batch, channels, h, w]);
+                if let Some(c) = cond {
+                    let k = c.dims()[1];
+                    let planes = c.clone().reshape([batch, k, 1, 1]).expand([batch, k, h, w]);
+                    image = Tensor::cat(vec![image, planes], 1);
+                }
+                net.forward(image)
+            }
+        }
+    }
+}
+
+fn append_cond(x: Tensor<2>, cond: Option<&Tensor<2>>) -> Tensor<2> {
+    match cond {
+        Some(c) => Tensor::cat(vec![x, c.clone()], 1),
+        None => x,
+    }
+}

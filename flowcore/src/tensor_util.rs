@@ -1,0 +1,40 @@
+//! Small tensor helpers shared by the layers.
+//!
+//! Constants made inside a layer take the device and dtype of the tensor they meet: the layers
+//! run in f32 for training and in f64 for the numerical-Jacobian check, and burn refuses to mix
+//! dtypes in one operation.
+
+use burn::prelude::*;
+use burn::tensor::TensorData;
+
+/// Sum over the feature axis of a `[batch, n]` tensor: the per-sample log-det of an
+/// elementwise transform.
+pub fn row_sum(t: Tensor<2>) -> Tensor<1> {
+    t.sum_dim(1).squeeze_dim::<1>(1)
+}
+
+/// A `[batch]` tensor of zeros shaped and typed like the batch of `x`.
+pub fn zero_logdet(x: &Tensor<2>) -> Tensor<1> {
+    let [batch, _] = x.dims();
+    Tensor::<1>::zeros([batch], &x.device()).cast(x.dtype())
+}
+
+/// A float constant of the given shape on the device and in the dtype of `like`.
+pub fn constant<const D: usize, const L: usize>(
+    values: Vec<f32>,
+    shape: [usize; D],
+    like: &Tensor<L>,
+) -> Tensor<D> {
+    Tensor::<D>::from_data(TensorData::new(values, shape), &like.device()).cast(like.dtype())
+}
+
+/// Integer indices on the device of `like`, for `select`.
+pub fn indices<const L: usize>(idx: &[usize], like: &Tensor<L>) -> Tensor<1, Int> {
+    let values: Vec<i64> = idx.iter().map(|&i| i as i64).collect();
+    Tensor::<1, Int>::from_data(TensorData::new(values, [idx.len()]), &like.device())
+}
+
+/// A scalar log-det shared by every sample, broadcast to `[batch]`.
+pub fn broadcast_logdet(logdet: Tensor<1>, batch: usize) -> Tensor<1> {
+    logdet.expand([batch])
+}

@@ -1,0 +1,131 @@
+//! Elementwise invertible transforms whose parameters come from a network (the "inner"
+//! transforms of couplings, later of autoregressive layers).
+//!
+//! Every transform here is the identity when all its raw parameters are zero. Couplings rely on
+//! that twice: a zero-initialised last layer makes a new flow the identity, and a checkerboard
+//! coupling zeroes the parameters of the conditioning positions to leave them unchanged.
+
+use burn::prelude::*;
+use burn::tensor::activation::log_sigmoid;
+use serde::{Deserialize, Serialize};
+
+/// How an affine transform turns the raw network output `h` into a log-scale.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ScaleFn {
+    /// `log s = c tanh(h / c)`: RealNVP's exponential scale with a soft clamp at `±c`.
+    Tanh {
+        /// The soft clamp `c`.
+        clamp: f64,
+    },
+    /// `log s = c (2/π) atan(h / c)`: the soft clamp of Ardizzone et al. (FrEIA).
+    Atan {
+        /// The soft clamp `c`.
+        clamp: f64,
+    },
+    /// `s = sigmoid(h + 2) / sigmoid(2)`: Glow's scale, divided by its value at `h = 0` so that
+    /// a zero-initialised network gives the identity. The scale lies in `(0, 1.135)`.
+    Sigmoid,
+}
+
+impl Default for ScaleFn {
+    fn default() -> Self {
+        Self::Tanh { clamp: 3.0 }
+    }
+}
+
+impl ScaleFn {
+    /// The log-scale for raw output `h`.
+    pub fn log_scale(&self, h: Tensor<2>) -> Tensor<2> {
+        match *self {
+            Self::Tanh { clamp } => h.div_scalar(clamp).tanh().mul_scalar(clamp),
+            Self::Atan { clamp } => h
+                .div_scalar(clamp)
+                .atan()
+                .mul_scalar(clamp * std::f64::consts::FRAC_2_PI),
+            Self::Sigmoid => {
+                // ln sigmoid(2) = -ln(1 + e^-2)
+                let offset = -(1.0 + (-2.0f64).exp()).ln();
+                log_sigmoid(h.add_scalar(2.0)).sub_scalar(offset)
+            }
+        }
+    }
+
+    pub(crate) fn validate(&self) -> crate::Result<()> {
+        match *self {
+            Self::Tanh { clamp } | Self::Atan { clamp } if !(clamp.is_finite() && clamp > 0.0) => {
+                Err(crate::FlowError::config(format!(
+                    "scale clamp must be a positive number, got {clamp}"
+                )))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// The elementwise transform of a coupling.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Transform {
+    /// `z = x s + t` (RealNVP, Glow). Parameters: shift `t`, raw scale `h`.
+    Affine {
+        /// How `h` becomes `log s`.
+        #[serde(default)]
+        scale: ScaleFn,
+    },
+    /// `z = x + t` (NICE), volume preserving. Parameter: shift `t`.
+    Additive,
+}
+
+impl Default for Transform {
+    fn default() -> Self {
+        Self::Affine {
+            scale: ScaleFn::default(),
+        }
+    }
+}
+
+impl Transform {
+    /// How many parameter tensors, each the size of the transformed part, the network predicts.
+    pub fn num_params(&self) -> usize {
+        match self {
+            Self::Affine { .. } => 2,
+            Self::Additive => 1,
+        }
+    }
+
+    /// Data to latent. Returns the output and the elementwise log|dz/dx| (`None` where it is
+    /// zero everywhere).
+    pub fn forward(&self, x: Tensor<2>, params: Vec<Tensor<2>>) -> (Tensor<2>, Option<Tensor<2>>) {
+        let mut params = params.into_iter();
+        let shift = params.next().expect("a shift parameter");
+        match self {
+            Self::Affine { scale } => {
+                let log_s = scale.log_scale(params.next().expect("a scale parameter"));
+                (x * log_s.clone().exp() + shift, Some(log_s))
+            }
+            Self::Additive => (x + shift, None),
+        }
+    }
+
+    /// Latent to data: the inverse of [`Transform::forward`] for the same parameters, with the
+    /// elementwise log|dx/dz|.
+    pub fn inverse(&self, z: Tensor<2>, params: Vec<Tensor<2>>) -> (Tensor<2>, Option<Tensor<2>>) {
+        let mut params = params.into_iter();
+        let shift = params.next().expect("a shift parameter");
+        match self {
+            Self::Affine { scale } => {
+                let log_s = scale.log_scale(params.next().expect("a scale parameter"));
+                ((z - shift) * log_s.clone().neg().exp(), Some(log_s.neg()))
+            }
+            Self::Additive => (z - shift, None),
+        }
+    }
+
+    pub(crate) fn validate(&self) -> crate::Result<()> {
+        match self {
+            Self::Affine { scale } => scale.validate(),
+            Self::Additive => Ok(()),
+        }
+    }
+}

@@ -1,0 +1,180 @@
+//! Flows built from the two architectures: shapes, configuration errors, identity at
+//! initialisation, the change-of-variables identity, sampling.
+
+use burn::prelude::*;
+use burn::tensor::Distribution;
+use flowcore::testing::perturb_params;
+use flowcore::{ArchitectureConfig, Bijector, Flow, GlowConfig, RealNvpConfig};
+
+fn device() -> Device {
+    Device::flex()
+}
+
+fn max_abs(t: Tensor<1>) -> f64 {
+    t.abs().max().into_scalar::<f64>()
+}
+
+fn glow(c: usize, h: usize, w: usize, levels: usize) -> ArchitectureConfig {
+    let mut g = GlowConfig::new(c, h, w);
+    g.levels = levels;
+    g.steps_per_level = 2;
+    g.hidden_channels = 8;
+    ArchitectureConfig::Glow(g)
+}
+
+#[test]
+fn glow_on_8x8x3_and_28x28x1() {
+    let d = device();
+    for (cfg, dim) in [(glow(3, 8, 8, 3), 192), (glow(1, 28, 28, 2), 784)] {
+        let flow = perturb_params(Flow::new(cfg, &d).unwrap(), 0.05, 1);
+        assert_eq!(flow.dim(), dim);
+        let x = Tensor::<2>::random([4, dim], Distribution::Normal(0.0, 1.0), &d);
+        let (z, _) = flow.forward(x.clone(), None);
+        assert_eq!(z.dims(), [4, dim]);
+        let back = flow.decode(z, None);
+        let err = (back - x).abs().max().into_scalar::<f64>();
+        assert!(err < 1e-4, "round trip error {err}");
+    }
+}
+
+#[test]
+fn glow_levels_that_do_not_divide_the_image_are_rejected() {
+    let e = Flow::new(glow(1, 28, 28, 3), &device())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("height 28 is not divisible by 2^3"), "{e}");
+    assert!(e.contains("use at most 2 levels"), "{e}");
+    let e = Flow::new(glow(3, 32, 24, 4), &device())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("width 24 is not divisible by 2^4"), "{e}");
+    assert!(e.contains("at most 3 levels"), "{e}");
+}
+
+#[test]
+fn real_nvp_configuration_errors_name_the_key() {
+    let mut c = RealNvpConfig::new(1);
+    let e = Flow::new(ArchitectureConfig::RealNvpDense(c.clone()), &device())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("dim must be at least 2"), "{e}");
+    c.dim = 4;
+    c.hidden_per_layer = Some(vec![vec![8]]);
+    let e = Flow::new(ArchitectureConfig::RealNvpDense(c), &device())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("hidden_per_layer has 1 entries but num_layers is 8"),
+        "{e}"
+    );
+}
+
+#[test]
+fn architecture_configs_read_from_toml_with_tfp_names() {
+    let cfg: ArchitectureConfig = toml_like(
+        r#"{"kind": "glow", "channels": 3, "height": 32, "width": 32,
+            "num_glow_blocks": 3, "num_steps_per_block": 4, "hidden_channels": 64}"#,
+    );
+    match &cfg {
+        ArchitectureConfig::Glow(g) => assert_eq!((g.levels, g.steps_per_level), (3, 4)),
+        other => panic!("{other:?}"),
+    }
+    let cfg: ArchitectureConfig = toml_like(
+        r#"{"kind": "real_nvp_dense", "dim": 2, "num_layers": 12, "hidden_layers": [512, 512]}"#,
+    );
+    assert_eq!(
+        cfg,
+        ArchitectureConfig::RealNvpDense(RealNvpConfig {
+            num_layers: 12,
+            hidden_units: vec![512, 512],
+            ..RealNvpConfig::new(2)
+        })
+    );
+    let e = serde_json::from_str::<ArchitectureConfig>(
+        r#"{"kind": "glow", "channels": 1, "height": 8, "width": 8, "levelz": 2}"#,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("unknown field `levelz`"), "{e}");
+}
+
+fn toml_like(json: &str) -> ArchitectureConfig {
+    serde_json::from_str(json).unwrap()
+}
+
+#[test]
+fn a_new_flow_is_the_identity_up_to_its_permutations() {
+    let d = device();
+    let mut c = RealNvpConfig::new(3);
+    c.num_layers = 3; // reverse, reverse: an odd number of couplings ends un-reversed
+    let flow = Flow::new(ArchitectureConfig::RealNvpDense(c), &d).unwrap();
+    let x = Tensor::<2>::random([5, 3], Distribution::Normal(0.0, 1.0), &d);
+    let (z, ld) = flow.forward(x.clone(), None);
+    assert_eq!(max_abs(ld), 0.0);
+    assert_eq!((z - x).abs().max().into_scalar::<f64>(), 0.0);
+}
+
+#[test]
+fn log_prob_is_base_density_of_encode_plus_log_det() {
+    let d = device();
+    for cfg in [
+        ArchitectureConfig::RealNvpDense(RealNvpConfig {
+            num_layers: 4,
+            hidden_units: vec![16],
+            ..RealNvpConfig::new(3)
+        }),
+        glow(3, 8, 8, 2),
+    ] {
+        let flow = perturb_params(Flow::new(cfg, &d).unwrap(), 0.05, 7);
+        let x = Tensor::<2>::random([6, flow.dim()], Distribution::Normal(0.0, 1.0), &d);
+        let log_p = flow.log_prob(x.clone(), None);
+        let z = flow.encode(x.clone(), None);
+        let (_, logdet) = flow.bijector().forward(x, None);
+        // Computed independently of Flow::base_log_prob: -|z|^2/2 - D/2 log(2 pi).
+        let zz = z.clone().square().sum_dim(1).squeeze_dim::<1>(1);
+        let base = zz
+            .mul_scalar(-0.5)
+            .sub_scalar(0.5 * flow.dim() as f64 * (2.0 * std::f64::consts::PI).ln());
+        let diff = max_abs(log_p - (base + logdet));
+        assert!(diff < 1e-3, "change of variables off by {diff}");
+    }
+}
+
+#[test]
+fn samples_have_the_shape_and_spread_of_the_temperature() {
+    let d = device();
+    let c = RealNvpConfig {
+        num_layers: 2,
+        ..RealNvpConfig::new(2)
+    };
+    let flow = Flow::new(ArchitectureConfig::RealNvpDense(c), &d).unwrap();
+    // A new flow is the identity up to permutation: samples are the base at that temperature.
+    let s = flow.sample(4000, 0.5, None, &d);
+    assert_eq!(s.dims(), [4000, 2]);
+    let std = s.var(0).sqrt().mean().into_scalar::<f64>();
+    assert!((std - 0.5).abs() < 0.03, "sample std {std}, expected 0.5");
+}
+
+#[test]
+fn initialize_sets_actnorm_to_zero_mean_unit_variance() {
+    let d = device();
+    let c = RealNvpConfig {
+        num_layers: 1,
+        actnorm: true,
+        ..RealNvpConfig::new(2)
+    };
+    let flow = Flow::new(ArchitectureConfig::RealNvpDense(c), &d).unwrap();
+    assert_eq!(flow.init_flags(), vec![false]);
+    let x = Tensor::<2>::random([512, 2], Distribution::Normal(3.0, 2.0), &d);
+    let flow = flow.initialize(x.clone(), None);
+    assert_eq!(flow.init_flags(), vec![true]);
+    // Layer 0 is the ActNorm; the coupling after it is still the identity.
+    let (z, _) = flow.bijector().layers[0].forward(x, None);
+    let mean = z.clone().mean_dim(0).abs().max().into_scalar::<f64>();
+    let var = z.var(0);
+    let var_err = (var.sub_scalar(1.0)).abs().max().into_scalar::<f64>();
+    assert!(
+        mean < 1e-4 && var_err < 1e-2,
+        "mean {mean}, var error {var_err}"
+    );
+}
