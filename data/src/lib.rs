@@ -1,3 +1,43 @@
-//! flowdata: datasets and loaders for flowmodels (toy generators, image folders on disk and
-//! S3, tabular data). Filled in by the training and application issues; the crate exists now
-//! so the workspace has its final shape.
+//! flowdata: datasets and loaders for flowmodels. Toy point distributions (drawn fresh for
+//! every batch from a seed) and point files; image folders arrive with application 2.
+
+mod points;
+mod toy;
+
+pub use points::{Points, read_points_csv};
+pub use toy::Toy;
+
+/// Errors reading data; each names the file and, where it applies, the line.
+#[derive(Debug, thiserror::Error)]
+pub enum DataError {
+    /// A file that could not be read.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: String,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// A file whose content is not what was expected.
+    #[error("{path}:{line}: {reason}")]
+    Parse {
+        /// The file.
+        path: String,
+        /// 1-based line number.
+        line: usize,
+        /// What is wrong.
+        reason: String,
+    },
+    /// An unknown dataset name or bad parameter.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// A seeded random stream for one batch: the same `(seed, index)` gives the same batch on every
+/// run, so a resumed run draws what an uninterrupted one would have.
+pub fn batch_rng(seed: u64, index: u64) -> rand_chacha::ChaCha8Rng {
+    use rand::SeedableRng;
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    rng.set_stream(index);
+    rng
+}

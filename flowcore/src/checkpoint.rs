@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
+use burn::module::{Module, ModuleMapper, ModuleVisitor, Param, ParamId};
 use burn::prelude::*;
 use burn::tensor::{DType, TensorCreationOptions, TensorData};
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
@@ -23,6 +23,10 @@ pub const FORMAT_VERSION: u32 = 1;
 
 /// The safetensors metadata key of the header.
 pub const HEADER_KEY: &str = "flowmodels";
+
+/// The safetensors metadata key of the parameter ids (JSON, path to id). Optimizer state is
+/// keyed by parameter id, so a resumed run needs the ids its optimizer state was saved with.
+pub const PARAM_IDS_KEY: &str = "flowmodels.param_ids";
 
 /// The JSON header of a checkpoint.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -182,6 +186,17 @@ pub fn save_module<M: Module>(
 ) -> Result<()> {
     let mut collect = Collect::default();
     module.visit(&mut collect);
+    let mut metadata = metadata;
+    let ids: serde_json::Map<String, serde_json::Value> = collect
+        .tensors
+        .iter()
+        .zip(&collect.ids)
+        .map(|((name, ..), id)| (name.clone(), serde_json::Value::from(id.to_string())))
+        .collect();
+    metadata.insert(
+        PARAM_IDS_KEY.to_string(),
+        serde_json::Value::Object(ids).to_string(),
+    );
     let views = collect
         .tensors
         .iter()
@@ -230,9 +245,15 @@ fn assign<M: Module>(module: M, path: &Path, bytes: &[u8]) -> Result<M> {
     let tensors = SafeTensors::deserialize(bytes).map_err(|e| {
         FlowError::checkpoint(path, format!("not a safetensors file, or truncated: {e}"))
     })?;
+    let ids = SafeTensors::read_metadata(bytes)
+        .ok()
+        .and_then(|(_, m)| m.metadata().as_ref()?.get(PARAM_IDS_KEY).cloned())
+        .and_then(|json| serde_json::from_str::<HashMap<String, String>>(&json).ok())
+        .unwrap_or_default();
     let mut mapper = Assign {
         path: Vec::new(),
         tensors: &tensors,
+        ids,
         error: None,
         used: 0,
     };
@@ -257,6 +278,7 @@ fn assign<M: Module>(module: M, path: &Path, bytes: &[u8]) -> Result<M> {
 struct Collect {
     path: Vec<String>,
     tensors: Vec<(String, Dtype, Vec<usize>, Vec<u8>)>,
+    ids: Vec<u64>,
 }
 
 impl ModuleVisitor for Collect {
@@ -288,12 +310,14 @@ impl ModuleVisitor for Collect {
         };
         self.tensors
             .push((self.path.join("."), dtype, shape, bytes));
+        self.ids.push(param.id.val());
     }
 }
 
 struct Assign<'a> {
     path: Vec<String>,
     tensors: &'a SafeTensors<'a>,
+    ids: HashMap<String, String>,
     error: Option<String>,
     used: usize,
 }
@@ -349,11 +373,13 @@ impl ModuleMapper for Assign<'_> {
         match self.decode(&name, &shape) {
             Ok(data) => {
                 self.used += 1;
-                param.map(|old| {
-                    let options = TensorCreationOptions::new(old.device()).with_dtype(old.dtype());
-                    let t = Tensor::<D>::from_data(data, options);
-                    t.set_require_grad(old.is_require_grad())
-                })
+                let saved_id = self.ids.get(&name).and_then(|id| id.parse::<u64>().ok());
+                let (id, old, mapper) = param.consume();
+                let options = TensorCreationOptions::new(old.device()).with_dtype(old.dtype());
+                let t =
+                    Tensor::<D>::from_data(data, options).set_require_grad(old.is_require_grad());
+                let id = saved_id.map_or(id, ParamId::from);
+                Param::from_mapped_value(id, t, mapper)
             }
             Err(e) => {
                 self.error = Some(e);

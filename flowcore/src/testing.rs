@@ -159,6 +159,8 @@ pub struct HarnessSettings {
     /// need less: with large random weights their sigmoid scales saturate and the inverse
     /// becomes ill-conditioned, which tests the random weights rather than the code.
     pub perturbation: f64,
+    /// Seed of the initial parameters, the perturbation and the inputs.
+    pub seed: u64,
 }
 
 impl Default for HarnessSettings {
@@ -168,6 +170,10 @@ impl Default for HarnessSettings {
             jacobian: 1e-3,
             cancel: 1e-4,
             perturbation: 0.2,
+            seed: std::env::var("FLOWCORE_HARNESS_SEED")
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(0),
         }
     }
 }
@@ -222,12 +228,22 @@ pub fn check_architecture(
     scratch: &Path,
 ) -> HarnessReport {
     let device = Device::flex().autodiff();
-    let flow = Flow::new(config, &device).unwrap_or_else(|e| panic!("{name}: build failed: {e}"));
+    let flow = {
+        // burn's generator is one per device and shared by the test threads: seed and build
+        // under a lock so that every case starts from the same parameters on every run.
+        static BUILD: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let _guard = BUILD.lock().unwrap_or_else(|e| e.into_inner());
+        device.seed(settings.seed);
+        Flow::new(config, &device).unwrap_or_else(|e| panic!("{name}: build failed: {e}"))
+    };
     let dim = flow.dim();
     let batch = 8;
-    let make = |seed| {
+    let make = |stream: u64| {
         Tensor::<2>::from_data(
-            TensorData::new(sample_inputs(batch, dim, inputs, seed), [batch, dim]),
+            TensorData::new(
+                sample_inputs(batch, dim, inputs, settings.seed.wrapping_mul(31) ^ stream),
+                [batch, dim],
+            ),
             &device,
         )
     };
@@ -248,7 +264,7 @@ pub fn check_architecture(
         flow.init_flags().iter().all(|&f| f),
         "{name}: initialize left a layer uninitialised"
     );
-    let flow = perturb_params(flow, settings.perturbation, 3);
+    let flow = perturb_params(flow, settings.perturbation, settings.seed ^ 3);
 
     // Round trip and cancellation.
     let (z, ld_fwd) = flow.forward(x.clone(), cond);
