@@ -1,0 +1,426 @@
+//! The training engine: maximum likelihood with Adam/AdamW, learning-rate schedules,
+//! global-norm gradient clipping, a NaN guard, early stopping, checkpoints at epoch boundaries
+//! and exact resume. It reports through [`Observer`]s and never prints: binaries draw progress
+//! bars and trackers log metrics from the same reports.
+
+mod checkpoints;
+mod clip;
+mod schedule;
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use burn::optim::{AdamConfig, AdamWConfig, GradientsParams, ModuleOptimizer};
+use burn::prelude::*;
+use burn::tensor::TensorData;
+use serde::{Deserialize, Serialize};
+
+pub use checkpoints::{CheckpointDir, TrainState};
+pub use clip::clip_global_norm;
+pub use schedule::{Schedule, ScheduleState};
+
+use crate::{Flow, FlowError};
+
+/// Adam or AdamW.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OptimizerKind {
+    /// Adam (Kingma & Ba).
+    #[default]
+    Adam,
+    /// Adam with decoupled weight decay.
+    AdamW,
+}
+
+/// The `[training]` group of an application config.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrainingConfig {
+    /// Epochs to train.
+    pub epochs: usize,
+    /// Optimizer steps per epoch.
+    pub steps_per_epoch: usize,
+    /// Samples per step.
+    pub batch_size: usize,
+    /// Adam or AdamW.
+    pub optimizer: OptimizerKind,
+    /// Base learning rate.
+    pub learning_rate: f64,
+    /// AdamW's decoupled weight decay.
+    pub weight_decay: f64,
+    /// Learning-rate schedule.
+    pub schedule: Schedule,
+    /// Clip gradients to this global L2 norm; 0 turns clipping off.
+    pub clip_grad_norm: f64,
+    /// Stop after this many epochs without validation improvement, restoring the best
+    /// weights; 0 turns early stopping off.
+    pub early_stopping_patience: usize,
+    /// Smallest validation improvement (nats) that counts for early stopping.
+    pub early_stopping_min_delta: f64,
+    /// Save a checkpoint every this many epochs (and after the last).
+    pub checkpoint_every: usize,
+    /// Keep this many epoch checkpoints, plus `best`.
+    pub keep_last: usize,
+    /// Seed of the data, the initial parameters and everything random in training.
+    pub seed: u64,
+}
+
+impl Default for TrainingConfig {
+    fn default() -> Self {
+        Self {
+            epochs: 10,
+            steps_per_epoch: 100,
+            batch_size: 128,
+            optimizer: OptimizerKind::Adam,
+            learning_rate: 1e-3,
+            weight_decay: 0.0,
+            schedule: Schedule::Constant,
+            clip_grad_norm: 10.0,
+            early_stopping_patience: 0,
+            early_stopping_min_delta: 0.0,
+            checkpoint_every: 1,
+            keep_last: 3,
+            seed: 0,
+        }
+    }
+}
+
+impl TrainingConfig {
+    /// Check values; errors name the key.
+    pub fn validate(&self) -> Result<(), TrainError> {
+        let bad = |key: &str, why: String| Err(TrainError::Config(format!("training.{key} {why}")));
+        for (key, v) in [
+            ("epochs", self.epochs),
+            ("steps_per_epoch", self.steps_per_epoch),
+            ("batch_size", self.batch_size),
+            ("checkpoint_every", self.checkpoint_every),
+        ] {
+            if v == 0 {
+                return bad(key, "must be at least 1".into());
+            }
+        }
+        if !(self.learning_rate.is_finite() && self.learning_rate > 0.0) {
+            return bad(
+                "learning_rate",
+                format!("must be a positive number, got {}", self.learning_rate),
+            );
+        }
+        if !(self.clip_grad_norm.is_finite() && self.clip_grad_norm >= 0.0) {
+            return bad(
+                "clip_grad_norm",
+                format!("must be 0 (off) or positive, got {}", self.clip_grad_norm),
+            );
+        }
+        if self.weight_decay < 0.0 {
+            return bad(
+                "weight_decay",
+                format!("must not be negative, got {}", self.weight_decay),
+            );
+        }
+        self.schedule
+            .validate()
+            .map_err(|e| TrainError::Config(format!("training.schedule: {e}")))
+    }
+
+    fn optimizer(&self) -> ModuleOptimizer {
+        match self.optimizer {
+            OptimizerKind::Adam => AdamConfig::new().with_epsilon(1e-8).init(),
+            OptimizerKind::AdamW => AdamWConfig::new()
+                .with_epsilon(1e-8)
+                .with_weight_decay(self.weight_decay as f32)
+                .init(),
+        }
+    }
+}
+
+/// Training data: batches drawn by step, so a resumed run sees what an uninterrupted one
+/// would, and a fixed validation set.
+pub trait DataSource {
+    /// Features per sample.
+    fn dim(&self) -> usize;
+    /// The batch of global step `step`, row-major `[batch_size, dim]`.
+    fn train_batch(&mut self, step: u64, batch_size: usize) -> Result<Vec<f32>, String>;
+    /// The validation set, row-major `[n, dim]`.
+    fn validation(&mut self) -> Result<Vec<f32>, String>;
+}
+
+/// One optimizer step, as reported to observers.
+#[derive(Clone, Debug, Serialize)]
+pub struct StepStats {
+    /// Epoch, 1-based.
+    pub epoch: usize,
+    /// Step within the epoch, 1-based.
+    pub step_in_epoch: usize,
+    /// Global step, 1-based.
+    pub step: u64,
+    /// Mean NLL of the batch, nats per sample.
+    pub loss: f64,
+    /// The same in bits per dimension.
+    pub bits_per_dim: f64,
+    /// Learning rate of the step.
+    pub learning_rate: f64,
+    /// Global gradient norm before clipping.
+    pub grad_norm: f64,
+    /// Global gradient norm after clipping.
+    pub grad_norm_clipped: f64,
+    /// Training throughput since the epoch started.
+    pub samples_per_sec: f64,
+}
+
+/// One epoch, as reported to observers and kept in the run's history.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EpochStats {
+    /// Epoch, 1-based.
+    pub epoch: usize,
+    /// Mean training NLL over the epoch, nats per sample.
+    pub train_nll: f64,
+    /// Validation NLL, nats per sample.
+    pub val_nll: f64,
+    /// Validation bits per dimension.
+    pub val_bits_per_dim: f64,
+    /// Learning rate at the end of the epoch.
+    pub learning_rate: f64,
+    /// Training throughput.
+    pub samples_per_sec: f64,
+    /// Whether this epoch has the best validation NLL so far.
+    pub best: bool,
+}
+
+/// Receives reports from the trainer.
+pub trait Observer {
+    /// An epoch of `steps` steps begins.
+    fn on_epoch_start(&mut self, _epoch: usize, _steps: usize) {}
+    /// A step finished.
+    fn on_step(&mut self, _stats: &StepStats) {}
+    /// An epoch finished and was validated (and checkpointed, if due).
+    fn on_epoch_end(&mut self, _stats: &EpochStats) {}
+}
+
+/// Why training stopped early or could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    /// A bad `[training]` value.
+    #[error("invalid config: {0}")]
+    Config(String),
+    /// A NaN or infinite loss or gradient.
+    #[error(
+        "{what} is {value} at epoch {epoch}, step {step}: training stopped; {}",
+        match checkpoint {
+            Some(p) => format!("the last good checkpoint is {}", p.display()),
+            None => "no epoch had finished, so there is no checkpoint".to_string(),
+        }
+    )]
+    NonFinite {
+        /// `loss`, `gradient norm` or `validation NLL`.
+        what: &'static str,
+        /// The value.
+        value: f64,
+        /// Epoch, 1-based.
+        epoch: usize,
+        /// Global step, 1-based.
+        step: u64,
+        /// The last checkpoint written, intact.
+        checkpoint: Option<PathBuf>,
+    },
+    /// The data source failed.
+    #[error("data: {0}")]
+    Data(String),
+    /// Saving or loading a checkpoint failed.
+    #[error(transparent)]
+    Flow(#[from] FlowError),
+}
+
+/// The result of [`fit`].
+#[derive(Debug)]
+pub struct FitOutcome {
+    /// The trained flow: the best by validation NLL when early stopping is on, else the last.
+    pub flow: Flow,
+    /// Every epoch, resumed ones included.
+    pub history: Vec<EpochStats>,
+    /// Whether early stopping ended the run.
+    pub stopped_early: bool,
+    /// The best validation NLL and its epoch.
+    pub best: (f64, usize),
+}
+
+/// `nll` nats per sample of `dim` features in bits per dimension.
+pub fn bits_per_dim(nll: f64, dim: usize) -> f64 {
+    nll / (dim as f64 * std::f64::consts::LN_2)
+}
+
+/// Mean NLL of `values` (`[n, dim]`) under `flow`, in batches, without gradients.
+pub fn mean_nll(flow: &Flow, values: &[f32], dim: usize, device: &Device) -> f64 {
+    let n = values.len() / dim;
+    let chunk = 4096;
+    let mut total = 0.0;
+    for start in (0..n).step_by(chunk) {
+        let m = chunk.min(n - start);
+        let x = Tensor::<2>::from_data(
+            TensorData::new(values[start * dim..(start + m) * dim].to_vec(), [m, dim]),
+            device,
+        );
+        total += flow.log_prob(x, None).sum().into_scalar::<f64>();
+    }
+    -total / n as f64
+}
+
+/// Train `flow` by maximum likelihood on `data`, writing checkpoints under `run_dir`. With
+/// `resume`, continue from the newest checkpoint there, on the same curve. `device` must be an
+/// autodiff device.
+pub fn fit(
+    flow: Flow,
+    data: &mut dyn DataSource,
+    config: &TrainingConfig,
+    run_dir: &Path,
+    resume: bool,
+    device: &Device,
+    observers: &mut [&mut dyn Observer],
+) -> Result<FitOutcome, TrainError> {
+    config.validate()?;
+    let dim = data.dim();
+    if dim != flow.dim() {
+        return Err(TrainError::Config(format!(
+            "the data have {dim} features but the model maps {}",
+            flow.dim()
+        )));
+    }
+    let checkpoints = CheckpointDir::new(run_dir.join("checkpoints"));
+    let mut optim = config.optimizer();
+    let (mut flow, mut state) = match resume.then(|| checkpoints.latest()).flatten() {
+        Some(dir) => {
+            let (flow, optim_state, state) = checkpoints.load(&dir, flow.config(), device)?;
+            optim = optim.from_bytes(optim_state).map_err(|e| {
+                FlowError::checkpoint(dir.join(checkpoints::OPTIMIZER_FILE), e.to_string())
+            })?;
+            tracing::info!(checkpoint = %dir.display(), epochs_done = state.epochs_done, "resuming");
+            (flow, state)
+        }
+        None => {
+            let first = data
+                .train_batch(0, config.batch_size)
+                .map_err(TrainError::Data)?;
+            let x =
+                Tensor::<2>::from_data(TensorData::new(first, [config.batch_size, dim]), device);
+            (flow.initialize(x, None), TrainState::default())
+        }
+    };
+    let validation = data.validation().map_err(TrainError::Data)?;
+    // The best weights found by this process; after a resume an earlier best is on disk.
+    let mut best_flow: Option<Flow> = None;
+    let mut last_checkpoint = checkpoints.latest();
+    let mut stopped_early = false;
+
+    for epoch in state.epochs_done + 1..=config.epochs {
+        observers
+            .iter_mut()
+            .for_each(|o| o.on_epoch_start(epoch, config.steps_per_epoch));
+        let started = Instant::now();
+        let mut nll_sum = 0.0;
+        let mut lr = config.learning_rate;
+        for s in 1..=config.steps_per_epoch {
+            let step = state.step + 1;
+            let values = data
+                .train_batch(step, config.batch_size)
+                .map_err(TrainError::Data)?;
+            let x =
+                Tensor::<2>::from_data(TensorData::new(values, [config.batch_size, dim]), device);
+            let loss = flow.log_prob(x, None).mean().neg();
+            let loss_value = loss.clone().into_scalar::<f64>();
+            let non_finite = |what, value| TrainError::NonFinite {
+                what,
+                value,
+                epoch,
+                step,
+                checkpoint: last_checkpoint.clone(),
+            };
+            if !loss_value.is_finite() {
+                return Err(non_finite("loss", loss_value));
+            }
+            let grads = GradientsParams::from_grads(loss.backward(), &flow);
+            let max_norm = (config.clip_grad_norm > 0.0).then_some(config.clip_grad_norm);
+            let (grads, norm, clipped) = clip_global_norm(&flow, grads, max_norm);
+            if !norm.is_finite() {
+                return Err(non_finite("gradient norm", norm));
+            }
+            lr = config
+                .schedule
+                .rate(config.learning_rate, state.step, &state.schedule);
+            flow = optim.step(lr, flow, grads);
+            state.step = step;
+            nll_sum += loss_value;
+            let stats = StepStats {
+                epoch,
+                step_in_epoch: s,
+                step,
+                loss: loss_value,
+                bits_per_dim: bits_per_dim(loss_value, dim),
+                learning_rate: lr,
+                grad_norm: norm,
+                grad_norm_clipped: clipped,
+                samples_per_sec: (s * config.batch_size) as f64 / started.elapsed().as_secs_f64(),
+            };
+            observers.iter_mut().for_each(|o| o.on_step(&stats));
+        }
+        let samples_per_sec =
+            (config.steps_per_epoch * config.batch_size) as f64 / started.elapsed().as_secs_f64();
+        let val_nll = mean_nll(&flow.valid(), &validation, dim, &device.clone().inner());
+        if !val_nll.is_finite() {
+            return Err(TrainError::NonFinite {
+                what: "validation NLL",
+                value: val_nll,
+                epoch,
+                step: state.step,
+                checkpoint: last_checkpoint,
+            });
+        }
+        config.schedule.on_epoch_end(val_nll, &mut state.schedule);
+        let improved = val_nll < state.best_val - config.early_stopping_min_delta;
+        if val_nll < state.best_val {
+            state.best_val = val_nll;
+            state.best_epoch = epoch;
+            best_flow = Some(flow.clone());
+        }
+        state.bad_epochs = if improved { 0 } else { state.bad_epochs + 1 };
+        state.epochs_done = epoch;
+        let stats = EpochStats {
+            epoch,
+            train_nll: nll_sum / config.steps_per_epoch as f64,
+            val_nll,
+            val_bits_per_dim: bits_per_dim(val_nll, dim),
+            learning_rate: lr,
+            samples_per_sec,
+            best: state.best_epoch == epoch,
+        };
+        state.history.push(stats.clone());
+        let patience = config.early_stopping_patience;
+        stopped_early = patience > 0 && state.bad_epochs >= patience;
+        if epoch % config.checkpoint_every == 0 || epoch == config.epochs || stopped_early {
+            let dir = checkpoints.save_epoch(epoch, &flow, &optim, &state)?;
+            checkpoints.prune(config.keep_last)?;
+            last_checkpoint = Some(dir);
+        }
+        if stats.best {
+            checkpoints.save_best(&flow, &optim, &state)?;
+        }
+        observers.iter_mut().for_each(|o| o.on_epoch_end(&stats));
+        if stopped_early {
+            tracing::info!(epoch, best_epoch = state.best_epoch, "early stopping");
+            break;
+        }
+    }
+    if config.early_stopping_patience > 0 {
+        flow = match best_flow {
+            Some(best) => best,
+            None => match checkpoints.load_best(flow.config(), device)? {
+                Some((best, _, _)) => best,
+                None => flow,
+            },
+        };
+    }
+    Ok(FitOutcome {
+        flow,
+        history: state.history.clone(),
+        stopped_early,
+        best: (state.best_val, state.best_epoch),
+    })
+}

@@ -1,0 +1,355 @@
+//! The training engine: exact resume, the NaN guard, early stopping, clipping, schedules.
+
+use std::path::PathBuf;
+
+use burn::module::{Module, ModuleVisitor, Param};
+use burn::optim::GradientsParams;
+use burn::prelude::*;
+use burn::tensor::TensorData;
+use flowcore::train::{
+    CheckpointDir, DataSource, Schedule, ScheduleState, TrainError, TrainingConfig,
+    clip_global_norm, fit, mean_nll,
+};
+use flowcore::{ArchitectureConfig, Flow, RealNvpConfig};
+use rand::Rng;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+
+/// Correlated 2-D Gaussian batches, drawn by step; optionally NaN at one step, or drifting
+/// away from the validation distribution as steps go on.
+struct Gaussian {
+    seed: u64,
+    nan_at: Option<u64>,
+    drift_per_step: f32,
+}
+
+impl Gaussian {
+    fn draw(&self, stream: u64, n: usize, shift: f32) -> Vec<f32> {
+        let mut rng = ChaCha8Rng::seed_from_u64(self.seed);
+        rng.set_stream(stream);
+        let mut out = Vec::with_capacity(2 * n);
+        for _ in 0..n {
+            let (a, b): (f32, f32) = (rng.random::<f32>() - 0.5, rng.random::<f32>() - 0.5);
+            out.push(3.0 * a + shift);
+            out.push(2.0 * a + b);
+        }
+        out
+    }
+}
+
+impl DataSource for Gaussian {
+    fn dim(&self) -> usize {
+        2
+    }
+    fn train_batch(&mut self, step: u64, batch_size: usize) -> Result<Vec<f32>, String> {
+        let mut v = self.draw(step + 1, batch_size, self.drift_per_step * step as f32);
+        if self.nan_at == Some(step) {
+            v[3] = f32::NAN;
+        }
+        Ok(v)
+    }
+    fn validation(&mut self) -> Result<Vec<f32>, String> {
+        Ok(self.draw(0, 1024, 0.0))
+    }
+}
+
+fn run_dir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("flowcore-train-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    d
+}
+
+fn new_flow(device: &Device) -> Flow {
+    device.seed(5);
+    let cfg = RealNvpConfig {
+        num_layers: 3,
+        hidden_units: vec![16, 16],
+        ..RealNvpConfig::new(2)
+    };
+    Flow::new(ArchitectureConfig::RealNvpDense(cfg), device).unwrap()
+}
+
+fn config(epochs: usize) -> TrainingConfig {
+    TrainingConfig {
+        epochs,
+        steps_per_epoch: 20,
+        batch_size: 64,
+        schedule: Schedule::CosineWarmRestarts {
+            period: 30,
+            period_mult: 2.0,
+            min_lr: 1e-5,
+        },
+        ..TrainingConfig::default()
+    }
+}
+
+fn weights(flow: &Flow) -> Vec<f32> {
+    struct All(Vec<f32>);
+    impl ModuleVisitor for All {
+        fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<D>>) {
+            self.0.extend(
+                p.val()
+                    .to_data()
+                    .convert::<f32>()
+                    .try_into_vec::<f32>()
+                    .unwrap(),
+            );
+        }
+    }
+    let mut all = All(Vec::new());
+    flow.visit(&mut all);
+    all.0
+}
+
+#[test]
+fn resuming_continues_the_same_curve() {
+    let device = Device::flex().autodiff();
+    let data = || Gaussian {
+        seed: 1,
+        nan_at: None,
+        drift_per_step: 0.0,
+    };
+    let straight_dir = run_dir("straight");
+    let straight = fit(
+        new_flow(&device),
+        &mut data(),
+        &config(4),
+        &straight_dir,
+        false,
+        &device,
+        &mut [],
+    )
+    .unwrap();
+
+    let split_dir = run_dir("split");
+    fit(
+        new_flow(&device),
+        &mut data(),
+        &config(2),
+        &split_dir,
+        false,
+        &device,
+        &mut [],
+    )
+    .unwrap();
+    let resumed = fit(
+        new_flow(&device),
+        &mut data(),
+        &config(4),
+        &split_dir,
+        true,
+        &device,
+        &mut [],
+    )
+    .unwrap();
+
+    assert_eq!(resumed.history.len(), 4);
+    let (a, b) = (weights(&straight.flow), weights(&resumed.flow));
+    let diff = a
+        .iter()
+        .zip(&b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0f32, f32::max);
+    assert_eq!(
+        diff, 0.0,
+        "resumed weights differ from an uninterrupted run by {diff}"
+    );
+    for (a, b) in straight.history.iter().zip(&resumed.history) {
+        assert_eq!(
+            (a.epoch, a.train_nll, a.val_nll),
+            (b.epoch, b.train_nll, b.val_nll)
+        );
+        assert!((a.learning_rate - b.learning_rate).abs() < 1e-15);
+    }
+}
+
+#[test]
+fn a_nan_stops_training_and_keeps_the_last_checkpoint() {
+    let device = Device::flex().autodiff();
+    let cfg = config(5);
+    let nan_step = 2 * cfg.steps_per_epoch as u64 + 7; // in epoch 3
+    let dir = run_dir("nan");
+    let mut data = Gaussian {
+        seed: 2,
+        nan_at: Some(nan_step),
+        drift_per_step: 0.0,
+    };
+    let err = fit(
+        new_flow(&device),
+        &mut data,
+        &cfg,
+        &dir,
+        false,
+        &device,
+        &mut [],
+    )
+    .unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        matches!(err, TrainError::NonFinite { epoch: 3, .. }),
+        "{msg}"
+    );
+    assert!(msg.contains("loss is NaN at epoch 3"), "{msg}");
+    assert!(msg.contains("epoch-000002"), "{msg}");
+    let ckpts = CheckpointDir::new(dir.join("checkpoints"));
+    let epochs: Vec<usize> = ckpts.epochs().into_iter().map(|(e, _)| e).collect();
+    assert_eq!(epochs, vec![1, 2]);
+    let (flow, _, state) = ckpts
+        .load(
+            &ckpts.latest().unwrap(),
+            new_flow(&device).config(),
+            &device,
+        )
+        .unwrap();
+    assert_eq!(state.epochs_done, 2);
+    let nll = mean_nll(
+        &flow.valid(),
+        &data.validation().unwrap(),
+        2,
+        &Device::flex(),
+    );
+    assert!(nll.is_finite());
+}
+
+#[test]
+fn early_stopping_restores_the_best_weights() {
+    let device = Device::flex().autodiff();
+    let cfg = TrainingConfig {
+        epochs: 30,
+        early_stopping_patience: 2,
+        ..config(30)
+    };
+    // Training data drift away from the validation data: validation gets worse after a while.
+    let mut data = Gaussian {
+        seed: 3,
+        nan_at: None,
+        drift_per_step: 0.02,
+    };
+    let dir = run_dir("early");
+    let out = fit(
+        new_flow(&device),
+        &mut data,
+        &cfg,
+        &dir,
+        false,
+        &device,
+        &mut [],
+    )
+    .unwrap();
+    assert!(out.stopped_early, "ran all {} epochs", out.history.len());
+    assert!(out.history.len() < 30);
+    let (best_nll, best_epoch) = out.best;
+    assert!(best_epoch < out.history.len());
+    let nll = mean_nll(
+        &out.flow.valid(),
+        &data.validation().unwrap(),
+        2,
+        &Device::flex(),
+    );
+    assert!(
+        (nll - best_nll).abs() < 1e-5,
+        "returned model has {nll}, best was {best_nll}"
+    );
+    let last = out.history.last().unwrap().val_nll;
+    assert!(
+        last > best_nll,
+        "the last epoch ({last}) should be worse than the best ({best_nll})"
+    );
+}
+
+#[test]
+fn clipping_scales_all_gradients_to_the_max_norm() {
+    let device = Device::flex().autodiff();
+    let flow = flowcore::testing::perturb_params(new_flow(&device), 0.3, 1);
+    let x = Tensor::<2>::from_data(
+        TensorData::new(vec![30.0f32, -20.0, 5.0, 8.0], [2, 2]),
+        &device,
+    );
+    let loss = flow.log_prob(x.clone(), None).mean().neg();
+    let grads = GradientsParams::from_grads(loss.backward(), &flow);
+    let (grads, before, after) = clip_global_norm(&flow, grads, Some(0.5));
+    assert!(before > 0.5, "test needs a large gradient, got {before}");
+    assert!((after - 0.5).abs() < 1e-4, "{after}");
+    let (_, measured, _) = clip_global_norm(&flow, grads, None);
+    assert!(
+        (measured - 0.5).abs() < 1e-4,
+        "clipped gradients have norm {measured}"
+    );
+}
+
+#[test]
+fn schedules_follow_their_formulas() {
+    let s = ScheduleState::default();
+    let exp = Schedule::ExponentialDecay {
+        decay_rate: 0.5,
+        decay_steps: 10,
+        staircase: true,
+    };
+    assert_eq!(exp.rate(1.0, 9, &s), 1.0);
+    assert_eq!(exp.rate(1.0, 10, &s), 0.5);
+    assert_eq!(exp.rate(1.0, 25, &s), 0.25);
+    let smooth = Schedule::ExponentialDecay {
+        decay_rate: 0.5,
+        decay_steps: 10,
+        staircase: false,
+    };
+    assert!((smooth.rate(1.0, 5, &s) - 0.5f64.sqrt()).abs() < 1e-12);
+
+    let cos = Schedule::CosineWarmRestarts {
+        period: 10,
+        period_mult: 2.0,
+        min_lr: 0.0,
+    };
+    assert_eq!(cos.rate(1.0, 0, &s), 1.0);
+    assert!((cos.rate(1.0, 5, &s) - 0.5).abs() < 1e-12);
+    assert_eq!(cos.rate(1.0, 10, &s), 1.0, "restart after the first period");
+    assert!(
+        (cos.rate(1.0, 20, &s) - 0.5).abs() < 1e-12,
+        "second period is 20 steps long"
+    );
+
+    let plateau = Schedule::ReduceOnPlateau {
+        factor: 0.1,
+        patience: 1,
+        threshold: 0.0,
+        min_lr: 1e-3,
+    };
+    let mut st = ScheduleState::default();
+    for v in [1.0, 0.9, 0.95, 0.95] {
+        plateau.on_epoch_end(v, &mut st);
+    }
+    assert!((plateau.rate(1.0, 0, &st) - 0.1).abs() < 1e-12);
+    for _ in 0..10 {
+        plateau.on_epoch_end(2.0, &mut st);
+    }
+    assert_eq!(plateau.rate(1.0, 0, &st), 1e-3, "never below min_lr");
+}
+
+#[test]
+fn bad_training_values_name_the_key() {
+    let device = Device::flex().autodiff();
+    let mut data = Gaussian {
+        seed: 1,
+        nan_at: None,
+        drift_per_step: 0.0,
+    };
+    let cfg = TrainingConfig {
+        batch_size: 0,
+        ..TrainingConfig::default()
+    };
+    let e = fit(
+        new_flow(&device),
+        &mut data,
+        &cfg,
+        &run_dir("bad"),
+        false,
+        &device,
+        &mut [],
+    )
+    .unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("training.batch_size must be at least 1"),
+        "{e}"
+    );
+}
