@@ -22,6 +22,7 @@ pub mod nets;
 pub mod partition;
 pub mod tensor_util;
 pub mod testing;
+pub mod tracking;
 pub mod train;
 pub mod transform;
 

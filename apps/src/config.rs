@@ -1,0 +1,146 @@
+//! Application configs: one TOML file per application in `apps/configs/`, embedded in its
+//! binary as the defaults, with the groups `run`, `training` and `model`. A user file given with
+//! `--config` is merged over the defaults (so a partial file works, and a run's resolved
+//! `config.toml` reproduces that run), then `--set group.key=value` overrides are applied.
+//! Unknown keys and wrong types are errors that name the key.
+
+use std::path::Path;
+
+use anyhow::{Context, Result, bail};
+use serde::de::DeserializeOwned;
+use toml::{Table, Value};
+
+/// Merge `over` into `base`, recursing into tables.
+pub fn merge(base: &mut Table, over: Table) {
+    for (k, v) in over {
+        match (base.get_mut(&k), v) {
+            (Some(Value::Table(b)), Value::Table(o)) => merge(b, o),
+            (_, v) => {
+                base.insert(k, v);
+            }
+        }
+    }
+}
+
+/// Parse the value of a `--set`: any TOML value (`256`, `1e-3`, `true`, `[64, 64]`,
+/// `"text"`), or else the bare text as a string (`--set run.dataset=moons`).
+fn parse_value(text: &str) -> Value {
+    match format!("v = {text}").parse::<Table>() {
+        Ok(mut t) => t.remove("v").unwrap_or_else(|| Value::String(text.into())),
+        Err(_) => Value::String(text.to_string()),
+    }
+}
+
+/// Apply one `group.key=value` (any depth of dotted keys) to `table`.
+pub fn apply_set(table: &mut Table, assignment: &str) -> Result<()> {
+    let Some((path, value)) = assignment.split_once('=') else {
+        bail!("--set `{assignment}`: expected KEY=VALUE, for example training.batch_size=256");
+    };
+    let keys: Vec<&str> = path.trim().split('.').collect();
+    if keys.iter().any(|k| k.is_empty()) {
+        bail!("--set `{assignment}`: `{path}` is not a dotted key like training.batch_size");
+    }
+    let mut cursor = table;
+    for (i, key) in keys[..keys.len() - 1].iter().enumerate() {
+        let entry = cursor
+            .entry(key.to_string())
+            .or_insert_with(|| Value::Table(Table::new()));
+        cursor = match entry {
+            Value::Table(t) => t,
+            _ => bail!(
+                "--set `{assignment}`: `{}` is a value, not a group",
+                keys[..=i].join(".")
+            ),
+        };
+    }
+    cursor.insert(keys[keys.len() - 1].to_string(), parse_value(value.trim()));
+    Ok(())
+}
+
+/// The config table: `defaults`, merged with `file` when given, then the `sets`.
+pub fn resolve_table(defaults: &str, file: Option<&Path>, sets: &[String]) -> Result<Table> {
+    let mut table: Table = defaults
+        .parse()
+        .context("the embedded default config does not parse")?;
+    if let Some(path) = file {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read config {}", path.display()))?;
+        let user: Table = text
+            .parse()
+            .with_context(|| format!("config {} is not valid TOML", path.display()))?;
+        merge(&mut table, user);
+    }
+    for s in sets {
+        apply_set(&mut table, s)?;
+    }
+    Ok(table)
+}
+
+/// Deserialize a config table, the group `prefix` ("" for the whole config); errors name the
+/// key (`config: key `training.batch_size`: invalid type ...`).
+pub fn from_table<T: DeserializeOwned>(table: &Table, origin: &str, prefix: &str) -> Result<T> {
+    let value = Value::Table(table.clone());
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        let key = match (prefix.is_empty(), path == "." || path.is_empty()) {
+            (true, true) => String::new(),
+            (true, false) => path,
+            (false, true) => prefix.to_string(),
+            (false, false) => format!("{prefix}.{path}"),
+        };
+        if key.is_empty() {
+            anyhow::anyhow!("{origin}: {inner}")
+        } else {
+            anyhow::anyhow!("{origin}: key `{key}`: {inner}")
+        }
+    })
+}
+
+/// Turn a config table into flat `group.key` = value pairs, for tracking params.
+pub fn flatten(table: &Table) -> Vec<(String, String)> {
+    fn walk(prefix: &str, t: &Table, out: &mut Vec<(String, String)>) {
+        for (k, v) in t {
+            let key = if prefix.is_empty() {
+                k.clone()
+            } else {
+                format!("{prefix}.{k}")
+            };
+            match v {
+                Value::Table(inner) => walk(&key, inner, out),
+                Value::String(s) => out.push((key, s.clone())),
+                other => out.push((key, other.to_string())),
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk("", table, &mut out);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sets_parse_toml_values_and_fall_back_to_strings() {
+        let mut t: Table = "[training]\nbatch_size = 128\n".parse().unwrap();
+        apply_set(&mut t, "training.batch_size=256").unwrap();
+        apply_set(&mut t, "model.hidden_units=[64, 64]").unwrap();
+        apply_set(&mut t, "run.dataset=moons:0.05").unwrap();
+        assert_eq!(t["training"]["batch_size"].as_integer(), Some(256));
+        assert_eq!(t["model"]["hidden_units"].as_array().unwrap().len(), 2);
+        assert_eq!(t["run"]["dataset"].as_str(), Some("moons:0.05"));
+        let err = apply_set(&mut t, "training.batch_size.x=1").unwrap_err();
+        assert!(err.to_string().contains("training.batch_size"), "{err}");
+        assert!(apply_set(&mut t, "nokey").is_err());
+    }
+
+    #[test]
+    fn merge_keeps_defaults_not_overridden() {
+        let mut base: Table = "[a]\nx = 1\ny = 2\n".parse().unwrap();
+        merge(&mut base, "[a]\ny = 3\n".parse().unwrap());
+        assert_eq!(base["a"]["x"].as_integer(), Some(1));
+        assert_eq!(base["a"]["y"].as_integer(), Some(3));
+    }
+}

@@ -1,0 +1,9 @@
+//! flowapps: what the `train_flowmodelsN` binaries share (configs, run directories, tracking
+//! setup, progress, plots) and each application's logic, so that the binaries stay thin and
+//! tests drive the applications as libraries.
+
+pub mod app1;
+pub mod config;
+pub mod plot;
+pub mod progress;
+pub mod run;
