@@ -1,0 +1,53 @@
+//! The `train_flowmodels1` binary: errors reach the user with the key at fault and a failing
+//! exit status; `--print-config` shows the resolved config with the overrides applied.
+
+use std::process::Command;
+
+fn app1(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_train_flowmodels1"))
+        .args(args)
+        .current_dir(std::env::temp_dir())
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn print_config_applies_flags_and_sets() {
+    let out = app1(&[
+        "--print-config",
+        "--dataset",
+        "gmm",
+        "--epochs",
+        "7",
+        "--set",
+        "model.num_layers=4",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let table: toml::Table = String::from_utf8(out.stdout).unwrap().parse().unwrap();
+    assert_eq!(table["run"]["dataset"].as_str(), Some("gmm"));
+    assert_eq!(table["training"]["epochs"].as_integer(), Some(7));
+    assert_eq!(table["model"]["num_layers"].as_integer(), Some(4));
+    // The original's app-1 defaults.
+    assert_eq!(table["training"]["batch_size"].as_integer(), Some(128));
+    assert_eq!(table["model"]["hidden_units"].as_array().unwrap().len(), 2);
+}
+
+#[test]
+fn a_bad_key_fails_with_its_name() {
+    let out = app1(&[
+        "--set",
+        "training.bach_size=3",
+        "--run-dir",
+        "/nonexistent-never-created",
+    ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("bach_size"), "{err}");
+    let out = app1(&["sample", "--run", "/nonexistent/run"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/run"));
+}
