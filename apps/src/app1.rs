@@ -9,17 +9,16 @@ use anyhow::{Context, Result, bail};
 use burn::prelude::*;
 use burn::tensor::{Distribution, TensorData};
 use flowcore::checkpoint::{load_flow, save_flow};
-use flowcore::tracking::RunStatus;
-use flowcore::train::{self, DataSource, EpochStats, Observer, TrainingConfig};
+use flowcore::train::{self, DataSource, EpochStats, TrainingConfig};
 use flowcore::{ArchitectureConfig, Bijector, Flow};
 use flowdata::{Toy, batch_rng, read_points_csv};
 use rand::seq::SliceRandom;
 use serde::{Deserialize, Serialize};
 
-use crate::config::{from_table, resolve_table};
+use crate::config::{from_table, group, resolve_options};
+use crate::infer::to_vec;
 use crate::plot::{ScatterSet, nll_curves, scatter};
-use crate::progress::Progress;
-use crate::run::{new_run_dir, standard_tags, start_tracker};
+use crate::run::{RunPlace, close_run, fit_tracked, open_run};
 
 /// The binary's name, used as the `app` tag.
 pub const APP: &str = "train_flowmodels1";
@@ -66,24 +65,7 @@ pub struct App1Config {
     pub model: ArchitectureConfig,
 }
 
-/// What `train` is asked to do.
-#[derive(Clone, Debug, Default)]
-pub struct TrainOptions {
-    /// A config file merged over the defaults.
-    pub config: Option<PathBuf>,
-    /// `group.key=value` overrides, applied last.
-    pub sets: Vec<String>,
-    /// Write the run here instead of a new directory under `run.output_dir`.
-    pub run_dir: Option<PathBuf>,
-    /// Continue the run in this directory from its newest checkpoint, with its config.
-    pub resume: Option<PathBuf>,
-    /// An MLflow tracking server (`http://host:port`).
-    pub tracking_uri: Option<String>,
-    /// Override `run.tracking_dir`.
-    pub tracking_dir: Option<PathBuf>,
-    /// Draw progress bars when on a terminal.
-    pub progress: bool,
-}
+pub use crate::run::TrainOptions;
 
 /// The outcome of a training run, also written as `report.json`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -241,23 +223,8 @@ impl DataSource for Points {
 /// Resolve the config of a run: defaults, file, overrides, and `model.dim` from the data when
 /// the model does not give it.
 fn resolve(opts: &TrainOptions) -> Result<(App1Config, toml::Table, Points)> {
-    let file = match &opts.resume {
-        Some(dir) => Some(dir.join("config.toml")),
-        None => opts.config.clone(),
-    };
-    let mut table = resolve_table(DEFAULT_CONFIG, file.as_deref(), &opts.sets)?;
-    let origin = file.as_ref().map_or_else(
-        || "config".to_string(),
-        |f| format!("config {}", f.display()),
-    );
-    let run: RunGroup = from_table(
-        table
-            .get("run")
-            .and_then(|v| v.as_table())
-            .unwrap_or(&toml::Table::new()),
-        &origin,
-        "run",
-    )?;
+    let (mut table, origin) = resolve_options(DEFAULT_CONFIG, opts)?;
+    let run: RunGroup = group(&table, "run", &origin)?;
     let seed = table
         .get("training")
         .and_then(|t| t.get("seed"))
@@ -276,62 +243,25 @@ fn resolve(opts: &TrainOptions) -> Result<(App1Config, toml::Table, Points)> {
 
 /// Per-point log p(x) of `values` (`[n, dim]`), in chunks, without gradients.
 pub fn log_prob_points(flow: &Flow, values: &[f32], dim: usize, device: &Device) -> Vec<f32> {
-    let n = values.len() / dim;
-    let mut out = Vec::with_capacity(n);
-    for start in (0..n).step_by(4096) {
-        let m = 4096.min(n - start);
-        let x = Tensor::<2>::from_data(
-            TensorData::new(values[start * dim..(start + m) * dim].to_vec(), [m, dim]),
-            device,
-        );
-        out.extend(to_vec(flow.log_prob(x, None).into_data()));
-    }
-    out
-}
-
-fn to_vec(data: TensorData) -> Vec<f32> {
-    data.convert::<f32>()
-        .try_into_vec::<f32>()
-        .unwrap_or_default()
+    crate::infer::log_prob_rows(flow, values, dim, device)
 }
 
 /// Train application 1 as configured; everything goes into the run directory and tracking.
 pub fn train(opts: &TrainOptions) -> Result<TrainSummary> {
     let (config, table, mut points) = resolve(opts)?;
-    let run_dir = match (&opts.resume, &opts.run_dir) {
-        (Some(dir), _) | (None, Some(dir)) => {
-            std::fs::create_dir_all(dir)
-                .with_context(|| format!("cannot create run directory {}", dir.display()))?;
-            dir.clone()
-        }
-        (None, None) => new_run_dir(&config.run.output_dir, &config.run.name)?,
-    };
-    let resolved = toml::to_string(&table).context("cannot write the resolved config")?;
-    flowcore::checkpoint::write_atomic(&run_dir.join("config.toml"), resolved.as_bytes())?;
-
-    let store = opts
-        .tracking_dir
-        .clone()
-        .unwrap_or_else(|| config.run.tracking_dir.clone());
-    let run_name = run_dir
-        .file_name()
-        .map_or_else(|| "run".into(), |n| n.to_string_lossy().to_string());
-    let mut tags = standard_tags(APP);
-    tags.push(("dataset".into(), points.name()));
-    tags.push(("run_dir".into(), run_dir.display().to_string()));
-    if let Some(dir) = &opts.resume {
-        tags.push(("resumed_from".into(), dir.display().to_string()));
-    }
-    let mut tracker = start_tracker(
-        &store,
-        &config.run.experiment,
-        &run_name,
-        opts.tracking_uri.as_deref(),
-        &tags,
-    )?
-    .with_step_every(config.run.log_every);
-    tracker.log_params(&crate::config::flatten(&table));
-    tracker.log_artifact(&run_dir.join("config.toml"), None);
+    let (run_dir, mut tracker) = open_run(
+        opts,
+        RunPlace {
+            output_dir: &config.run.output_dir,
+            name: &config.run.name,
+            tracking_dir: &config.run.tracking_dir,
+            experiment: &config.run.experiment,
+            log_every: config.run.log_every,
+        },
+        APP,
+        &table,
+        vec![("dataset".into(), points.name())],
+    )?;
     tracing::info!(
         "run {} on {} ({} features): {} x {} steps of batch {}",
         run_dir.display(),
@@ -341,54 +271,21 @@ pub fn train(opts: &TrainOptions) -> Result<TrainSummary> {
         config.training.steps_per_epoch,
         config.training.batch_size
     );
-
-    let device = Device::flex().autodiff();
-    device.seed(config.training.seed);
-    let flow = Flow::new(config.model.clone(), &device)
-        .with_context(|| "cannot build the model from [model]")?;
-    let mut progress = Progress::new(config.training.epochs);
-    let mut quiet = NoProgress;
-    let progress_obs: &mut dyn Observer = if opts.progress {
-        &mut progress
-    } else {
-        &mut quiet
-    };
-    let fitted = train::fit(
-        flow,
+    let result = fit_tracked(
+        &config.model,
         &mut points,
         &config.training,
         &run_dir,
-        opts.resume.is_some(),
-        &device,
-        &mut [progress_obs, &mut tracker],
-    );
-    let outcome = match fitted {
-        Ok(o) => o,
-        Err(e) => {
-            tracker.set_tag("error", &e.to_string());
-            tracker.finish(RunStatus::Failed);
-            return Err(e).context(format!("training run {} stopped", run_dir.display()));
-        }
-    };
-    let result = report(&config, &run_dir, &mut points, &outcome, &mut tracker);
-    match result {
-        Ok(mut report) => {
-            report.remote_run_id = tracker.remote_run_id().map(str::to_string);
-            report.tracking_run = tracker.finish(RunStatus::Finished);
-            let json = serde_json::to_string_pretty(&report)?;
-            flowcore::checkpoint::write_atomic(&run_dir.join("report.json"), json.as_bytes())?;
-            Ok(TrainSummary { run_dir, report })
-        }
-        Err(e) => {
-            tracker.set_tag("error", &format!("{e:#}"));
-            tracker.finish(RunStatus::Failed);
-            Err(e)
-        }
-    }
+        opts,
+        &mut tracker,
+    )
+    .and_then(|outcome| report(&config, &run_dir, &mut points, &outcome, &mut tracker));
+    let report = close_run(tracker, &run_dir, result, |r, local, remote| {
+        r.tracking_run = local;
+        r.remote_run_id = remote;
+    })?;
+    Ok(TrainSummary { run_dir, report })
 }
-
-struct NoProgress;
-impl Observer for NoProgress {}
 
 fn report(
     config: &App1Config,

@@ -97,6 +97,28 @@ pub fn from_table<T: DeserializeOwned>(table: &Table, origin: &str, prefix: &str
     })
 }
 
+/// The table of a run's options over `defaults` (the resumed run's `config.toml` or the
+/// `--config` file, then the `--set`s), and a name of where it came from for messages.
+pub fn resolve_options(defaults: &str, opts: &crate::run::TrainOptions) -> Result<(Table, String)> {
+    let file = match &opts.resume {
+        Some(dir) => Some(dir.join("config.toml")),
+        None => opts.config.clone(),
+    };
+    let table = resolve_table(defaults, file.as_deref(), &opts.sets)?;
+    let origin = file.as_ref().map_or_else(
+        || "config".to_string(),
+        |f| format!("config {}", f.display()),
+    );
+    Ok((table, origin))
+}
+
+/// Deserialize the group `name` of a config table (an absent group as an empty one).
+pub fn group<T: DeserializeOwned>(table: &Table, name: &str, origin: &str) -> Result<T> {
+    let empty = Table::new();
+    let t = table.get(name).and_then(|v| v.as_table()).unwrap_or(&empty);
+    from_table(t, origin, name)
+}
+
 /// Turn a config table into flat `group.key` = value pairs, for tracking params.
 pub fn flatten(table: &Table) -> Vec<(String, String)> {
     fn walk(prefix: &str, t: &Table, out: &mut Vec<(String, String)>) {

@@ -3,7 +3,10 @@
 //! tests drive the applications as libraries.
 
 pub mod app1;
+pub mod app2;
 pub mod config;
+pub mod infer;
 pub mod plot;
 pub mod progress;
 pub mod run;
+pub mod scores;

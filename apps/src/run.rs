@@ -5,7 +5,88 @@ use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result};
-use flowcore::tracking::{Tracker, detect_run_env};
+use burn::prelude::*;
+use flowcore::tracking::{RunStatus, Tracker, detect_run_env};
+use flowcore::train::{self, DataSource, FitOutcome, Observer, TrainingConfig};
+use flowcore::{ArchitectureConfig, Flow};
+use serde::Serialize;
+
+use crate::progress::Progress;
+
+/// What `train` is asked to do.
+#[derive(Clone, Debug, Default)]
+pub struct TrainOptions {
+    /// A config file merged over the defaults.
+    pub config: Option<PathBuf>,
+    /// `group.key=value` overrides, applied last.
+    pub sets: Vec<String>,
+    /// Write the run here instead of a new directory under `run.output_dir`.
+    pub run_dir: Option<PathBuf>,
+    /// Continue the run in this directory from its newest checkpoint, with its config.
+    pub resume: Option<PathBuf>,
+    /// An MLflow tracking server (`http://host:port`).
+    pub tracking_uri: Option<String>,
+    /// Override `run.tracking_dir`.
+    pub tracking_dir: Option<PathBuf>,
+    /// Draw progress bars when on a terminal.
+    pub progress: bool,
+}
+
+/// The command-line flags every application's `train` takes.
+#[derive(clap::Args, Clone, Debug, Default)]
+pub struct CommonArgs {
+    /// A config file merged over the defaults (a run's config.toml reproduces the run).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Override any config key, e.g. --set training.batch_size=256 (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub sets: Vec<String>,
+    /// Epochs (training.epochs).
+    #[arg(long)]
+    pub epochs: Option<usize>,
+    /// Write the run into this directory.
+    #[arg(long)]
+    pub run_dir: Option<PathBuf>,
+    /// Continue the run in RUN_DIR from its newest checkpoint.
+    #[arg(long, value_name = "RUN_DIR")]
+    pub resume: Option<PathBuf>,
+    /// Print the resolved config and exit.
+    #[arg(long)]
+    pub print_config: bool,
+}
+
+impl CommonArgs {
+    /// Training options: the app's flag overrides `app_sets` first, then `--epochs`, then the
+    /// user's `--set`s; tracking from `MLFLOW_TRACKING_URI`.
+    pub fn options(self, app_sets: Vec<String>) -> TrainOptions {
+        let mut sets = app_sets;
+        if let Some(e) = self.epochs {
+            sets.push(format!("training.epochs={e}"));
+        }
+        sets.extend(self.sets);
+        let (tracking_uri, tracking_dir) = tracking_from_env();
+        TrainOptions {
+            config: self.config,
+            sets,
+            run_dir: self.run_dir,
+            resume: self.resume,
+            tracking_uri,
+            tracking_dir,
+            progress: true,
+        }
+    }
+}
+
+/// The resolved config of `opts` over `defaults`, as TOML.
+pub fn resolved_config(defaults: &str, opts: &TrainOptions) -> Result<String> {
+    let file = opts
+        .resume
+        .as_ref()
+        .map(|d| d.join("config.toml"))
+        .or(opts.config.clone());
+    let table = crate::config::resolve_table(defaults, file.as_deref(), &opts.sets)?;
+    Ok(toml::to_string(&table)?)
+}
 
 /// `YYYYmmdd-HHMMSS` in UTC, for run directory names.
 pub fn timestamp() -> String {
@@ -97,6 +178,127 @@ pub fn start_tracker(
 ) -> Result<Tracker> {
     Tracker::start(store, experiment, run_name, remote, tags)
         .with_context(|| format!("cannot write the tracking store {}", store.display()))
+}
+
+/// Where a run goes, from an application's `[run]` group.
+pub struct RunPlace<'a> {
+    /// New run directories go here.
+    pub output_dir: &'a Path,
+    /// Run directories are `<name>-<timestamp>`.
+    pub name: &'a str,
+    /// The local tracking store, unless the options name another.
+    pub tracking_dir: &'a Path,
+    /// The MLflow experiment.
+    pub experiment: &'a str,
+    /// Log step metrics every this many steps.
+    pub log_every: u64,
+}
+
+/// Open a run: the run directory (new, `--run-dir`, or the one resumed), the resolved config
+/// written into it, and tracking started with the standard tags plus `tags`, the flattened
+/// config as params and the config as an artifact.
+pub fn open_run(
+    opts: &TrainOptions,
+    place: RunPlace,
+    app: &str,
+    table: &toml::Table,
+    tags: Vec<(String, String)>,
+) -> Result<(PathBuf, Tracker)> {
+    let run_dir = match (&opts.resume, &opts.run_dir) {
+        (Some(dir), _) | (None, Some(dir)) => {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("cannot create run directory {}", dir.display()))?;
+            dir.clone()
+        }
+        (None, None) => new_run_dir(place.output_dir, place.name)?,
+    };
+    let resolved = toml::to_string(table).context("cannot write the resolved config")?;
+    flowcore::checkpoint::write_atomic(&run_dir.join("config.toml"), resolved.as_bytes())?;
+    let store = opts
+        .tracking_dir
+        .clone()
+        .unwrap_or_else(|| place.tracking_dir.to_path_buf());
+    let run_name = run_dir
+        .file_name()
+        .map_or_else(|| "run".into(), |n| n.to_string_lossy().to_string());
+    let mut all_tags = standard_tags(app);
+    all_tags.push(("run_dir".into(), run_dir.display().to_string()));
+    if let Some(dir) = &opts.resume {
+        all_tags.push(("resumed_from".into(), dir.display().to_string()));
+    }
+    all_tags.extend(tags);
+    let mut tracker = start_tracker(
+        &store,
+        place.experiment,
+        &run_name,
+        opts.tracking_uri.as_deref(),
+        &all_tags,
+    )?
+    .with_step_every(place.log_every);
+    tracker.log_params(&crate::config::flatten(table));
+    tracker.log_artifact(&run_dir.join("config.toml"), None);
+    Ok((run_dir, tracker))
+}
+
+struct NoProgress;
+impl Observer for NoProgress {}
+
+/// Build the flow of `model` and train it on `data` with progress (when asked) and tracking,
+/// from the newest checkpoint when resuming.
+pub fn fit_tracked(
+    model: &ArchitectureConfig,
+    data: &mut dyn DataSource,
+    training: &TrainingConfig,
+    run_dir: &Path,
+    opts: &TrainOptions,
+    tracker: &mut Tracker,
+) -> Result<FitOutcome> {
+    let device = Device::flex().autodiff();
+    device.seed(training.seed);
+    let flow =
+        Flow::new(model.clone(), &device).with_context(|| "cannot build the model from [model]")?;
+    let mut progress = Progress::new(training.epochs);
+    let mut quiet = NoProgress;
+    let progress_obs: &mut dyn Observer = if opts.progress {
+        &mut progress
+    } else {
+        &mut quiet
+    };
+    train::fit(
+        flow,
+        data,
+        training,
+        run_dir,
+        opts.resume.is_some(),
+        &device,
+        &mut [progress_obs, tracker],
+    )
+    .with_context(|| format!("training run {} stopped", run_dir.display()))
+}
+
+/// Close a run: on success write `report.json` and end the tracked run FINISHED (after
+/// `finish` has filled in the tracking run's place), on failure tag the error and end it FAILED.
+pub fn close_run<R: Serialize>(
+    mut tracker: Tracker,
+    run_dir: &Path,
+    result: Result<R>,
+    finish: impl FnOnce(&mut R, PathBuf, Option<String>),
+) -> Result<R> {
+    match result {
+        Ok(mut report) => {
+            let remote = tracker.remote_run_id().map(str::to_string);
+            let local = tracker.finish(RunStatus::Finished);
+            finish(&mut report, local, remote);
+            let json = serde_json::to_string_pretty(&report)?;
+            flowcore::checkpoint::write_atomic(&run_dir.join("report.json"), json.as_bytes())?;
+            Ok(report)
+        }
+        Err(e) => {
+            tracker.set_tag("error", &format!("{e:#}"));
+            tracker.finish(RunStatus::Failed);
+            Err(e)
+        }
+    }
 }
 
 /// Log to stderr with `tracing`, at `info` unless `RUST_LOG` says otherwise.

@@ -1,6 +1,7 @@
 //! flowdata: datasets and loaders for flowmodels. Toy point distributions (drawn fresh for
-//! every batch from a seed) and point files; image folders arrive with application 2.
+//! every batch from a seed), point files, and image folders on disk or embedded.
 
+pub mod images;
 mod points;
 mod toy;
 
@@ -31,6 +32,14 @@ pub enum DataError {
     /// An unknown dataset name or bad parameter.
     #[error("{0}")]
     Invalid(String),
+    /// An image that could not be read or decoded.
+    #[error("{path}: {reason}")]
+    Image {
+        /// The image.
+        path: String,
+        /// Why.
+        reason: String,
+    },
 }
 
 /// A seeded random stream for one batch: the same `(seed, index)` gives the same batch on every

@@ -10,7 +10,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 use flowapps::app1;
-use flowapps::run::{init_logging, tracking_from_env};
+use flowapps::run::{CommonArgs, init_logging, resolved_config};
 
 #[derive(Parser)]
 #[command(
@@ -63,30 +63,14 @@ enum Command {
 
 #[derive(Args, Clone, Default)]
 struct TrainArgs {
-    /// A config file merged over the defaults (a run's config.toml reproduces the run).
-    #[arg(long)]
-    config: Option<PathBuf>,
-    /// Override any config key, e.g. --set training.batch_size=256 (repeatable).
-    #[arg(long = "set", value_name = "KEY=VALUE")]
-    sets: Vec<String>,
     /// Toy dataset (run.dataset): moons, moons:NOISE, mvn, gmm, helix, gmm3d.
     #[arg(long)]
     dataset: Option<String>,
     /// Learn the points of this CSV instead of a toy dataset (run.points).
     #[arg(long)]
     points: Option<PathBuf>,
-    /// Epochs (training.epochs).
-    #[arg(long)]
-    epochs: Option<usize>,
-    /// Write the run into this directory.
-    #[arg(long)]
-    run_dir: Option<PathBuf>,
-    /// Continue the run in RUN_DIR from its newest checkpoint.
-    #[arg(long, value_name = "RUN_DIR")]
-    resume: Option<PathBuf>,
-    /// Print the resolved config and exit.
-    #[arg(long)]
-    print_config: bool,
+    #[command(flatten)]
+    common: CommonArgs,
 }
 
 fn train(args: TrainArgs) -> anyhow::Result<()> {
@@ -98,33 +82,16 @@ fn train(args: TrainArgs) -> anyhow::Result<()> {
     if let Some(p) = args.points {
         sets.push(format!(
             "run.points={}",
-            toml_string(&p.display().to_string())
+            toml::Value::String(p.display().to_string())
         ));
     }
-    if let Some(e) = args.epochs {
-        sets.push(format!("training.epochs={e}"));
-    }
-    sets.extend(args.sets);
-    if args.print_config {
-        let file = args
-            .resume
-            .as_ref()
-            .map(|d| d.join("config.toml"))
-            .or(args.config);
-        let table = flowapps::config::resolve_table(app1::DEFAULT_CONFIG, file.as_deref(), &sets)?;
-        print!("{}", toml::to_string(&table)?);
+    let print = args.common.print_config;
+    let opts = args.common.options(sets);
+    if print {
+        print!("{}", resolved_config(app1::DEFAULT_CONFIG, &opts)?);
         return Ok(());
     }
-    let (tracking_uri, tracking_dir) = tracking_from_env();
-    let summary = app1::train(&app1::TrainOptions {
-        config: args.config,
-        sets,
-        run_dir: args.run_dir,
-        resume: args.resume,
-        tracking_uri,
-        tracking_dir,
-        progress: true,
-    })?;
+    let summary = app1::train(&opts)?;
     let r = &summary.report;
     println!("run directory: {}", summary.run_dir.display());
     println!(
@@ -146,10 +113,6 @@ fn train(args: TrainArgs) -> anyhow::Result<()> {
     }
     println!("tracking: {}", r.tracking_run.display());
     Ok(())
-}
-
-fn toml_string(s: &str) -> String {
-    toml::Value::String(s.to_string()).to_string()
 }
 
 fn emit(

@@ -1,0 +1,207 @@
+//! Image folders: the embedded set and the same files on disk decode and batch identically;
+//! bad input is reported with its path (skipped or stopping, as asked); missing folders are
+//! clear errors; the prefetching batcher gives exactly the batches of `train_batch`.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use flowdata::DataError;
+use flowdata::images::{
+    Augment, EMBEDDED, ImageBatches, ImageRoot, ImageSpec, OnBadImage, load_split, png_bits,
+    train_batch,
+};
+
+const SPEC: ImageSpec = ImageSpec {
+    channels: 1,
+    height: 28,
+    width: 28,
+};
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("flowdata-images-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// The first `per_class` embedded images of each class folder, written under `root`.
+fn write_embedded(root: &Path, per_class: usize) {
+    let mut counts = std::collections::HashMap::new();
+    for (rel, bytes) in EMBEDDED {
+        let class_dir = rel.rsplit_once('/').unwrap().0.to_string();
+        let n = counts.entry(class_dir).or_insert(0);
+        if *n < per_class {
+            *n += 1;
+            let path = root.join(rel);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, bytes).unwrap();
+        }
+    }
+}
+
+#[test]
+fn the_embedded_set_has_its_three_folders() {
+    let train = load_split(&ImageRoot::Embedded, "train", SPEC, OnBadImage::Stop).unwrap();
+    let val = load_split(&ImageRoot::Embedded, "val", SPEC, OnBadImage::Stop).unwrap();
+    assert_eq!(train.len(), 2000);
+    assert_eq!(train.class_names(), vec!["sneaker"]);
+    assert_eq!(val.class_names(), vec!["bag", "sneaker"]);
+    assert_eq!(val.len(), 400);
+    assert_eq!(train.pixels.len(), 2000 * 784);
+}
+
+#[test]
+fn disk_and_embedded_give_the_same_images_and_batches() {
+    let dir = scratch("same");
+    write_embedded(&dir, usize::MAX);
+    let disk = load_split(
+        &ImageRoot::Disk(dir.clone()),
+        "train",
+        SPEC,
+        OnBadImage::Stop,
+    )
+    .unwrap();
+    let emb = load_split(&ImageRoot::Embedded, "train", SPEC, OnBadImage::Stop).unwrap();
+    assert_eq!(disk.pixels, emb.pixels);
+    assert_eq!(disk.classes, emb.classes);
+    let aug = Augment::default();
+    assert_eq!(
+        train_batch(&disk, &aug, 5, 9, 16),
+        train_batch(&emb, &aug, 5, 9, 16)
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn images_are_resized_and_converted_to_rgb() {
+    let spec = ImageSpec {
+        channels: 3,
+        height: 16,
+        width: 12,
+    };
+    let set = load_split(&ImageRoot::Embedded, "val", spec, OnBadImage::Stop).unwrap();
+    assert_eq!(set.pixels.len(), 400 * 3 * 16 * 12);
+    // Grey sources give three equal channels.
+    let img = set.image(0);
+    assert_eq!(&img[..192], &img[192..384]);
+}
+
+#[test]
+fn a_corrupt_image_is_skipped_or_stops_the_run() {
+    let dir = scratch("corrupt");
+    write_embedded(&dir, 5);
+    let bad = dir.join("train/sneaker/broken.png");
+    let good = std::fs::read(dir.join("train/sneaker/00006.png")).unwrap_or_else(|_| {
+        let first = std::fs::read_dir(dir.join("train/sneaker"))
+            .unwrap()
+            .next()
+            .unwrap();
+        std::fs::read(first.unwrap().path()).unwrap()
+    });
+    std::fs::write(&bad, &good[..good.len() / 2]).unwrap();
+    let root = ImageRoot::Disk(dir.clone());
+    let set = load_split(&root, "train", SPEC, OnBadImage::Skip).unwrap();
+    assert_eq!(set.len(), 5);
+    assert_eq!(set.skipped.len(), 1);
+    assert!(set.skipped[0].0.ends_with("broken.png"));
+    let err = load_split(&root, "train", SPEC, OnBadImage::Stop).unwrap_err();
+    assert!(
+        matches!(&err, DataError::Image { path, .. } if path.ends_with("broken.png")),
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn missing_and_empty_folders_are_clear_errors() {
+    let dir = scratch("missing");
+    let e = load_split(
+        &ImageRoot::Disk(dir.clone()),
+        "train",
+        SPEC,
+        OnBadImage::Skip,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("no `train/` folder") && e.contains(&dir.display().to_string()),
+        "{e}"
+    );
+    std::fs::create_dir_all(dir.join("train/empty")).unwrap();
+    let e = load_split(
+        &ImageRoot::Disk(dir.clone()),
+        "train",
+        SPEC,
+        OnBadImage::Skip,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("no images"), "{e}");
+    let e = ImageRoot::parse("s3://bucket/prefix")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("s3://bucket/prefix"), "{e}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn prefetched_batches_equal_direct_ones_across_a_jump() {
+    let set = Arc::new(load_split(&ImageRoot::Embedded, "val", SPEC, OnBadImage::Stop).unwrap());
+    let aug = Augment {
+        flip: true,
+        rotate_degrees: 10.0,
+        zoom: 0.1,
+    };
+    let mut batches = ImageBatches::new(set.clone(), aug, 3, 8, 2);
+    for step in (1..6).chain(20..23).chain(2..4) {
+        assert_eq!(
+            batches.batch(step, 8),
+            train_batch(&set, &aug, 3, step, 8),
+            "step {step}"
+        );
+    }
+    // Dequantised values stay in [0, 1).
+    assert!(
+        train_batch(&set, &aug, 3, 1, 8)
+            .iter()
+            .all(|v| (0.0..1.0).contains(v))
+    );
+}
+
+#[test]
+fn augmentation_changes_images_but_identity_does_not() {
+    let set = load_split(&ImageRoot::Embedded, "val", SPEC, OnBadImage::Stop).unwrap();
+    let img = set.image(0);
+    let mut rng = flowdata::batch_rng(0, 0);
+    assert_eq!(Augment::default().apply(img, SPEC, &mut rng), img);
+    let flip = Augment {
+        flip: true,
+        ..Default::default()
+    };
+    // Over a few draws a flip happens, and a flip is an exact mirror.
+    let mirrored: Vec<u8> = (0..28)
+        .flat_map(|y| (0..28).rev().map(move |x| (y, x)))
+        .map(|(y, x)| img[y * 28 + x])
+        .collect();
+    let outs: Vec<Vec<u8>> = (0..8).map(|_| flip.apply(img, SPEC, &mut rng)).collect();
+    assert!(outs.contains(&mirrored));
+    assert!(outs.iter().all(|o| *o == mirrored || o == img));
+}
+
+#[test]
+fn busier_images_compress_to_more_bits() {
+    let flat = vec![0u8; 784];
+    let mut state = 0x2545_F491_4F6C_DD1Du64;
+    let noisy: Vec<u8> = (0..784)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 56) as u8
+        })
+        .collect();
+    let (flat_bits, noisy_bits) = (png_bits(&flat, SPEC), png_bits(&noisy, SPEC));
+    // Random bytes cannot compress below 8 bits each; a flat image compresses to its headers.
+    assert!(noisy_bits >= 784 * 8, "{noisy_bits}");
+    assert!(noisy_bits > 4 * flat_bits, "{noisy_bits} vs {flat_bits}");
+}
