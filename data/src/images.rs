@@ -12,6 +12,7 @@ use rand::Rng;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
+use crate::s3::{S3Config, S3Location};
 use crate::{DataError, batch_rng};
 
 /// The embedded default image set (see `data/default/fashion-mnist/README.md`), as
@@ -28,19 +29,19 @@ pub enum ImageRoot {
     Disk(PathBuf),
     /// The set compiled into the binary.
     Embedded,
+    /// A prefix in an S3 bucket, and how to reach the store.
+    S3(S3Location, S3Config),
 }
 
 impl ImageRoot {
-    /// `embedded:fashion-mnist` or a path.
+    /// `embedded:fashion-mnist`, `s3://bucket/prefix` (reached as the environment says, see
+    /// [`S3Config::from_env`]) or a path.
     pub fn parse(s: &str) -> Result<Self, DataError> {
         if s == EMBEDDED_ROOT || s == "embedded" {
             return Ok(Self::Embedded);
         }
         if s.starts_with("s3://") {
-            return Err(DataError::Invalid(format!(
-                "`{s}`: S3 image roots are not supported by this build yet; copy the folder to \
-                 disk (aws s3 sync) and give its path"
-            )));
+            return Ok(Self::S3(S3Location::parse(s)?, S3Config::from_env()));
         }
         Ok(Self::Disk(PathBuf::from(s)))
     }
@@ -195,6 +196,58 @@ pub fn decode(bytes: &[u8], spec: ImageSpec) -> Result<Vec<u8>, String> {
     })
 }
 
+/// `(key, class)` of the images under `location`: in `<class>/`, or directly in it (class =
+/// the last part of the prefix).
+fn list_s3(location: &S3Location, config: &S3Config) -> Result<Vec<(String, String)>, DataError> {
+    let keys = crate::s3::list(location, config)?;
+    let base = if location.prefix.is_empty() {
+        String::new()
+    } else {
+        format!("{}/", location.prefix)
+    };
+    let own = location.prefix.rsplit('/').next().unwrap_or("").to_string();
+    Ok(keys
+        .into_iter()
+        .filter(|k| is_image(k))
+        .filter_map(|k| {
+            let rest = k.strip_prefix(&base)?.to_string();
+            let class = match rest.split('/').collect::<Vec<_>>().as_slice() {
+                [_file] => own.clone(),
+                [class, _file] => class.to_string(),
+                _ => return None,
+            };
+            Some((k, class))
+        })
+        .collect())
+}
+
+/// Load every image under an S3 prefix (`<class>/` folders or images directly).
+pub fn load_s3(
+    location: &S3Location,
+    config: &S3Config,
+    spec: ImageSpec,
+    on_bad: OnBadImage,
+) -> Result<ImageSet, DataError> {
+    let listed = list_s3(location, config)?;
+    if listed.is_empty() {
+        return Err(DataError::Invalid(format!(
+            "{}: no images (expected <class>/*.png or .jpg, or images directly in it)",
+            location.url()
+        )));
+    }
+    let keys: Vec<String> = listed.iter().map(|(k, _)| k.clone()).collect();
+    let fetched = crate::s3::fetch(&location.bucket, &keys, config)?;
+    let files = listed
+        .into_iter()
+        .zip(fetched)
+        .map(|((key, class), bytes)| {
+            let url = format!("s3://{}/{key}", location.bucket);
+            (url, class, Source::Fetched(bytes))
+        })
+        .collect();
+    decode_all(files, spec, on_bad, &location.url())
+}
+
 /// Load every image of `split` (`train`, `val`) under `root`.
 pub fn load_split(
     root: &ImageRoot,
@@ -203,6 +256,18 @@ pub fn load_split(
     on_bad: OnBadImage,
 ) -> Result<ImageSet, DataError> {
     match root {
+        ImageRoot::S3(location, config) => {
+            let sub = location.join(split);
+            match load_s3(&sub, config, spec, on_bad) {
+                Err(DataError::Invalid(m)) if m.ends_with("or images directly in it)") => {
+                    Err(DataError::Invalid(format!(
+                        "{}: no `{split}/` folder (expected {split}/<class>/*.png or .jpg)",
+                        location.url()
+                    )))
+                }
+                other => other,
+            }
+        }
         ImageRoot::Disk(dir) => {
             let sub = dir.join(split);
             if !sub.is_dir() {
@@ -278,12 +343,14 @@ pub fn load_any(
     match ImageRoot::parse(location)? {
         ImageRoot::Disk(p) => load_folder(&p, spec, on_bad),
         ImageRoot::Embedded => load_split(&ImageRoot::Embedded, "val", spec, on_bad),
+        ImageRoot::S3(loc, config) => load_s3(&loc, &config, spec, on_bad),
     }
 }
 
 enum Source {
     File(PathBuf),
     Memory(&'static [u8]),
+    Fetched(Result<Vec<u8>, String>),
 }
 
 fn decode_all(
@@ -298,6 +365,7 @@ fn decode_all(
             let bytes = match src {
                 Source::File(p) => std::fs::read(p).map_err(|e| e.to_string())?,
                 Source::Memory(b) => b.to_vec(),
+                Source::Fetched(r) => r.clone()?,
             };
             decode(&bytes, spec)
         })

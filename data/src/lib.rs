@@ -3,6 +3,7 @@
 
 pub mod images;
 mod points;
+pub mod s3;
 mod toy;
 
 pub use points::{Points, read_points_csv};
