@@ -154,13 +154,15 @@ pub struct FolderStat {
     pub flagged: Vec<f64>,
 }
 
-/// What scoring wrote and found; also `summary.json` beside the CSV.
+/// What scoring wrote and found; also `<csv stem>_summary.json` beside the CSV.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ScoreSummary {
     /// The images scored.
     pub source: String,
     /// The CSV of per-image scores.
     pub csv: PathBuf,
+    /// This summary, as JSON beside the CSV.
+    pub summary: PathBuf,
     /// Per score.
     pub scores: Vec<ScoreStat>,
     /// Per folder.
@@ -436,8 +438,8 @@ fn report(
     // Samples at each temperature, one row per temperature.
     let per_row = 8;
     let mut grid = Vec::new();
-    for &t in &config.run.temperatures {
-        let x = flow.sample(per_row, t, None, &device);
+    for (row, &t) in config.run.temperatures.iter().enumerate() {
+        let x = flow.sample(per_row, t, config.training.seed + row as u64, None, &device);
         grid.extend(to_vec(x.into_data()).chunks(dim).map(to_pixels));
     }
     save_grid(&run_dir.join("samples.png"), &grid, spec, per_row, 3)?;
@@ -562,7 +564,7 @@ fn report(
             &reference,
             v,
             &format!("{}/val", config.run.images),
-            &run_dir.join("scores"),
+            &run_dir.join("scores").join("scores.csv"),
         )?,
         None => bail!("{}: no val/ folder to score", config.run.images),
     };
@@ -577,23 +579,11 @@ fn report(
     for f in &figures {
         tracker.log_artifact(&run_dir.join(f), Some("plots"));
     }
-    for f in &scores.figures {
+    for f in scores.figures.iter().chain([&scores.csv, &scores.summary]) {
         tracker.log_artifact(f, Some("scores"));
     }
-    for f in [
-        "scores/scores.csv",
-        "scores/summary.json",
-        "reference.json",
-        "latent_stats.json",
-    ] {
-        tracker.log_artifact(
-            &run_dir.join(f),
-            Some(if f.starts_with("scores") {
-                "scores"
-            } else {
-                "report"
-            }),
-        );
+    for f in ["reference.json", "latent_stats.json", "config.toml"] {
+        tracker.log_artifact(&run_dir.join(f), Some("report"));
     }
     let last_step = (outcome.history.len() * config.training.steps_per_epoch) as u64;
     tracker.log_metric("final_val_bits_per_dim", val_bpd, last_step);
@@ -632,15 +622,22 @@ fn score_values(bpd: f64, pixels: &[u8], spec: ImageSpec, typical_bpd: f64) -> [
     [bpd, bpd - complexity, (bpd - typical_bpd).abs()]
 }
 
-/// Score every image of `set`; write `scores.csv`, `summary.json`, ROC curves and histograms
-/// into `out_dir`.
+/// Score every image of `set`; write the per-image CSV to `csv_path` and beside it
+/// `<stem>_summary.json`, `<stem>_roc.png` and `<stem>_hist_<score>.png`.
 pub fn score_set(
     flow: &Flow,
     reference: &Reference,
     set: &ImageSet,
     source: &str,
-    out_dir: &Path,
+    csv_path: &Path,
 ) -> Result<ScoreSummary> {
+    let out_dir = csv_path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let stem = csv_path
+        .file_stem()
+        .map_or_else(|| "scores".to_string(), |s| s.to_string_lossy().to_string());
     std::fs::create_dir_all(out_dir)
         .with_context(|| format!("cannot create {}", out_dir.display()))?;
     let spec = reference.spec;
@@ -656,7 +653,7 @@ pub fn score_set(
         .collect();
     let images_per_sec = set.len() as f64 / started.elapsed().as_secs_f64();
 
-    let csv_path = out_dir.join("scores.csv");
+    let csv_path = csv_path.to_path_buf();
     let mut csv = format!(
         "path,folder,outlier,{},flagged_by_{}\n",
         SCORE_NAMES.join(","),
@@ -711,7 +708,7 @@ pub fn score_set(
                 )
             })
             .collect();
-        let path = out_dir.join(format!("hist_{name}.png"));
+        let path = out_dir.join(format!("{stem}_hist_{name}.png"));
         histograms(
             &path,
             &format!("{name} per folder"),
@@ -721,7 +718,7 @@ pub fn score_set(
         figures.push(path);
     }
     if !curves.is_empty() {
-        let path = out_dir.join("roc.png");
+        let path = out_dir.join(format!("{stem}_roc.png"));
         roc_curves(
             &path,
             "ROC: outlier folders against the training classes",
@@ -753,9 +750,11 @@ pub fn score_set(
             }
         })
         .collect();
+    let summary_path = out_dir.join(format!("{stem}_summary.json"));
     let summary = ScoreSummary {
         source: source.to_string(),
         csv: csv_path,
+        summary: summary_path.clone(),
         scores: stats,
         folders: folder_stats,
         skipped: set.skipped.clone(),
@@ -763,7 +762,7 @@ pub fn score_set(
         images_per_sec,
     };
     flowcore::checkpoint::write_atomic(
-        &out_dir.join("summary.json"),
+        &summary_path,
         serde_json::to_string_pretty(&summary)?.as_bytes(),
     )?;
     Ok(summary)
@@ -778,8 +777,14 @@ fn csv_field(s: &str) -> String {
 }
 
 /// Score the images at `images` (a folder with `<class>/` subfolders or images, or
-/// `embedded:fashion-mnist/val`) with the model of the run in `run`; outputs go to `out_dir`.
-pub fn score(run: &Path, images: &str, out_dir: &Path, on_bad: OnBadImage) -> Result<ScoreSummary> {
+/// `embedded:fashion-mnist/val`, or `s3://bucket/prefix`) with the model of the run in `run`;
+/// the CSV goes to `csv_path`, the summary and figures beside it.
+pub fn score(
+    run: &Path,
+    images: &str,
+    csv_path: &Path,
+    on_bad: OnBadImage,
+) -> Result<ScoreSummary> {
     let model = run.join("model.safetensors");
     let reference_path = run.join("reference.json");
     if !model.exists() || !reference_path.exists() {
@@ -795,7 +800,7 @@ pub fn score(run: &Path, images: &str, out_dir: &Path, on_bad: OnBadImage) -> Re
     .with_context(|| format!("{} is not a score reference", reference_path.display()))?;
     let (flow, _) = load_flow(&model, &Device::flex())?;
     let set = load_any(images, reference.spec, on_bad)?;
-    score_set(&flow, &reference, &set, images, out_dir)
+    score_set(&flow, &reference, &set, images, csv_path)
 }
 
 /// The scores table for a terminal.

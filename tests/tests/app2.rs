@@ -94,13 +94,15 @@ fn a_short_run_scores_bags_above_sneakers() {
     let again = app2::score(
         &s.run_dir,
         "embedded:fashion-mnist/val",
-        &dir.join("rescored"),
+        &dir.join("rescored").join("val.csv"),
         OnBadImage::Skip,
     )
     .unwrap();
     for (a, b) in again.scores.iter().zip(&r.scores.scores) {
         assert_eq!(a.auroc, b.auroc, "{}", a.name);
     }
+    assert!(dir.join("rescored/val_summary.json").is_file());
+    assert!(dir.join("rescored/val_roc.png").is_file());
     let e = format!(
         "{:#}",
         app2::score(

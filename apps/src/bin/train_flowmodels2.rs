@@ -2,7 +2,7 @@
 //!
 //! `train_flowmodels2` trains on the embedded default (Fashion-MNIST sneakers, bags as
 //! outliers), reports, scores the validation folders and prints the scores table;
-//! `train_flowmodels2 score --run RUN_DIR --images DIR --out OUT_DIR` scores other images.
+//! `train_flowmodels2 score --run RUN_DIR --images DIR_OR_S3 --out scores.csv` scores other images.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -37,8 +37,8 @@ enum Command {
         /// A folder of `<class>/` subfolders or of images, or `embedded:fashion-mnist/val`.
         #[arg(long)]
         images: String,
-        /// Output folder for scores.csv, summary.json and the figures.
-        #[arg(long)]
+        /// The per-image CSV; the summary JSON and the figures go beside it.
+        #[arg(long, default_value = "scores.csv")]
         out: PathBuf,
         /// Stop at the first unreadable image instead of skipping it.
         #[arg(long)]
@@ -108,9 +108,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let summary = app2::score(&run, &images, &out, on_bad)?;
             print!("{}", app2::format_table(&summary));
             println!(
-                "{:.0} images/s; scores: {}",
+                "{:.0} images/s; scores: {}, summary: {}",
                 summary.images_per_sec,
-                summary.csv.display()
+                summary.csv.display(),
+                summary.summary.display()
             );
             Ok(())
         }
