@@ -7,10 +7,10 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use burn::prelude::*;
-use burn::tensor::{Distribution, TensorData};
+use burn::tensor::TensorData;
 use flowcore::checkpoint::{load_flow, save_flow};
 use flowcore::train::{self, DataSource, EpochStats, TrainingConfig};
-use flowcore::{ArchitectureConfig, Bijector, Flow};
+use flowcore::{ArchitectureConfig, Bijector, Flow, standard_normal};
 use flowdata::{Toy, batch_rng, read_points_csv};
 use rand::seq::SliceRandom;
 use serde::{Deserialize, Serialize};
@@ -329,7 +329,7 @@ fn report(
         .take(config.run.lowest_density.min(n))
         .collect();
 
-    let z_samples = Tensor::<2>::random([n, dim], Distribution::Normal(0.0, 1.0), &device);
+    let z_samples = standard_normal(n, dim, config.training.seed, &device);
     let x_samples = flow.decode(z_samples.clone(), None);
     let z_points = to_vec(z.into_data());
     let z_samples = to_vec(z_samples.into_data());
@@ -487,9 +487,7 @@ pub fn sample(run: &Path, n: usize, temperature: f64, seed: u64) -> Result<(Vec<
         bail!("--temperature must be a positive number, got {temperature}");
     }
     let flow = load_model(run)?;
-    let device = Device::flex();
-    device.seed(seed);
-    let x = flow.sample(n, temperature, None, &device);
+    let x = flow.sample(n, temperature, seed, None, &Device::flex());
     Ok((to_vec(x.into_data()), flow.dim()))
 }
 

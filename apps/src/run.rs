@@ -254,9 +254,8 @@ pub fn fit_tracked(
     tracker: &mut Tracker,
 ) -> Result<FitOutcome> {
     let device = Device::flex().autodiff();
-    device.seed(training.seed);
-    let flow =
-        Flow::new(model.clone(), &device).with_context(|| "cannot build the model from [model]")?;
+    let flow = Flow::seeded(model.clone(), training.seed, &device)
+        .with_context(|| "cannot build the model from [model]")?;
     let mut progress = Progress::new(training.epochs);
     let mut quiet = NoProgress;
     let progress_obs: &mut dyn Observer = if opts.progress {

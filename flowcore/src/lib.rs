@@ -29,6 +29,6 @@ pub mod transform;
 pub use arch::{ArchitectureConfig, GlowConfig, RealNvpConfig};
 pub use bijector::{Bijector, Chain, Invert};
 pub use error::{FlowError, Result};
-pub use flow::Flow;
+pub use flow::{Flow, standard_normal};
 pub use layer::{Layer, LayerSpec};
 pub use partition::{Block, Partition, Role, Side};

@@ -228,14 +228,8 @@ pub fn check_architecture(
     scratch: &Path,
 ) -> HarnessReport {
     let device = Device::flex().autodiff();
-    let flow = {
-        // burn's generator is one per device and shared by the test threads: seed and build
-        // under a lock so that every case starts from the same parameters on every run.
-        static BUILD: std::sync::Mutex<()> = std::sync::Mutex::new(());
-        let _guard = BUILD.lock().unwrap_or_else(|e| e.into_inner());
-        device.seed(settings.seed);
-        Flow::new(config, &device).unwrap_or_else(|e| panic!("{name}: build failed: {e}"))
-    };
+    let flow = Flow::seeded(config, settings.seed, &device)
+        .unwrap_or_else(|e| panic!("{name}: build failed: {e}"));
     let dim = flow.dim();
     let batch = 8;
     let make = |stream: u64| {

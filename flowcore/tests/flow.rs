@@ -1,6 +1,7 @@
 //! Flows built from the two architectures: shapes, configuration errors, identity at
 //! initialisation, the change-of-variables identity, sampling.
 
+use burn::module::{Module, ModuleVisitor, Param};
 use burn::prelude::*;
 use burn::tensor::Distribution;
 use flowcore::testing::perturb_params;
@@ -149,7 +150,7 @@ fn samples_have_the_shape_and_spread_of_the_temperature() {
     };
     let flow = Flow::new(ArchitectureConfig::RealNvpDense(c), &d).unwrap();
     // A new flow is the identity up to permutation: samples are the base at that temperature.
-    let s = flow.sample(4000, 0.5, None, &d);
+    let s = flow.sample(4000, 0.5, 7, None, &d);
     assert_eq!(s.dims(), [4000, 2]);
     let std = s.var(0).sqrt().mean().into_scalar::<f64>();
     assert!((std - 0.5).abs() < 0.03, "sample std {std}, expected 0.5");
@@ -177,4 +178,40 @@ fn initialize_sets_actnorm_to_zero_mean_unit_variance() {
         mean < 1e-4 && var_err < 1e-2,
         "mean {mean}, var error {var_err}"
     );
+}
+
+#[test]
+fn a_seed_gives_the_same_parameters_while_other_threads_build_and_sample() {
+    // burn's generator is one per process and draws parameters lazily: a build that is
+    // seeded must not share draws with builds, loads or samples on other threads.
+    let cfg = || {
+        ArchitectureConfig::RealNvpDense(RealNvpConfig {
+            num_layers: 2,
+            hidden_units: vec![8],
+            ..RealNvpConfig::new(2)
+        })
+    };
+    let probe = |flow: &Flow| {
+        struct Values(Vec<f32>);
+        impl ModuleVisitor for Values {
+            fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<D>>) {
+                self.0.extend(p.val().into_data().iter::<f32>());
+            }
+        }
+        let mut v = Values(Vec::new());
+        flow.visit(&mut v);
+        v.0
+    };
+    let noise = std::thread::spawn(move || {
+        for i in 0..200 {
+            let f = Flow::new(cfg(), &device()).unwrap();
+            let _ = f.sample(4, 1.0, i, None, &device());
+        }
+    });
+    let reference = probe(&Flow::seeded(cfg(), 11, &device()).unwrap());
+    for _ in 0..50 {
+        let again = probe(&Flow::seeded(cfg(), 11, &device()).unwrap());
+        assert_eq!(again, reference);
+    }
+    noise.join().unwrap();
 }

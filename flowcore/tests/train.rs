@@ -60,13 +60,12 @@ fn run_dir(name: &str) -> PathBuf {
 }
 
 fn new_flow(device: &Device) -> Flow {
-    device.seed(5);
     let cfg = RealNvpConfig {
         num_layers: 3,
         hidden_units: vec![16, 16],
         ..RealNvpConfig::new(2)
     };
-    Flow::new(ArchitectureConfig::RealNvpDense(cfg), device).unwrap()
+    Flow::seeded(ArchitectureConfig::RealNvpDense(cfg), 5, device).unwrap()
 }
 
 fn config(epochs: usize) -> TrainingConfig {
