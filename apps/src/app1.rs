@@ -9,7 +9,7 @@ use anyhow::{Context, Result, bail};
 use burn::prelude::*;
 use burn::tensor::TensorData;
 use flowcore::checkpoint::{load_flow, save_flow};
-use flowcore::train::{self, DataSource, EpochStats, TrainingConfig};
+use flowcore::train::{self, Batch, DataSource, EpochStats, TrainingConfig};
 use flowcore::{ArchitectureConfig, Bijector, Flow, standard_normal};
 use flowdata::{Toy, batch_rng, read_points_csv};
 use rand::seq::SliceRandom;
@@ -185,11 +185,11 @@ impl DataSource for Points {
         }
     }
 
-    fn train_batch(&mut self, step: u64, batch_size: usize) -> Result<Vec<f32>, String> {
+    fn train_batch(&mut self, step: u64, batch_size: usize) -> Result<Batch, String> {
         let mut rng = match self {
             Self::Toy { seed, .. } | Self::File { seed, .. } => batch_rng(*seed, step),
         };
-        Ok(match self {
+        Ok(Batch::unlabelled(match self {
             Self::Toy { toy, .. } => toy.sample(batch_size, &mut rng),
             Self::File { dim, train, .. } => {
                 use rand::Rng;
@@ -201,11 +201,11 @@ impl DataSource for Points {
                     })
                     .collect()
             }
-        })
+        }))
     }
 
-    fn validation(&mut self) -> Result<Vec<f32>, String> {
-        Ok(match self {
+    fn validation(&mut self) -> Result<Batch, String> {
+        Ok(Batch::unlabelled(match self {
             // A stream no training step uses: steps count up from 0.
             Self::Toy {
                 toy,
@@ -216,7 +216,7 @@ impl DataSource for Points {
                 &mut batch_rng(*seed ^ 0x5A5A_5A5A, u64::MAX - 1),
             ),
             Self::File { validation, .. } => validation.clone(),
-        })
+        }))
     }
 }
 
@@ -273,6 +273,7 @@ pub fn train(opts: &TrainOptions) -> Result<TrainSummary> {
     );
     let result = fit_tracked(
         &config.model,
+        &train::MaximumLikelihood,
         &mut points,
         &config.training,
         &run_dir,
@@ -304,7 +305,7 @@ fn report(
         serde_json::json!({ "app": APP, "dataset": points.name() }),
     )?;
 
-    let validation = points.validation().map_err(anyhow::Error::msg)?;
+    let validation = points.validation().map_err(anyhow::Error::msg)?.x;
     let val_nll = train::mean_nll(&flow, &validation, dim, &device);
     let n = config.run.plot_points.min(validation.len() / dim).max(1);
     let shown = &validation[..n * dim];
@@ -381,8 +382,8 @@ fn report(
         written.push(file.to_string());
     }
     let entropy = points.entropy();
-    let train_curve: Vec<f64> = outcome.history.iter().map(|e| e.train_nll).collect();
-    let val_curve: Vec<f64> = outcome.history.iter().map(|e| e.val_nll).collect();
+    let train_curve: Vec<f64> = outcome.history.iter().map(|e| e.train_loss).collect();
+    let val_curve: Vec<f64> = outcome.history.iter().map(|e| e.val_loss).collect();
     nll_curves(
         &run_dir.join("nll.png"),
         &train_curve,

@@ -11,7 +11,7 @@ use anyhow::{Context, Result, bail};
 use burn::prelude::*;
 use flowcore::checkpoint::{load_flow, save_flow};
 use flowcore::tracking::Tracker;
-use flowcore::train::{self, DataSource, EpochStats, TrainingConfig};
+use flowcore::train::{self, Batch, DataSource, EpochStats, TrainingConfig};
 use flowcore::{ArchitectureConfig, Flow};
 use flowdata::images::{
     Augment, ImageBatches, ImageRoot, ImageSet, ImageSpec, OnBadImage, load_any, load_split,
@@ -232,12 +232,12 @@ impl DataSource for Images {
         self.dim
     }
 
-    fn train_batch(&mut self, step: u64, batch_size: usize) -> Result<Vec<f32>, String> {
-        Ok(self.batches.batch(step, batch_size))
+    fn train_batch(&mut self, step: u64, batch_size: usize) -> Result<Batch, String> {
+        Ok(Batch::unlabelled(self.batches.batch(step, batch_size)))
     }
 
-    fn validation(&mut self) -> Result<Vec<f32>, String> {
-        Ok(self.validation.clone())
+    fn validation(&mut self) -> Result<Batch, String> {
+        Ok(Batch::unlabelled(self.validation.clone()))
     }
 
     fn discretization_nats(&self) -> f64 {
@@ -355,6 +355,7 @@ pub fn train(opts: &TrainOptions) -> Result<TrainSummary> {
     };
     let result = fit_tracked(
         &config.model,
+        &train::MaximumLikelihood,
         &mut data,
         &config.training,
         &run_dir,
@@ -515,9 +516,13 @@ fn report(
     let train_curve: Vec<f64> = outcome
         .history
         .iter()
-        .map(|e| bits_per_dim_8bit(-e.train_nll, dim))
+        .map(|e| bits_per_dim_8bit(-e.train_loss, dim))
         .collect();
-    let val_curve: Vec<f64> = outcome.history.iter().map(|e| e.val_bits_per_dim).collect();
+    let val_curve: Vec<f64> = outcome
+        .history
+        .iter()
+        .filter_map(|e| e.val_bits_per_dim)
+        .collect();
     nll_curves(
         &run_dir.join("bits_per_dim.png"),
         &train_curve,

@@ -1,4 +1,4 @@
-//! A progress bar per epoch (loss, bits/dim, learning rate, samples/s), drawn only when stderr
+//! A progress bar per epoch (loss, bits/dim for a likelihood, learning rate, samples/s), drawn only when stderr
 //! is a terminal; otherwise one log line per epoch, which reads well in CI and AWS Batch logs.
 
 use std::io::IsTerminal;
@@ -45,9 +45,12 @@ impl Observer for Progress {
         if let Some(bar) = &self.bar {
             bar.set_position(s.step_in_epoch as u64);
             if s.step_in_epoch % 5 == 1 {
+                let bpd = s
+                    .bits_per_dim
+                    .map_or_else(String::new, |b| format!(" | {b:.4} bits/dim"));
                 bar.set_message(format!(
-                    "loss {:.4} | {:.4} bits/dim | lr {:.2e} | {:.0} samples/s",
-                    s.loss, s.bits_per_dim, s.learning_rate, s.samples_per_sec
+                    "loss {:.4}{bpd} | lr {:.2e} | {:.0} samples/s",
+                    s.loss, s.learning_rate, s.samples_per_sec
                 ));
             }
         }
@@ -57,13 +60,22 @@ impl Observer for Progress {
         if let Some(bar) = self.bar.take() {
             bar.finish_and_clear();
         }
+        let bpd = e
+            .val_bits_per_dim
+            .map_or_else(String::new, |b| format!(" ({b:.4} bits/dim)"));
+        let parts: String = e
+            .val_parts
+            .iter()
+            .map(|(k, v)| format!(", {k} {v:.4}"))
+            .collect();
         tracing::info!(
-            "epoch {}/{}: train NLL {:.4}, val NLL {:.4} ({:.4} bits/dim), lr {:.2e}, {:.0} samples/s{}",
+            "epoch {}/{}: train {} {:.4}, val {} {:.4}{bpd}{parts}, lr {:.2e}, {:.0} samples/s{}",
             e.epoch,
             self.epochs,
-            e.train_nll,
-            e.val_nll,
-            e.val_bits_per_dim,
+            e.loss,
+            e.train_loss,
+            e.loss,
+            e.val_loss,
             e.learning_rate,
             e.samples_per_sec,
             if e.best { ", best" } else { "" }

@@ -7,7 +7,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use anyhow::{Context, Result};
 use burn::prelude::*;
 use flowcore::tracking::{RunStatus, Tracker, detect_run_env};
-use flowcore::train::{self, DataSource, FitOutcome, Observer, TrainingConfig};
+use flowcore::train::{self, DataSource, FitOutcome, Objective, Observer, TrainingConfig};
 use flowcore::{ArchitectureConfig, Flow};
 use serde::Serialize;
 
@@ -243,10 +243,11 @@ pub fn open_run(
 struct NoProgress;
 impl Observer for NoProgress {}
 
-/// Build the flow of `model` and train it on `data` with progress (when asked) and tracking,
-/// from the newest checkpoint when resuming.
+/// Build the flow of `model` and train it to minimise `objective` on `data`, with progress
+/// (when asked) and tracking, from the newest checkpoint when resuming.
 pub fn fit_tracked(
     model: &ArchitectureConfig,
+    objective: &dyn Objective,
     data: &mut dyn DataSource,
     training: &TrainingConfig,
     run_dir: &Path,
@@ -263,8 +264,9 @@ pub fn fit_tracked(
     } else {
         &mut quiet
     };
-    train::fit(
+    train::fit_objective(
         flow,
+        objective,
         data,
         training,
         run_dir,

@@ -7,7 +7,7 @@ use burn::optim::GradientsParams;
 use burn::prelude::*;
 use burn::tensor::TensorData;
 use flowcore::train::{
-    CheckpointDir, DataSource, Schedule, ScheduleState, TrainError, TrainingConfig,
+    Batch, CheckpointDir, DataSource, Schedule, ScheduleState, TrainError, TrainingConfig,
     clip_global_norm, fit, mean_nll,
 };
 use flowcore::{ArchitectureConfig, Flow, RealNvpConfig};
@@ -41,15 +41,15 @@ impl DataSource for Gaussian {
     fn dim(&self) -> usize {
         2
     }
-    fn train_batch(&mut self, step: u64, batch_size: usize) -> Result<Vec<f32>, String> {
+    fn train_batch(&mut self, step: u64, batch_size: usize) -> Result<Batch, String> {
         let mut v = self.draw(step + 1, batch_size, self.drift_per_step * step as f32);
         if self.nan_at == Some(step) {
             v[3] = f32::NAN;
         }
-        Ok(v)
+        Ok(Batch::unlabelled(v))
     }
-    fn validation(&mut self) -> Result<Vec<f32>, String> {
-        Ok(self.draw(0, 1024, 0.0))
+    fn validation(&mut self) -> Result<Batch, String> {
+        Ok(Batch::unlabelled(self.draw(0, 1024, 0.0)))
     }
 }
 
@@ -155,8 +155,8 @@ fn resuming_continues_the_same_curve() {
     );
     for (a, b) in straight.history.iter().zip(&resumed.history) {
         assert_eq!(
-            (a.epoch, a.train_nll, a.val_nll),
-            (b.epoch, b.train_nll, b.val_nll)
+            (a.epoch, a.train_loss, a.val_loss),
+            (b.epoch, b.train_loss, b.val_loss)
         );
         assert!((a.learning_rate - b.learning_rate).abs() < 1e-15);
     }
@@ -203,7 +203,7 @@ fn a_nan_stops_training_and_keeps_the_last_checkpoint() {
     assert_eq!(state.epochs_done, 2);
     let nll = mean_nll(
         &flow.valid(),
-        &data.validation().unwrap(),
+        &data.validation().unwrap().x,
         2,
         &Device::flex(),
     );
@@ -241,7 +241,7 @@ fn early_stopping_restores_the_best_weights() {
     assert!(best_epoch < out.history.len());
     let nll = mean_nll(
         &out.flow.valid(),
-        &data.validation().unwrap(),
+        &data.validation().unwrap().x,
         2,
         &Device::flex(),
     );
@@ -249,7 +249,7 @@ fn early_stopping_restores_the_best_weights() {
         (nll - best_nll).abs() < 1e-5,
         "returned model has {nll}, best was {best_nll}"
     );
-    let last = out.history.last().unwrap().val_nll;
+    let last = out.history.last().unwrap().val_loss;
     assert!(
         last > best_nll,
         "the last epoch ({last}) should be worse than the best ({best_nll})"

@@ -168,7 +168,7 @@ fn resuming_continues_the_same_curve() {
     })
     .unwrap();
     let curve =
-        |s: &TrainSummary| -> Vec<f64> { s.report.history.iter().map(|e| e.val_nll).collect() };
+        |s: &TrainSummary| -> Vec<f64> { s.report.history.iter().map(|e| e.val_loss).collect() };
     assert_eq!(curve(&resumed).len(), 4);
     assert_eq!(
         curve(&straight),
@@ -365,7 +365,7 @@ fn the_local_store_has_params_metrics_tags_and_artifacts() {
         .report
         .history
         .iter()
-        .map(|e| (e.val_nll, e.epoch as u64))
+        .map(|e| (e.val_loss, e.epoch as u64))
         .collect();
     assert_eq!(val, expected);
     let steps = read(&run.join("metrics/train_loss")).lines().count();
@@ -458,7 +458,7 @@ fn a_run_appears_on_a_real_mlflow_server() {
         .report
         .history
         .iter()
-        .map(|e| (e.epoch as u64, e.val_nll))
+        .map(|e| (e.epoch as u64, e.val_loss))
         .collect();
     // The server keeps doubles; its JSON may differ in the last bit.
     assert_eq!(got.len(), expected.len(), "{got:?} vs {expected:?}");

@@ -191,26 +191,35 @@ impl Observer for Tracker {
     fn on_step(&mut self, s: &StepStats) {
         if s.step.is_multiple_of(self.step_every) {
             for (k, v) in [
-                ("train_loss", s.loss),
+                ("train_loss", Some(s.loss)),
                 ("train_bits_per_dim", s.bits_per_dim),
-                ("learning_rate", s.learning_rate),
-                ("grad_norm", s.grad_norm),
-                ("grad_norm_clipped", s.grad_norm_clipped),
+                ("learning_rate", Some(s.learning_rate)),
+                ("grad_norm", Some(s.grad_norm)),
+                ("grad_norm_clipped", Some(s.grad_norm_clipped)),
             ] {
-                self.log_metric(k, v, s.step);
+                if let Some(v) = v {
+                    self.log_metric(k, v, s.step);
+                }
+            }
+            for (k, v) in &s.parts {
+                self.log_metric(&format!("train_{k}"), *v, s.step);
             }
         }
     }
 
     fn on_epoch_end(&mut self, e: &EpochStats) {
         let step = e.epoch as u64;
-        for (k, v) in [
-            ("epoch_train_nll", e.train_nll),
-            ("val_nll", e.val_nll),
-            ("val_bits_per_dim", e.val_bits_per_dim),
-            ("samples_per_sec", e.samples_per_sec),
-        ] {
-            self.log_metric(k, v, step);
+        let mut metrics = vec![
+            (format!("epoch_train_{}", e.loss), e.train_loss),
+            (format!("val_{}", e.loss), e.val_loss),
+            ("samples_per_sec".to_string(), e.samples_per_sec),
+        ];
+        if let Some(b) = e.val_bits_per_dim {
+            metrics.push(("val_bits_per_dim".to_string(), b));
+        }
+        metrics.extend(e.val_parts.iter().map(|(k, v)| (format!("val_{k}"), *v)));
+        for (k, v) in metrics {
+            self.log_metric(&k, v, step);
         }
         self.flush();
     }

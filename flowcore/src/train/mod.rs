@@ -5,6 +5,7 @@
 
 mod checkpoints;
 mod clip;
+mod objective;
 mod schedule;
 
 use std::path::{Path, PathBuf};
@@ -12,11 +13,11 @@ use std::time::Instant;
 
 use burn::optim::{AdamConfig, AdamWConfig, GradientsParams, ModuleOptimizer};
 use burn::prelude::*;
-use burn::tensor::TensorData;
 use serde::{Deserialize, Serialize};
 
 pub use checkpoints::{CheckpointDir, TrainState};
 pub use clip::clip_global_norm;
+pub use objective::{Batch, Loss, MaximumLikelihood, Objective, mean_nll_batch};
 pub use schedule::{Schedule, ScheduleState};
 
 use crate::{Flow, FlowError};
@@ -138,10 +139,14 @@ impl TrainingConfig {
 pub trait DataSource {
     /// Features per sample.
     fn dim(&self) -> usize;
-    /// The batch of global step `step`, row-major `[batch_size, dim]`.
-    fn train_batch(&mut self, step: u64, batch_size: usize) -> Result<Vec<f32>, String>;
-    /// The validation set, row-major `[n, dim]`.
-    fn validation(&mut self) -> Result<Vec<f32>, String>;
+    /// Observations, labels or conditions per sample that come with the features (0: none).
+    fn y_dim(&self) -> usize {
+        0
+    }
+    /// The batch of global step `step`, `batch_size` rows.
+    fn train_batch(&mut self, step: u64, batch_size: usize) -> Result<Batch, String>;
+    /// The validation set.
+    fn validation(&mut self) -> Result<Batch, String>;
     /// Nats per sample between the model's NLL and the NLL of the discrete data it was made
     /// from: `dim * ln 256` for 8-bit values dequantised and scaled to `[0, 1)`, so that
     /// bits/dim come out the standard way. 0 for continuous data.
@@ -159,10 +164,12 @@ pub struct StepStats {
     pub step_in_epoch: usize,
     /// Global step, 1-based.
     pub step: u64,
-    /// Mean NLL of the batch, nats per sample.
+    /// The objective's loss on the batch (mean NLL in nats per sample for maximum likelihood).
     pub loss: f64,
-    /// The same in bits per dimension.
-    pub bits_per_dim: f64,
+    /// The loss in bits per dimension, for a likelihood.
+    pub bits_per_dim: Option<f64>,
+    /// The loss's named parts.
+    pub parts: Vec<(String, f64)>,
     /// Learning rate of the step.
     pub learning_rate: f64,
     /// Global gradient norm before clipping.
@@ -173,22 +180,35 @@ pub struct StepStats {
     pub samples_per_sec: f64,
 }
 
+fn nll() -> String {
+    "nll".into()
+}
+
 /// One epoch, as reported to observers and kept in the run's history.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct EpochStats {
     /// Epoch, 1-based.
     pub epoch: usize,
-    /// Mean training NLL over the epoch, nats per sample.
-    pub train_nll: f64,
-    /// Validation NLL, nats per sample.
-    pub val_nll: f64,
-    /// Validation bits per dimension.
-    pub val_bits_per_dim: f64,
+    /// The objective's name (`nll` for maximum likelihood): metrics are `val_<loss>` and
+    /// `epoch_train_<loss>`.
+    #[serde(default = "nll")]
+    pub loss: String,
+    /// Mean training loss over the epoch.
+    #[serde(alias = "train_nll")]
+    pub train_loss: f64,
+    /// Validation loss (NLL in nats per sample for maximum likelihood).
+    #[serde(alias = "val_nll")]
+    pub val_loss: f64,
+    /// Validation bits per dimension, for a likelihood.
+    pub val_bits_per_dim: Option<f64>,
+    /// The validation loss's named parts.
+    #[serde(default)]
+    pub val_parts: Vec<(String, f64)>,
     /// Learning rate at the end of the epoch.
     pub learning_rate: f64,
     /// Training throughput.
     pub samples_per_sec: f64,
-    /// Whether this epoch has the best validation NLL so far.
+    /// Whether this epoch has the best validation loss so far.
     pub best: bool,
 }
 
@@ -208,7 +228,7 @@ pub enum TrainError {
     /// A bad `[training]` value.
     #[error("invalid config: {0}")]
     Config(String),
-    /// A NaN or infinite loss or gradient.
+    /// A NaN or infinite loss, gradient or validation loss.
     #[error(
         "{what} is {value} at epoch {epoch}, step {step}: training stopped; {}",
         match checkpoint {
@@ -217,7 +237,7 @@ pub enum TrainError {
         }
     )]
     NonFinite {
-        /// `loss`, `gradient norm` or `validation NLL`.
+        /// `loss`, `gradient norm` or `validation loss`.
         what: &'static str,
         /// The value.
         value: f64,
@@ -239,13 +259,13 @@ pub enum TrainError {
 /// The result of [`fit`].
 #[derive(Debug)]
 pub struct FitOutcome {
-    /// The trained flow: the best by validation NLL when early stopping is on, else the last.
+    /// The trained flow: the best by validation loss when early stopping is on, else the last.
     pub flow: Flow,
     /// Every epoch, resumed ones included.
     pub history: Vec<EpochStats>,
     /// Whether early stopping ended the run.
     pub stopped_early: bool,
-    /// The best validation NLL and its epoch.
+    /// The best validation loss and its epoch.
     pub best: (f64, usize),
 }
 
@@ -254,25 +274,13 @@ pub fn bits_per_dim(nll: f64, dim: usize) -> f64 {
     nll / (dim as f64 * std::f64::consts::LN_2)
 }
 
-/// Mean NLL of `values` (`[n, dim]`) under `flow`, in batches, without gradients.
+/// Mean NLL of `values` (`[n, dim]`) under an unconditional `flow`, in batches, without
+/// gradients.
 pub fn mean_nll(flow: &Flow, values: &[f32], dim: usize, device: &Device) -> f64 {
-    let n = values.len() / dim;
-    let chunk = 4096;
-    let mut total = 0.0;
-    for start in (0..n).step_by(chunk) {
-        let m = chunk.min(n - start);
-        let x = Tensor::<2>::from_data(
-            TensorData::new(values[start * dim..(start + m) * dim].to_vec(), [m, dim]),
-            device,
-        );
-        total += flow.log_prob(x, None).sum().into_scalar::<f64>();
-    }
-    -total / n as f64
+    mean_nll_batch(flow, &Batch::unlabelled(values.to_vec()), dim, 0, device)
 }
 
-/// Train `flow` by maximum likelihood on `data`, writing checkpoints under `run_dir`. With
-/// `resume`, continue from the newest checkpoint there, on the same curve. `device` must be an
-/// autodiff device.
+/// Train `flow` by maximum likelihood on `data`: [`fit_objective`] with [`MaximumLikelihood`].
 pub fn fit(
     flow: Flow,
     data: &mut dyn DataSource,
@@ -282,12 +290,54 @@ pub fn fit(
     device: &Device,
     observers: &mut [&mut dyn Observer],
 ) -> Result<FitOutcome, TrainError> {
+    fit_objective(
+        flow,
+        &MaximumLikelihood,
+        data,
+        config,
+        run_dir,
+        resume,
+        device,
+        observers,
+    )
+}
+
+/// Train `flow` to minimise `objective` on `data`, writing checkpoints under `run_dir`. With
+/// `resume`, continue from the newest checkpoint there, on the same curve. `device` must be an
+/// autodiff device.
+#[allow(clippy::too_many_arguments)]
+pub fn fit_objective(
+    flow: Flow,
+    objective: &dyn Objective,
+    data: &mut dyn DataSource,
+    config: &TrainingConfig,
+    run_dir: &Path,
+    resume: bool,
+    device: &Device,
+    observers: &mut [&mut dyn Observer],
+) -> Result<FitOutcome, TrainError> {
     config.validate()?;
-    let dim = data.dim();
-    if dim != flow.dim() {
+    let (dim, y_dim) = (data.dim(), data.y_dim());
+    let flow_dim = objective
+        .flow_dim(dim, y_dim)
+        .map_err(|e| TrainError::Config(format!("the {} objective: {e}", objective.name())))?;
+    if flow_dim != flow.dim() {
         return Err(TrainError::Config(format!(
-            "the data have {dim} features but the model maps {}",
+            "the data have {dim} features{} and the {} objective needs a model of {flow_dim}, \
+             but the model maps {}",
+            if y_dim > 0 {
+                format!(" and {y_dim} observations")
+            } else {
+                String::new()
+            },
+            objective.name(),
             flow.dim()
+        )));
+    }
+    let cond_dim = flow.config().cond_dim();
+    if cond_dim > 0 && objective.is_likelihood() && cond_dim != y_dim {
+        return Err(TrainError::Config(format!(
+            "the model takes a condition of {cond_dim} values but the data carry {y_dim} per sample"
         )));
     }
     let checkpoints = CheckpointDir::new(run_dir.join("checkpoints"));
@@ -305,14 +355,15 @@ pub fn fit(
             let first = data
                 .train_batch(0, config.batch_size)
                 .map_err(TrainError::Data)?;
-            let x =
-                Tensor::<2>::from_data(TensorData::new(first, [config.batch_size, dim]), device);
-            (flow.initialize(x, None), TrainState::default())
+            let (x, y) = first.to_tensors(dim, y_dim, device);
+            let (input, cond) = objective.init_input(x, y, config.seed);
+            (flow.initialize(input, cond.as_ref()), TrainState::default())
         }
     };
     let validation = data.validation().map_err(TrainError::Data)?;
     let offset = data.discretization_nats();
-    let bpd = |nll: f64| bits_per_dim(nll + offset, dim);
+    let likelihood = objective.is_likelihood();
+    let bpd = |loss: f64| likelihood.then(|| bits_per_dim(loss + offset, flow_dim));
     // The best weights found by this process; after a resume an earlier best is on disk.
     let mut best_flow: Option<Flow> = None;
     let mut last_checkpoint = checkpoints.latest();
@@ -323,17 +374,16 @@ pub fn fit(
             .iter_mut()
             .for_each(|o| o.on_epoch_start(epoch, config.steps_per_epoch));
         let started = Instant::now();
-        let mut nll_sum = 0.0;
+        let mut loss_sum = 0.0;
         let mut lr = config.learning_rate;
         for s in 1..=config.steps_per_epoch {
             let step = state.step + 1;
-            let values = data
+            let batch = data
                 .train_batch(step, config.batch_size)
                 .map_err(TrainError::Data)?;
-            let x =
-                Tensor::<2>::from_data(TensorData::new(values, [config.batch_size, dim]), device);
-            let loss = flow.log_prob(x, None).mean().neg();
-            let loss_value = loss.clone().into_scalar::<f64>();
+            let (x, y) = batch.to_tensors(dim, y_dim, device);
+            let loss = objective.loss(&flow, x, y, config.seed, step);
+            let loss_value = loss.total.clone().into_scalar::<f64>();
             let non_finite = |what, value| TrainError::NonFinite {
                 what,
                 value,
@@ -344,7 +394,12 @@ pub fn fit(
             if !loss_value.is_finite() {
                 return Err(non_finite("loss", loss_value));
             }
-            let grads = GradientsParams::from_grads(loss.backward(), &flow);
+            let parts: Vec<(String, f64)> = loss
+                .parts
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.clone().into_scalar::<f64>()))
+                .collect();
+            let grads = GradientsParams::from_grads(loss.total.backward(), &flow);
             let max_norm = (config.clip_grad_norm > 0.0).then_some(config.clip_grad_norm);
             let (grads, norm, clipped) = clip_global_norm(&flow, grads, max_norm);
             if !norm.is_finite() {
@@ -355,13 +410,14 @@ pub fn fit(
                 .rate(config.learning_rate, state.step, &state.schedule);
             flow = optim.step(lr, flow, grads);
             state.step = step;
-            nll_sum += loss_value;
+            loss_sum += loss_value;
             let stats = StepStats {
                 epoch,
                 step_in_epoch: s,
                 step,
                 loss: loss_value,
                 bits_per_dim: bpd(loss_value),
+                parts,
                 learning_rate: lr,
                 grad_norm: norm,
                 grad_norm_clipped: clipped,
@@ -371,20 +427,26 @@ pub fn fit(
         }
         let samples_per_sec =
             (config.steps_per_epoch * config.batch_size) as f64 / started.elapsed().as_secs_f64();
-        let val_nll = mean_nll(&flow.valid(), &validation, dim, &device.clone().inner());
-        if !val_nll.is_finite() {
+        let (val_loss, val_parts) = objective.validate(
+            &flow.valid(),
+            &validation,
+            dim,
+            y_dim,
+            &device.clone().inner(),
+        );
+        if !val_loss.is_finite() {
             return Err(TrainError::NonFinite {
-                what: "validation NLL",
-                value: val_nll,
+                what: "validation loss",
+                value: val_loss,
                 epoch,
                 step: state.step,
                 checkpoint: last_checkpoint,
             });
         }
-        config.schedule.on_epoch_end(val_nll, &mut state.schedule);
-        let improved = val_nll < state.best_val - config.early_stopping_min_delta;
-        if val_nll < state.best_val {
-            state.best_val = val_nll;
+        config.schedule.on_epoch_end(val_loss, &mut state.schedule);
+        let improved = val_loss < state.best_val - config.early_stopping_min_delta;
+        if val_loss < state.best_val {
+            state.best_val = val_loss;
             state.best_epoch = epoch;
             best_flow = Some(flow.clone());
         }
@@ -392,9 +454,11 @@ pub fn fit(
         state.epochs_done = epoch;
         let stats = EpochStats {
             epoch,
-            train_nll: nll_sum / config.steps_per_epoch as f64,
-            val_nll,
-            val_bits_per_dim: bpd(val_nll),
+            loss: objective.name().to_string(),
+            train_loss: loss_sum / config.steps_per_epoch as f64,
+            val_loss,
+            val_bits_per_dim: bpd(val_loss),
+            val_parts,
             learning_rate: lr,
             samples_per_sec,
             best: state.best_epoch == epoch,

@@ -33,7 +33,7 @@ pub enum Schedule {
         #[serde(default)]
         min_lr: f64,
     },
-    /// Multiply the rate by `factor` when the validation NLL has not improved by `threshold`
+    /// Multiply the rate by `factor` when the validation loss has not improved by `threshold`
     /// for `patience` epochs, down to `min_lr`.
     ReduceOnPlateau {
         /// Factor applied at a plateau.
@@ -133,7 +133,7 @@ impl Schedule {
     }
 
     /// Update the state with an epoch's validation NLL.
-    pub fn on_epoch_end(&self, val_nll: f64, state: &mut ScheduleState) {
+    pub fn on_epoch_end(&self, val_loss: f64, state: &mut ScheduleState) {
         if let Self::ReduceOnPlateau {
             factor,
             patience,
@@ -141,8 +141,8 @@ impl Schedule {
             ..
         } = *self
         {
-            if val_nll < state.best - threshold {
-                state.best = val_nll;
+            if val_loss < state.best - threshold {
+                state.best = val_loss;
                 state.bad_epochs = 0;
             } else {
                 state.bad_epochs += 1;

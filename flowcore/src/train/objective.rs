@@ -1,0 +1,175 @@
+//! What training minimises. [`fit`](super::fit) runs the same loop (optimizer, schedule,
+//! clipping, NaN guard, checkpoints) for any [`Objective`]: maximum likelihood here, the INN
+//! objective of Ardizzone et al. in [`crate::inn`].
+
+use burn::prelude::*;
+use burn::tensor::TensorData;
+
+use crate::Flow;
+
+/// A batch of samples, row-major: `x` holds `n` rows of the data's features and `y`, when the
+/// data carry them, `n` rows of observations, labels or conditions (empty otherwise).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Batch {
+    /// `[n, dim]`.
+    pub x: Vec<f32>,
+    /// `[n, y_dim]`, or empty.
+    pub y: Vec<f32>,
+}
+
+impl Batch {
+    /// A batch without observations.
+    pub fn unlabelled(x: Vec<f32>) -> Self {
+        Self { x, y: Vec::new() }
+    }
+
+    /// Rows `start..start + n`, for features `dim` and `y_dim`.
+    pub fn rows(&self, start: usize, n: usize, dim: usize, y_dim: usize) -> Self {
+        Self {
+            x: self.x[start * dim..(start + n) * dim].to_vec(),
+            y: if y_dim == 0 {
+                Vec::new()
+            } else {
+                self.y[start * y_dim..(start + n) * y_dim].to_vec()
+            },
+        }
+    }
+
+    /// As tensors on `device`: `x` as `[n, dim]`, `y` as `[n, y_dim]` when there is one.
+    pub fn to_tensors(
+        &self,
+        dim: usize,
+        y_dim: usize,
+        device: &Device,
+    ) -> (Tensor<2>, Option<Tensor<2>>) {
+        let n = self.x.len() / dim.max(1);
+        let x = Tensor::<2>::from_data(TensorData::new(self.x.clone(), [n, dim]), device);
+        let y = (y_dim > 0)
+            .then(|| Tensor::<2>::from_data(TensorData::new(self.y.clone(), [n, y_dim]), device));
+        (x, y)
+    }
+}
+
+/// A loss and its named parts (for logging; the parts need not add up to the total when they
+/// are weighted).
+pub struct Loss {
+    /// The scalar to minimise, shape `[1]`.
+    pub total: Tensor<1>,
+    /// Named parts, shape `[1]` each.
+    pub parts: Vec<(&'static str, Tensor<1>)>,
+}
+
+/// What training minimises.
+pub trait Objective {
+    /// The loss's name in metrics and logs: `nll` for maximum likelihood, so tracked metrics
+    /// are `val_nll` and `epoch_train_nll`.
+    fn name(&self) -> &'static str;
+
+    /// Whether the loss is a negative log-likelihood in nats per sample, which bits/dim are
+    /// reported for.
+    fn is_likelihood(&self) -> bool;
+
+    /// Features the flow maps, given the data's `dim` and `y_dim`, or why the data do not
+    /// fit the objective; training checks it against the flow.
+    fn flow_dim(&self, dim: usize, y_dim: usize) -> Result<usize, String>;
+
+    /// The flow's input for data-dependent initialisation (ActNorm) from a first batch.
+    fn init_input(
+        &self,
+        x: Tensor<2>,
+        y: Option<Tensor<2>>,
+        seed: u64,
+    ) -> (Tensor<2>, Option<Tensor<2>>);
+
+    /// The loss of one batch at global step `step`. Anything random in it is drawn from
+    /// `(seed, step)`, so a resumed run repeats an uninterrupted one.
+    fn loss(&self, flow: &Flow, x: Tensor<2>, y: Option<Tensor<2>>, seed: u64, step: u64) -> Loss;
+
+    /// The validation loss and its parts, without gradients; lower is better. Its randomness
+    /// is fixed, so epochs compare.
+    fn validate(
+        &self,
+        flow: &Flow,
+        data: &Batch,
+        dim: usize,
+        y_dim: usize,
+        device: &Device,
+    ) -> (f64, Vec<(String, f64)>);
+}
+
+/// Maximum likelihood: minimise `-log p(x)`, or `-log p(x | y)` for a conditional flow when
+/// the data carry `y`.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct MaximumLikelihood;
+
+impl Objective for MaximumLikelihood {
+    fn name(&self) -> &'static str {
+        "nll"
+    }
+
+    fn is_likelihood(&self) -> bool {
+        true
+    }
+
+    fn flow_dim(&self, dim: usize, _y_dim: usize) -> Result<usize, String> {
+        Ok(dim)
+    }
+
+    fn init_input(
+        &self,
+        x: Tensor<2>,
+        y: Option<Tensor<2>>,
+        _seed: u64,
+    ) -> (Tensor<2>, Option<Tensor<2>>) {
+        (x, y)
+    }
+
+    fn loss(
+        &self,
+        flow: &Flow,
+        x: Tensor<2>,
+        y: Option<Tensor<2>>,
+        _seed: u64,
+        _step: u64,
+    ) -> Loss {
+        Loss {
+            total: flow.log_prob(x, condition(flow, y).as_ref()).mean().neg(),
+            parts: Vec::new(),
+        }
+    }
+
+    fn validate(
+        &self,
+        flow: &Flow,
+        data: &Batch,
+        dim: usize,
+        y_dim: usize,
+        device: &Device,
+    ) -> (f64, Vec<(String, f64)>) {
+        (mean_nll_batch(flow, data, dim, y_dim, device), Vec::new())
+    }
+}
+
+/// `y` as the flow's condition when the flow takes one; an unconditional flow ignores it.
+fn condition(flow: &Flow, y: Option<Tensor<2>>) -> Option<Tensor<2>> {
+    y.filter(|_| flow.config().cond_dim() > 0)
+}
+
+/// Mean `-log p(x | y)` of a batch (`-log p(x)` for an unconditional flow), in chunks, without
+/// gradients.
+pub fn mean_nll_batch(flow: &Flow, data: &Batch, dim: usize, y_dim: usize, device: &Device) -> f64 {
+    let n = data.x.len() / dim;
+    let chunk = 4096;
+    let mut total = 0.0;
+    for start in (0..n).step_by(chunk) {
+        let m = chunk.min(n - start);
+        let (x, y) = data
+            .rows(start, m, dim, y_dim)
+            .to_tensors(dim, y_dim, device);
+        total += flow
+            .log_prob(x, condition(flow, y).as_ref())
+            .sum()
+            .into_scalar::<f64>();
+    }
+    -total / n as f64
+}
