@@ -95,6 +95,11 @@ impl Flow {
         self.bijector.forward(x, cond)
     }
 
+    /// Latent to data and the log-det of that map, in one pass.
+    pub fn inverse(&self, z: Tensor<2>, cond: Option<&Tensor<2>>) -> (Tensor<2>, Tensor<1>) {
+        self.bijector.inverse(z, cond)
+    }
+
     /// Data to latent.
     pub fn encode(&self, x: Tensor<2>, cond: Option<&Tensor<2>>) -> Tensor<2> {
         self.bijector.forward(x, cond).0

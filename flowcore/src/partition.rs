@@ -52,8 +52,14 @@ impl Role {
         }
     }
 
-    fn input_side(self) -> bool {
-        matches!(self, Self::Data | Self::Pad | Self::Noise)
+    /// The side a block of this role belongs on; `None` for padding, which either side may
+    /// have (Ardizzone et al. pad both sides up to one width).
+    fn side(self) -> Option<Side> {
+        match self {
+            Self::Data | Self::Noise => Some(Side::Input),
+            Self::Observation | Self::Latent => Some(Side::Output),
+            Self::Pad => None,
+        }
     }
 
     fn as_str(self) -> &'static str {
@@ -155,7 +161,7 @@ impl Partition {
                 (Side::Output, Side::Input)
             };
             let hint = if n_in > n_out {
-                "add latent dimensions to the output"
+                "add latent dimensions or a pad block to the output"
             } else {
                 "add a pad block to the input"
             };
@@ -213,6 +219,51 @@ impl Partition {
         Ok(t.narrow(1, r.start, r.len()))
     }
 
+    /// The blocks of one role on one side, as column ranges, in order.
+    pub fn ranges(&self, side: Side, role: Role) -> Vec<Range<usize>> {
+        let mut start = 0;
+        let mut out = Vec::new();
+        for b in self.blocks(side) {
+            if b.role == role {
+                out.push(start..start + b.size);
+            }
+            start += b.size;
+        }
+        out
+    }
+
+    /// The columns of every block of `role` on `side` of a `[batch, dim]` tensor, in order:
+    /// `[batch, role_size]`, or `None` when the side has no such block.
+    pub fn gather(&self, side: Side, role: Role, t: &Tensor<2>) -> Option<Tensor<2>> {
+        let parts: Vec<Tensor<2>> = self
+            .ranges(side, role)
+            .into_iter()
+            .map(|r| t.clone().narrow(1, r.start, r.len()))
+            .collect();
+        (!parts.is_empty()).then(|| Tensor::cat(parts, 1))
+    }
+
+    /// A `[batch, dim]` tensor of one side from the columns of each role, in block order:
+    /// `fill(role)` gives `[batch, role_size]` for every role the side has, and the blocks of
+    /// that role take its columns in turn.
+    pub fn assemble(&self, side: Side, mut fill: impl FnMut(Role) -> Tensor<2>) -> Tensor<2> {
+        let mut given: Vec<(Role, Tensor<2>, usize)> = Vec::new();
+        let mut parts = Vec::new();
+        for b in self.blocks(side) {
+            let i = match given.iter().position(|(r, _, _)| *r == b.role) {
+                Some(i) => i,
+                None => {
+                    given.push((b.role, fill(b.role), 0));
+                    given.len() - 1
+                }
+            };
+            let (_, t, used) = &mut given[i];
+            parts.push(t.clone().narrow(1, *used, b.size));
+            *used += b.size;
+        }
+        Tensor::cat(parts, 1)
+    }
+
     /// Total size of the blocks of one role on one side.
     pub fn role_size(&self, side: Side, role: Role) -> usize {
         self.blocks(side)
@@ -255,16 +306,14 @@ fn check_side(side: Side, blocks: &[Block]) -> Result<()> {
         if blocks[..i].iter().any(|o| o.name == b.name) {
             return err(format!("block name `{}` appears twice", b.name));
         }
-        if b.role.input_side() != (side == Side::Input) {
+        if let Some(home) = b.role.side()
+            && home != side
+        {
+            let role = b.role.as_str();
+            let article = if role.starts_with('o') { "an" } else { "a" };
             return err(format!(
-                "block `{}` is a {} block, which belongs on the {} side",
+                "block `{}` is {article} {role} block, which belongs on the {home} side",
                 b.name,
-                b.role.as_str(),
-                if b.role.input_side() {
-                    "input"
-                } else {
-                    "output"
-                }
             ));
         }
     }

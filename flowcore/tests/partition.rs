@@ -35,6 +35,9 @@ fn sizes_that_do_not_add_up_name_both_sides() {
     assert!(msg.contains("input side [x:4 | pad:2] has 6"), "{msg}");
     assert!(msg.contains("output side [y:2 | z:3] has 5"), "{msg}");
     assert!(msg.contains("add latent dimensions"), "{msg}");
+    // Padding may stand on either side (Ardizzone et al. pad both to one width).
+    let both: Partition = "[x:4 | pad:2] -> [y:2 | z:2 | pad:2]".parse().unwrap();
+    assert_eq!(both.role_size(Side::Output, Role::Pad), 2);
     let msg = err("[x:2] -> [y:2 | z:2]");
     assert!(msg.contains("add a pad block"), "{msg}");
 }
@@ -44,8 +47,12 @@ fn bad_blocks_are_named() {
     assert!(err("[x:0] -> [z:0]").contains("block `x` has size 0"));
     assert!(err("[x:2 | x:1] -> [z:3]").contains("`x` appears twice"));
     assert!(
-        err("[x:2] -> [z:1 | pad:1]")
-            .contains("block `pad` is a pad block, which belongs on the input side")
+        err("[x:2] -> [z:1 | eps:1]")
+            .contains("block `eps` is a noise block, which belongs on the input side")
+    );
+    assert!(
+        err("[x:2 | y:1] -> [z:3]")
+            .contains("block `y` is an observation block, which belongs on the output side")
     );
     assert!(err("[pad:2] -> [z:2]").contains("needs at least one data block"));
     assert!(err("[x:2] -> [y:2]").contains("needs at least one latent block"));
