@@ -8,7 +8,8 @@
 //!   [`layer::FactorOut`] for multiscale flows.
 //! - [`nets`]: the parameter networks, separate from the [`transform`]s they parametrise.
 //! - [`arch`]: RealNVP-dense and Glow from config; [`Flow`]: base distribution + bijector.
-//! - [`Partition`]: the named blocks on both sides of an invertible network.
+//! - [`Partition`]: the named blocks on both sides of an invertible network; [`inn`]: the
+//!   INN objective on it (Ardizzone et al.) and the conditional (cINN) alternative.
 //! - [`checkpoint`]: safetensors with a JSON header, written atomically.
 
 pub mod arch;
@@ -16,6 +17,7 @@ mod bijector;
 pub mod checkpoint;
 mod error;
 mod flow;
+pub mod inn;
 pub mod layer;
 pub mod layers;
 pub mod nets;

@@ -1,0 +1,134 @@
+//! The INN objective's parts: the MMD with inverse multiquadric kernels, on device and on the
+//! host; posterior sampling through the partition; and the objective's gradients.
+
+use burn::prelude::*;
+use burn::tensor::TensorData;
+use flowcore::inn::{InnLossConfig, InnObjective, mmd_imq, mmd_imq_host};
+use flowcore::testing::perturb_params;
+use flowcore::train::Objective;
+use flowcore::{ArchitectureConfig, Flow, RealNvpConfig, standard_normal};
+
+fn device() -> Device {
+    Device::flex()
+}
+
+fn host(t: Tensor<2>) -> Vec<f32> {
+    t.into_data()
+        .convert::<f32>()
+        .try_into_vec::<f32>()
+        .unwrap()
+}
+
+#[test]
+fn the_imq_kernel_matches_a_hand_computed_value() {
+    // a = {0, 1}, b = {2} in one dimension, one width c = 1: k(d2) = 1 / (1 + d2).
+    // mean k(a, a) = (1 + 1/2 + 1/2 + 1) / 4 = 3/4; k(b, b) = 1; mean k(a, b) = (1/5 + 1/2) / 2.
+    let d = device();
+    let a = Tensor::<2>::from_floats([[0.0], [1.0]], &d);
+    let b = Tensor::<2>::from_floats([[2.0]], &d);
+    let expected = 0.75 + 1.0 - 2.0 * 0.35;
+    let got = mmd_imq(a, b, &[1.0]).into_scalar::<f64>();
+    assert!((got - expected).abs() < 1e-6, "{got} != {expected}");
+    // Width c scales distances: k = c^2 / (c^2 + d2); with c = 2 and d2 = 4, k = 1/2.
+    let a = Tensor::<2>::from_floats([[0.0]], &d);
+    let b = Tensor::<2>::from_floats([[2.0]], &d);
+    let got = mmd_imq(a, b, &[2.0]).into_scalar::<f64>();
+    assert!((got - (1.0 + 1.0 - 2.0 * 0.5)).abs() < 1e-6, "{got}");
+}
+
+#[test]
+fn mmd_is_near_zero_for_one_distribution_and_grows_with_a_shift() {
+    let d = device();
+    let widths = [0.2, 0.5, 1.0, 2.0];
+    let a = standard_normal(800, 3, 1, &d);
+    let mut last = None;
+    for shift in [0.0, 0.25, 0.5, 1.0, 2.0] {
+        let b = standard_normal(800, 3, 2, &d).add_scalar(shift);
+        let device_mmd = mmd_imq(a.clone(), b.clone(), &widths).into_scalar::<f64>();
+        let host_mmd = mmd_imq_host(&host(a.clone()), &host(b), 3, &widths);
+        eprintln!("shift {shift}: host {host_mmd:.5} device {device_mmd:.5}");
+        if shift == 0.0 {
+            // Unbiased on the host: near 0; biased on the device: near its small bias.
+            assert!(host_mmd.abs() < 1e-2, "same distribution: {host_mmd}");
+            assert!(device_mmd < 0.02, "same distribution, biased: {device_mmd}");
+        } else {
+            assert!(host_mmd > 5e-3, "shift {shift}: {host_mmd}");
+        }
+        if let Some(prev) = last {
+            assert!(host_mmd > prev, "shift {shift}: {host_mmd} <= {prev}");
+        }
+        last = Some(host_mmd);
+    }
+}
+
+fn inn(partition: &str) -> (InnObjective, Flow) {
+    let objective = InnObjective {
+        partition: partition.parse().unwrap(),
+        config: InnLossConfig::default(),
+    };
+    let cfg = RealNvpConfig {
+        num_layers: 3,
+        hidden_units: vec![16],
+        ..RealNvpConfig::new(objective.partition.dim())
+    };
+    let flow = Flow::seeded(
+        ArchitectureConfig::RealNvpDense(cfg),
+        3,
+        &device().autodiff(),
+    )
+    .unwrap();
+    (objective, perturb_params(flow, 0.1, 4))
+}
+
+#[test]
+fn posterior_samples_come_from_the_inverse_of_y_and_z() {
+    let (objective, flow) = inn("[x:3 | pad:1] -> [y:1 | z:2 | pad:1]");
+    let d = device().autodiff();
+    let y = [0.7f32];
+    let x = objective.posterior(&flow, &y, 16, 5, &d);
+    assert_eq!(x.dims(), [16, 3]);
+    // Run forward again: with zero padding in, the observation block gives y back up to how
+    // well the padding came out zero; here the flow is random, so check the exact identity
+    // instead: forward of the full inverse output reproduces [y | z | pad].
+    let z = standard_normal(16, 2, 5, &d);
+    let out = Tensor::cat(
+        vec![
+            Tensor::<2>::from_data(TensorData::new(vec![0.7f32; 16], [16, 1]), &d),
+            z,
+            Tensor::<2>::zeros([16, 1], &d),
+        ],
+        1,
+    );
+    let (full, _) = flow.inverse(out.clone(), None);
+    let x_again = full.clone().narrow(1, 0, 3);
+    let diff = (x_again - x).abs().max().into_scalar::<f64>();
+    assert!(diff < 1e-5, "posterior differs from the inverse by {diff}");
+    let (back, _) = flow.forward(full, None);
+    let err = (back - out).abs().max().into_scalar::<f64>();
+    assert!(err < 1e-4, "round trip {err}");
+}
+
+#[test]
+fn the_objective_reaches_every_parameter_and_rejects_mismatched_data() {
+    let (objective, flow) = inn("[x:2 | eps:2] -> [y:2 | z:2]");
+    let d = device().autodiff();
+    assert!(
+        objective
+            .flow_dim(3, 2)
+            .unwrap_err()
+            .contains("2 data and 2 noise")
+    );
+    assert_eq!(objective.flow_dim(4, 2).unwrap(), 4);
+    let x = standard_normal(32, 4, 1, &d);
+    let y = standard_normal(32, 2, 2, &d);
+    let loss = objective.loss(&flow, x, Some(y), 0, 1);
+    assert_eq!(
+        loss.parts.iter().map(|p| p.0).collect::<Vec<_>>(),
+        ["fit_y", "mmd_latent", "mmd_x", "reconstruction"]
+    );
+    let grads = loss.total.backward();
+    for (path, g) in flowcore::testing::gradient_report(&flow, &grads) {
+        let g = g.unwrap_or_else(|| panic!("{path} got no gradient"));
+        assert!(g.is_finite() && g > 0.0, "{path}: {g}");
+    }
+}
