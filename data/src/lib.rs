@@ -1,7 +1,9 @@
 //! flowdata: datasets and loaders for flowmodels. Toy point distributions (drawn fresh for
-//! every batch from a seed), point files, and image folders on disk or embedded.
+//! every batch from a seed), point files, image folders on disk, S3 or embedded, and the
+//! forward simulators of the inverse problems.
 
 pub mod images;
+pub mod inverse;
 mod points;
 pub mod s3;
 mod toy;
