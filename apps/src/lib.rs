@@ -6,6 +6,7 @@ pub mod app1;
 pub mod app2;
 pub mod config;
 pub mod infer;
+pub mod inverse;
 pub mod plot;
 pub mod progress;
 pub mod run;
