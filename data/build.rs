@@ -1,5 +1,5 @@
-//! Embeds the default image set (`default/fashion-mnist/{train,val}/<class>/*.png`) into the
-//! library as a table of `(relative path, bytes)`, so the default run needs no files.
+//! Embeds the default image sets (`default/<set>/{train,val}/<class>/*.png`) into the library
+//! as tables of `(relative path, bytes)`, so the default runs need no files.
 
 use std::fmt::Write;
 use std::path::{Path, PathBuf};
@@ -19,8 +19,11 @@ fn pngs(dir: &Path, out: &mut Vec<PathBuf>) {
     }
 }
 
-fn main() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("default/fashion-mnist");
+/// Writes `OUT_DIR/<out>`: a table of every PNG under `default/<set>/{train,val}/`.
+fn embed(set: &str, out: &str) {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("default")
+        .join(set);
     println!("cargo::rerun-if-changed={}", root.display());
     let mut files = Vec::new();
     for split in ["train", "val"] {
@@ -42,6 +45,11 @@ fn main() {
         .unwrap();
     }
     code.push_str("]\n");
-    let out = Path::new(&std::env::var("OUT_DIR").expect("OUT_DIR")).join("embedded_images.rs");
-    std::fs::write(out, code).expect("write embedded_images.rs");
+    let out = Path::new(&std::env::var("OUT_DIR").expect("OUT_DIR")).join(out);
+    std::fs::write(out, code).expect("write the embedded table");
+}
+
+fn main() {
+    embed("fashion-mnist", "embedded_images.rs");
+    embed("fashion-mnist-classes", "embedded_classes.rs");
 }

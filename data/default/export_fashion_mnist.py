@@ -1,11 +1,17 @@
 #!/usr/bin/env python3
-"""Export the embedded default image set of train_flowmodels2 from Fashion-MNIST (MIT licence).
+"""Export the embedded image sets from Fashion-MNIST (MIT licence).
 
-Reads the IDX files that Debian's `dataset-fashion-mnist` installs and writes 28x28 grey PNGs:
+Reads the IDX files that Debian's `dataset-fashion-mnist` installs and writes 28x28 grey PNGs.
+fashion-mnist/ (train_flowmodels2's default):
   train/sneaker/  the first N_TRAIN sneakers of the training set (the normal class)
   val/sneaker/    the first N_VAL sneakers of the test set (normal, held out)
   val/bag/        the first N_VAL bags of the test set (the outliers)
-mirroring the original flow_models' train/cat vs val/beachball. Standard library only.
+mirroring the original flow_models' train/cat vs val/beachball.
+fashion-mnist-classes/ (train_flowmodels3's default):
+  train/{tshirt,trouser,sneaker,bag}/  the first N_CLASS_TRAIN of each class of the training set
+  val/{tshirt,trouser,sneaker,bag}/    the first N_CLASS_VAL of each of the test set
+  val/dress/                           N_CLASS_VAL dresses: a class the model never saw
+Standard library only.
 """
 import gzip
 import os
@@ -14,9 +20,10 @@ import sys
 import zlib
 
 SRC = sys.argv[1] if len(sys.argv) > 1 else "/usr/share/datasets/fashion-mnist"
-DST = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fashion-mnist")
+HERE = os.path.dirname(os.path.abspath(__file__))
 N_TRAIN, N_VAL = 2000, 200
-SNEAKER, BAG = 7, 8
+N_CLASS_TRAIN, N_CLASS_VAL = 500, 100
+TSHIRT, TROUSER, DRESS, SNEAKER, BAG = 0, 1, 3, 7, 8
 
 
 def idx(path):
@@ -43,10 +50,10 @@ def png(pixels, rows, cols):
     )
 
 
-def export(split, images_file, labels_file, wanted):
+def export(dst, split, images_file, labels_file, wanted):
     (images, rows, cols), labels = idx(os.path.join(SRC, images_file)), idx(os.path.join(SRC, labels_file))
     for label, name, count in wanted:
-        out = os.path.join(DST, split, name)
+        out = os.path.join(HERE, dst, split, name)
         os.makedirs(out, exist_ok=True)
         picked = [i for i, l in enumerate(labels) if l == label][:count]
         for i in picked:
@@ -54,5 +61,15 @@ def export(split, images_file, labels_file, wanted):
                 f.write(png(images[i], rows, cols))
 
 
-export("train", "train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", [(SNEAKER, "sneaker", N_TRAIN)])
-export("val", "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz", [(SNEAKER, "sneaker", N_VAL), (BAG, "bag", N_VAL)])
+TRAIN = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz")
+TEST = ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
+export("fashion-mnist", "train", *TRAIN, [(SNEAKER, "sneaker", N_TRAIN)])
+export("fashion-mnist", "val", *TEST, [(SNEAKER, "sneaker", N_VAL), (BAG, "bag", N_VAL)])
+CLASSES = [(TSHIRT, "tshirt"), (TROUSER, "trouser"), (SNEAKER, "sneaker"), (BAG, "bag")]
+export("fashion-mnist-classes", "train", *TRAIN, [(l, n, N_CLASS_TRAIN) for l, n in CLASSES])
+export(
+    "fashion-mnist-classes",
+    "val",
+    *TEST,
+    [(l, n, N_CLASS_VAL) for l, n in CLASSES] + [(DRESS, "dress", N_CLASS_VAL)],
+)

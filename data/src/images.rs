@@ -15,30 +15,82 @@ use serde::{Deserialize, Serialize};
 use crate::s3::{S3Config, S3Location};
 use crate::{DataError, batch_rng};
 
-/// The embedded default image set (see `data/default/fashion-mnist/README.md`), as
-/// `(path relative to its root, file bytes)`.
+/// The embedded default image set of application 2 (see `data/default/fashion-mnist/README.md`),
+/// as `(path relative to its root, file bytes)`.
 pub static EMBEDDED: &[(&str, &[u8])] = include!(concat!(env!("OUT_DIR"), "/embedded_images.rs"));
+
+/// The embedded labelled set of application 3 (see
+/// `data/default/fashion-mnist-classes/README.md`).
+pub static EMBEDDED_CLASSES: &[(&str, &[u8])] =
+    include!(concat!(env!("OUT_DIR"), "/embedded_classes.rs"));
 
 /// The name that selects [`EMBEDDED`] wherever an image root is expected.
 pub const EMBEDDED_ROOT: &str = "embedded:fashion-mnist";
+
+/// An image set compiled into the binary.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EmbeddedSet {
+    /// `embedded:fashion-mnist`: sneakers to learn, sneakers and bags to score.
+    FashionMnist,
+    /// `embedded:fashion-mnist-classes`: four classes to learn, with a fifth in `val/` only.
+    FashionMnistClasses,
+}
+
+impl EmbeddedSet {
+    /// Every set, for messages.
+    pub const ALL: [Self; 2] = [Self::FashionMnist, Self::FashionMnistClasses];
+
+    /// Its root name, `embedded:<set>`.
+    pub fn root(self) -> &'static str {
+        match self {
+            Self::FashionMnist => EMBEDDED_ROOT,
+            Self::FashionMnistClasses => "embedded:fashion-mnist-classes",
+        }
+    }
+
+    /// Its files.
+    pub fn files(self) -> &'static [(&'static str, &'static [u8])] {
+        match self {
+            Self::FashionMnist => EMBEDDED,
+            Self::FashionMnistClasses => EMBEDDED_CLASSES,
+        }
+    }
+
+    /// The set named by `embedded:<set>` (`embedded` alone: application 2's).
+    pub fn parse(name: &str) -> Result<Self, DataError> {
+        if name == "embedded" {
+            return Ok(Self::FashionMnist);
+        }
+        Self::ALL
+            .into_iter()
+            .find(|s| s.root() == name)
+            .ok_or_else(|| {
+                let names: Vec<&str> = Self::ALL.iter().map(|s| s.root()).collect();
+                DataError::Invalid(format!(
+                    "unknown embedded image set `{name}`; there are {}",
+                    names.join(", ")
+                ))
+            })
+    }
+}
 
 /// Where images come from.
 #[derive(Clone, Debug, PartialEq)]
 pub enum ImageRoot {
     /// A folder on local disk.
     Disk(PathBuf),
-    /// The set compiled into the binary.
-    Embedded,
+    /// A set compiled into the binary.
+    Embedded(EmbeddedSet),
     /// A prefix in an S3 bucket, and how to reach the store.
     S3(S3Location, S3Config),
 }
 
 impl ImageRoot {
-    /// `embedded:fashion-mnist`, `s3://bucket/prefix` (reached as the environment says, see
+    /// `embedded:<set>`, `s3://bucket/prefix` (reached as the environment says, see
     /// [`S3Config::from_env`]) or a path.
     pub fn parse(s: &str) -> Result<Self, DataError> {
-        if s == EMBEDDED_ROOT || s == "embedded" {
-            return Ok(Self::Embedded);
+        if s == "embedded" || s.starts_with("embedded:") {
+            return Ok(Self::Embedded(EmbeddedSet::parse(s)?));
         }
         if s.starts_with("s3://") {
             return Ok(Self::S3(S3Location::parse(s)?, S3Config::from_env()));
@@ -278,20 +330,20 @@ pub fn load_split(
             }
             load_folder(&sub, spec, on_bad)
         }
-        ImageRoot::Embedded => {
+        ImageRoot::Embedded(set) => {
             let prefix = format!("{split}/");
-            let files: Vec<(String, String, &[u8])> = EMBEDDED
+            let name = set.root();
+            let files: Vec<(String, String, &[u8])> = set
+                .files()
                 .iter()
                 .filter_map(|(path, bytes)| {
                     let rest = path.strip_prefix(&prefix)?;
                     let (class, _) = rest.split_once('/')?;
-                    Some((format!("{EMBEDDED_ROOT}/{path}"), class.to_string(), *bytes))
+                    Some((format!("{name}/{path}"), class.to_string(), *bytes))
                 })
                 .collect();
             if files.is_empty() {
-                return Err(DataError::Invalid(format!(
-                    "{EMBEDDED_ROOT}: no `{split}/` images"
-                )));
+                return Err(DataError::Invalid(format!("{name}: no `{split}/` images")));
             }
             decode_all(
                 files
@@ -300,7 +352,7 @@ pub fn load_split(
                     .collect(),
                 spec,
                 on_bad,
-                &format!("{EMBEDDED_ROOT}/{split}"),
+                &format!("{name}/{split}"),
             )
         }
     }
@@ -327,22 +379,26 @@ pub fn load_folder(dir: &Path, spec: ImageSpec, on_bad: OnBadImage) -> Result<Im
 }
 
 /// Load `split` of `root`, or any folder of images, by name: `embedded:fashion-mnist/val` is
-/// the embedded set's `val/`.
+/// the embedded set's `val/` (`embedded:<set>` alone, its `val/`).
 pub fn load_any(
     location: &str,
     spec: ImageSpec,
     on_bad: OnBadImage,
 ) -> Result<ImageSet, DataError> {
-    if let Some(rest) = location
-        .strip_prefix(EMBEDDED_ROOT)
-        .map(|r| r.trim_start_matches('/'))
-    {
-        let split = if rest.is_empty() { "val" } else { rest };
-        return load_split(&ImageRoot::Embedded, split, spec, on_bad);
+    if location == "embedded" || location.starts_with("embedded:") {
+        let (name, split) = location.split_once('/').unwrap_or((location, ""));
+        let split = split.trim_matches('/');
+        let split = if split.is_empty() { "val" } else { split };
+        return load_split(
+            &ImageRoot::Embedded(EmbeddedSet::parse(name)?),
+            split,
+            spec,
+            on_bad,
+        );
     }
     match ImageRoot::parse(location)? {
         ImageRoot::Disk(p) => load_folder(&p, spec, on_bad),
-        ImageRoot::Embedded => load_split(&ImageRoot::Embedded, "val", spec, on_bad),
+        ImageRoot::Embedded(set) => load_split(&ImageRoot::Embedded(set), "val", spec, on_bad),
         ImageRoot::S3(loc, config) => load_s3(&loc, &config, spec, on_bad),
     }
 }
@@ -482,24 +538,35 @@ pub fn to_unit(pixels: &[u8]) -> Vec<f32> {
         .collect()
 }
 
-/// Batch `step` of `batch_size` images drawn with replacement, augmented and dequantised,
-/// row-major `[batch, C*H*W]`; a function of `(seed, step)` only.
+/// A training batch: dequantised pixels and which images of the set they are.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ImageBatch {
+    /// Row-major `[batch, C*H*W]` in `[0, 1)`.
+    pub values: Vec<f32>,
+    /// The index in the set of each row's image (its class is `set.classes[i]`).
+    pub indices: Vec<usize>,
+}
+
+/// Batch `step` of `batch_size` images drawn with replacement, augmented and dequantised; a
+/// function of `(seed, step)` only.
 pub fn train_batch(
     set: &ImageSet,
     augment: &Augment,
     seed: u64,
     step: u64,
     batch_size: usize,
-) -> Vec<f32> {
+) -> ImageBatch {
     let spec = set.spec.expect("an image set has a spec");
     let mut rng = batch_rng(seed, step);
-    let mut out = Vec::with_capacity(batch_size * spec.len());
+    let mut values = Vec::with_capacity(batch_size * spec.len());
+    let mut indices = Vec::with_capacity(batch_size);
     for _ in 0..batch_size {
         let i = rng.random_range(0..set.len());
         let img = augment.apply(set.image(i), spec, &mut rng);
-        dequantize(&img, &mut rng, &mut out);
+        dequantize(&img, &mut rng, &mut values);
+        indices.push(i);
     }
-    out
+    ImageBatch { values, indices }
 }
 
 /// Training batches made on a worker thread, `depth` steps ahead of the consumer.
@@ -510,7 +577,7 @@ pub struct ImageBatches {
     batch_size: usize,
     depth: usize,
     next: u64,
-    rx: Option<Receiver<(u64, Vec<f32>)>>,
+    rx: Option<Receiver<(u64, ImageBatch)>>,
     worker: Option<JoinHandle<()>>,
 }
 
@@ -537,7 +604,7 @@ impl ImageBatches {
 
     fn start(&mut self, from: u64) {
         self.stop();
-        let (tx, rx): (SyncSender<(u64, Vec<f32>)>, _) = sync_channel(self.depth);
+        let (tx, rx): (SyncSender<(u64, ImageBatch)>, _) = sync_channel(self.depth);
         let (set, augment, seed, bs) = (self.set.clone(), self.augment, self.seed, self.batch_size);
         self.worker = Some(std::thread::spawn(move || {
             for step in from.. {
@@ -560,7 +627,7 @@ impl ImageBatches {
 
     /// The batch of `step`: from the worker when it is the next one, else the worker restarts
     /// there (after a resume, or when the batch size changed).
-    pub fn batch(&mut self, step: u64, batch_size: usize) -> Vec<f32> {
+    pub fn batch(&mut self, step: u64, batch_size: usize) -> ImageBatch {
         if batch_size != self.batch_size {
             self.batch_size = batch_size;
             self.next = u64::MAX;

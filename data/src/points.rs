@@ -90,3 +90,111 @@ pub fn read_points_csv(path: &Path) -> Result<Points, DataError> {
         columns,
     })
 }
+
+/// Points with a class label each.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LabelledPoints {
+    /// The features (the label column left out).
+    pub points: Points,
+    /// The class index of every point, into `class_names`.
+    pub labels: Vec<usize>,
+    /// The classes, sorted (numerically when every label is an integer).
+    pub class_names: Vec<String>,
+}
+
+/// Read a CSV of labelled points: a header naming the columns, numeric features, and the
+/// column `label_column` holding each point's class (any text). Errors name the file, the line
+/// and, when the label column is missing, the columns there are.
+pub fn read_labelled_points_csv(
+    path: &Path,
+    label_column: &str,
+) -> Result<LabelledPoints, DataError> {
+    let shown = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|source| DataError::Io {
+        path: shown.clone(),
+        source,
+    })?;
+    let mut lines = text
+        .lines()
+        .enumerate()
+        .map(|(i, l)| (i + 1, l.trim()))
+        .filter(|(_, l)| !l.is_empty() && !l.starts_with('#'));
+    let parse_err = |line: usize, reason: String| DataError::Parse {
+        path: shown.clone(),
+        line,
+        reason,
+    };
+    let Some((header_line, header)) = lines.next() else {
+        return Err(parse_err(0, "no points in the file".into()));
+    };
+    let columns: Vec<String> = header.split(',').map(|s| s.trim().to_string()).collect();
+    let Some(label_at) = columns.iter().position(|c| c == label_column) else {
+        return Err(parse_err(
+            header_line,
+            format!(
+                "labels missing: no column `{label_column}` in the header (columns: {})",
+                columns.join(", ")
+            ),
+        ));
+    };
+    let mut values = Vec::new();
+    let mut raw_labels = Vec::new();
+    for (line, text) in lines {
+        let fields: Vec<&str> = text.split(',').map(str::trim).collect();
+        if fields.len() != columns.len() {
+            return Err(parse_err(
+                line,
+                format!(
+                    "{} fields, but the header has {}",
+                    fields.len(),
+                    columns.len()
+                ),
+            ));
+        }
+        for (j, f) in fields.iter().enumerate() {
+            if j == label_at {
+                if f.is_empty() {
+                    return Err(parse_err(line, format!("no label in `{label_column}`")));
+                }
+                raw_labels.push(f.to_string());
+            } else {
+                let v: f32 = f
+                    .parse()
+                    .map_err(|_| parse_err(line, format!("`{f}` is not a number")))?;
+                if !v.is_finite() {
+                    return Err(parse_err(line, format!("{v} is not a finite number")));
+                }
+                values.push(v);
+            }
+        }
+    }
+    if raw_labels.is_empty() {
+        return Err(parse_err(header_line, "no points in the file".into()));
+    }
+    let mut class_names: Vec<String> = raw_labels.clone();
+    class_names.sort();
+    class_names.dedup();
+    if class_names.iter().all(|c| c.parse::<i64>().is_ok()) {
+        class_names.sort_by_key(|c| c.parse::<i64>().unwrap_or(0));
+    }
+    let labels = raw_labels
+        .iter()
+        .map(|l| class_names.iter().position(|c| c == l).unwrap_or(0))
+        .collect();
+    let dim = columns.len() - 1;
+    Ok(LabelledPoints {
+        points: Points {
+            n: raw_labels.len(),
+            dim,
+            values,
+            columns: columns
+                .into_iter()
+                .enumerate()
+                .filter(|(j, _)| *j != label_at)
+                .map(|(_, c)| c)
+                .collect(),
+        },
+        labels,
+        class_names,
+    })
+}

@@ -61,49 +61,94 @@ impl Toy {
         }
     }
 
+    /// The number of classes of a mixture's components (`moons`: which moon), for labelled
+    /// points; `None` for the sets without classes.
+    pub fn classes(&self) -> Option<usize> {
+        match self {
+            Self::Moons { .. } => Some(2),
+            Self::Gmm => Some(8),
+            Self::Gmm3d => Some(6),
+            Self::Mvn | Self::Helix { .. } => None,
+        }
+    }
+
+    /// The centre of class `k` of a mixture (`gmm`, `gmm3d`).
+    pub fn class_centre(&self, k: usize) -> Option<Vec<f64>> {
+        match self {
+            Self::Gmm => {
+                let a = 2.0 * PI * k as f64 / 8.0;
+                Some(vec![1.4 * a.cos(), 1.4 * a.sin()])
+            }
+            Self::Gmm3d => {
+                let mut c = vec![0.0; 3];
+                c[k / 2] = if k.is_multiple_of(2) { 1.0 } else { -1.0 };
+                Some(c)
+            }
+            _ => None,
+        }
+    }
+
     /// `n` points, row-major `[n, dim]`.
     pub fn sample<R: Rng>(&self, n: usize, rng: &mut R) -> Vec<f32> {
         let mut out = Vec::with_capacity(n * self.dim());
-        let normal = |rng: &mut R| -> f64 { StandardNormal.sample(rng) };
         for _ in 0..n {
-            match *self {
-                Self::Moons { noise } => {
-                    let t = rng.random::<f64>() * PI;
-                    let (x, y) = if rng.random::<bool>() {
-                        (t.cos(), t.sin())
-                    } else {
-                        (1.0 - t.cos(), 0.5 - t.sin())
-                    };
-                    out.push((x + noise * normal(rng)) as f32);
-                    out.push((y + noise * normal(rng)) as f32);
-                }
-                Self::Mvn => {
-                    out.push((3.0 + normal(rng)) as f32);
-                    out.push((5.0 + normal(rng)) as f32);
-                }
-                Self::Gmm => {
-                    let k = rng.random_range(0..8) as f64;
-                    let a = 2.0 * PI * k / 8.0;
-                    out.push(((14.0 * a.cos() + normal(rng)) / 10.0) as f32);
-                    out.push(((14.0 * a.sin() + normal(rng)) / 10.0) as f32);
-                }
-                Self::Helix { noise } => {
-                    let t = rng.random::<f64>() * 4.0 * PI;
-                    out.push((t.cos() + noise * normal(rng)) as f32);
-                    out.push((t.sin() + noise * normal(rng)) as f32);
-                    out.push((t / (2.0 * PI) + noise * normal(rng)) as f32);
-                }
-                Self::Gmm3d => {
-                    let k = rng.random_range(0..6);
-                    let mut c = [0.0; 3];
-                    c[k / 2] = if k % 2 == 0 { 1.0 } else { -1.0 };
-                    for v in c {
-                        out.push((v + 0.1 * normal(rng)) as f32);
-                    }
-                }
-            }
+            self.draw(rng, &mut out);
         }
         out
+    }
+
+    /// `n` points with their class (see [`Toy::classes`]; 0 for sets without classes).
+    pub fn sample_labelled<R: Rng>(&self, n: usize, rng: &mut R) -> (Vec<f32>, Vec<usize>) {
+        let mut out = Vec::with_capacity(n * self.dim());
+        let labels = (0..n).map(|_| self.draw(rng, &mut out)).collect();
+        (out, labels)
+    }
+
+    /// One point appended to `out`; returns its class.
+    fn draw<R: Rng>(&self, rng: &mut R, out: &mut Vec<f32>) -> usize {
+        let normal = |rng: &mut R| -> f64 { StandardNormal.sample(rng) };
+        match *self {
+            Self::Moons { noise } => {
+                let t = rng.random::<f64>() * PI;
+                let upper = rng.random::<bool>();
+                let (x, y) = if upper {
+                    (t.cos(), t.sin())
+                } else {
+                    (1.0 - t.cos(), 0.5 - t.sin())
+                };
+                out.push((x + noise * normal(rng)) as f32);
+                out.push((y + noise * normal(rng)) as f32);
+                usize::from(!upper)
+            }
+            Self::Mvn => {
+                out.push((3.0 + normal(rng)) as f32);
+                out.push((5.0 + normal(rng)) as f32);
+                0
+            }
+            Self::Gmm => {
+                let k = rng.random_range(0..8);
+                let a = 2.0 * PI * k as f64 / 8.0;
+                out.push(((14.0 * a.cos() + normal(rng)) / 10.0) as f32);
+                out.push(((14.0 * a.sin() + normal(rng)) / 10.0) as f32);
+                k
+            }
+            Self::Helix { noise } => {
+                let t = rng.random::<f64>() * 4.0 * PI;
+                out.push((t.cos() + noise * normal(rng)) as f32);
+                out.push((t.sin() + noise * normal(rng)) as f32);
+                out.push((t / (2.0 * PI) + noise * normal(rng)) as f32);
+                0
+            }
+            Self::Gmm3d => {
+                let k = rng.random_range(0..6);
+                let mut c = [0.0; 3];
+                c[k / 2] = if k % 2 == 0 { 1.0 } else { -1.0 };
+                for v in c {
+                    out.push((v + 0.1 * normal(rng)) as f32);
+                }
+                k
+            }
+        }
     }
 }
 

@@ -7,8 +7,8 @@ use std::sync::Arc;
 
 use flowdata::DataError;
 use flowdata::images::{
-    Augment, EMBEDDED, ImageBatches, ImageRoot, ImageSpec, OnBadImage, load_split, png_bits,
-    train_batch,
+    Augment, EMBEDDED, EmbeddedSet, ImageBatches, ImageRoot, ImageSpec, OnBadImage, load_split,
+    png_bits, train_batch,
 };
 
 const SPEC: ImageSpec = ImageSpec {
@@ -41,8 +41,20 @@ fn write_embedded(root: &Path, per_class: usize) {
 
 #[test]
 fn the_embedded_set_has_its_three_folders() {
-    let train = load_split(&ImageRoot::Embedded, "train", SPEC, OnBadImage::Stop).unwrap();
-    let val = load_split(&ImageRoot::Embedded, "val", SPEC, OnBadImage::Stop).unwrap();
+    let train = load_split(
+        &ImageRoot::Embedded(EmbeddedSet::FashionMnist),
+        "train",
+        SPEC,
+        OnBadImage::Stop,
+    )
+    .unwrap();
+    let val = load_split(
+        &ImageRoot::Embedded(EmbeddedSet::FashionMnist),
+        "val",
+        SPEC,
+        OnBadImage::Stop,
+    )
+    .unwrap();
     assert_eq!(train.len(), 2000);
     assert_eq!(train.class_names(), vec!["sneaker"]);
     assert_eq!(val.class_names(), vec!["bag", "sneaker"]);
@@ -61,7 +73,13 @@ fn disk_and_embedded_give_the_same_images_and_batches() {
         OnBadImage::Stop,
     )
     .unwrap();
-    let emb = load_split(&ImageRoot::Embedded, "train", SPEC, OnBadImage::Stop).unwrap();
+    let emb = load_split(
+        &ImageRoot::Embedded(EmbeddedSet::FashionMnist),
+        "train",
+        SPEC,
+        OnBadImage::Stop,
+    )
+    .unwrap();
     assert_eq!(disk.pixels, emb.pixels);
     assert_eq!(disk.classes, emb.classes);
     let aug = Augment::default();
@@ -79,7 +97,13 @@ fn images_are_resized_and_converted_to_rgb() {
         height: 16,
         width: 12,
     };
-    let set = load_split(&ImageRoot::Embedded, "val", spec, OnBadImage::Stop).unwrap();
+    let set = load_split(
+        &ImageRoot::Embedded(EmbeddedSet::FashionMnist),
+        "val",
+        spec,
+        OnBadImage::Stop,
+    )
+    .unwrap();
     assert_eq!(set.pixels.len(), 400 * 3 * 16 * 12);
     // Grey sources give three equal channels.
     let img = set.image(0);
@@ -150,7 +174,15 @@ fn missing_and_empty_folders_are_clear_errors() {
 
 #[test]
 fn prefetched_batches_equal_direct_ones_across_a_jump() {
-    let set = Arc::new(load_split(&ImageRoot::Embedded, "val", SPEC, OnBadImage::Stop).unwrap());
+    let set = Arc::new(
+        load_split(
+            &ImageRoot::Embedded(EmbeddedSet::FashionMnist),
+            "val",
+            SPEC,
+            OnBadImage::Stop,
+        )
+        .unwrap(),
+    );
     let aug = Augment {
         flip: true,
         rotate_degrees: 10.0,
@@ -167,6 +199,7 @@ fn prefetched_batches_equal_direct_ones_across_a_jump() {
     // Dequantised values stay in [0, 1).
     assert!(
         train_batch(&set, &aug, 3, 1, 8)
+            .values
             .iter()
             .all(|v| (0.0..1.0).contains(v))
     );
@@ -174,7 +207,13 @@ fn prefetched_batches_equal_direct_ones_across_a_jump() {
 
 #[test]
 fn augmentation_changes_images_but_identity_does_not() {
-    let set = load_split(&ImageRoot::Embedded, "val", SPEC, OnBadImage::Stop).unwrap();
+    let set = load_split(
+        &ImageRoot::Embedded(EmbeddedSet::FashionMnist),
+        "val",
+        SPEC,
+        OnBadImage::Stop,
+    )
+    .unwrap();
     let img = set.image(0);
     let mut rng = flowdata::batch_rng(0, 0);
     assert_eq!(Augment::default().apply(img, SPEC, &mut rng), img);
@@ -208,4 +247,30 @@ fn busier_images_compress_to_more_bits() {
     // Random bytes cannot compress below 8 bits each; a flat image compresses to its headers.
     assert!(noisy_bits >= 784 * 8, "{noisy_bits}");
     assert!(noisy_bits > 4 * flat_bits, "{noisy_bits} vs {flat_bits}");
+}
+
+#[test]
+fn the_embedded_classes_set_has_four_classes_and_an_unseen_one() {
+    let root = ImageRoot::parse("embedded:fashion-mnist-classes").unwrap();
+    assert_eq!(root, ImageRoot::Embedded(EmbeddedSet::FashionMnistClasses));
+    let train = load_split(&root, "train", SPEC, OnBadImage::Stop).unwrap();
+    assert_eq!(train.class_names(), ["bag", "sneaker", "trouser", "tshirt"]);
+    assert_eq!(train.len(), 2000);
+    let val =
+        flowdata::images::load_any("embedded:fashion-mnist-classes/val", SPEC, OnBadImage::Stop)
+            .unwrap();
+    assert_eq!(
+        val.class_names(),
+        ["bag", "dress", "sneaker", "trouser", "tshirt"]
+    );
+    assert_eq!(val.len(), 500);
+    let e = ImageRoot::parse("embedded:cifar").unwrap_err().to_string();
+    assert!(
+        e.contains("embedded:cifar") && e.contains("embedded:fashion-mnist-classes"),
+        "{e}"
+    );
+    // Batches say which images they drew, so labels follow them.
+    let b = train_batch(&train, &Augment::default(), 1, 2, 6);
+    assert_eq!(b.indices.len(), 6);
+    assert_eq!(b.values.len(), 6 * 784);
 }

@@ -123,3 +123,67 @@ fn csv_errors_name_file_and_line() {
         .to_string();
     assert!(e.contains("/nonexistent/points.csv"), "{e}");
 }
+
+#[test]
+fn labelled_toys_label_points_by_their_component() {
+    let (pts, labels) = Toy::Gmm.sample_labelled(2000, &mut batch_rng(5, 1));
+    assert_eq!(Toy::Gmm.classes(), Some(8));
+    // Each point lies nearest the centre of its own component (sigma 0.1, centres 1.07 apart).
+    let wrong = pts
+        .chunks(2)
+        .zip(&labels)
+        .filter(|(p, k)| {
+            let nearest = (0..8)
+                .min_by(|&a, &b| {
+                    let d = |k: usize| {
+                        let c = Toy::Gmm.class_centre(k).unwrap();
+                        (c[0] - f64::from(p[0])).powi(2) + (c[1] - f64::from(p[1])).powi(2)
+                    };
+                    d(a).total_cmp(&d(b))
+                })
+                .unwrap();
+            nearest != **k
+        })
+        .count();
+    assert!(wrong < 10, "{wrong} of 2000 points nearer another centre");
+    // The same draws as the unlabelled sampler, so app 1's data did not change.
+    assert_eq!(Toy::Gmm.sample(2000, &mut batch_rng(5, 1)), pts);
+    assert_eq!(Toy::Mvn.classes(), None);
+    let (_, moon) = Toy::Moons { noise: 0.1 }.sample_labelled(100, &mut batch_rng(1, 1));
+    assert!(moon.contains(&0) && moon.contains(&1) && moon.iter().all(|&k| k < 2));
+}
+
+#[test]
+fn labelled_csvs_name_their_classes_and_errors() {
+    let dir = std::env::temp_dir().join(format!("flowdata-labelled-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("p.csv");
+    std::fs::write(&file, "a,label,b\n1,10,2\n3,2,4\n5,10,6\n").unwrap();
+    let lp = flowdata::read_labelled_points_csv(&file, "label").unwrap();
+    // Integer labels sort as numbers, not text.
+    assert_eq!(lp.class_names, ["2", "10"]);
+    assert_eq!(lp.labels, [1, 0, 1]);
+    assert_eq!(lp.points.values, [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
+    assert_eq!(lp.points.columns, ["a", "b"]);
+    let e = flowdata::read_labelled_points_csv(&file, "class")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("p.csv:1") && e.contains("labels missing") && e.contains("a, label, b"),
+        "{e}"
+    );
+    std::fs::write(&file, "a,label\n1,x\n2,\n").unwrap();
+    let e = flowdata::read_labelled_points_csv(&file, "label")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("p.csv:3") && e.contains("no label"), "{e}");
+    std::fs::write(&file, "a,label\nq,x\n").unwrap();
+    let e = flowdata::read_labelled_points_csv(&file, "label")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("p.csv:2") && e.contains("`q` is not a number"),
+        "{e}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
