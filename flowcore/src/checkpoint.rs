@@ -15,6 +15,7 @@ use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 use serde::{Deserialize, Serialize};
 
 use crate::arch::ArchitectureConfig;
+use crate::base::BaseConfig;
 use crate::flow::Flow;
 use crate::{FlowError, Result};
 
@@ -37,6 +38,9 @@ pub struct CheckpointHeader {
     pub architecture: ArchitectureConfig,
     /// Whether each data-initialised layer (ActNorm) was initialised, in traversal order.
     pub init_flags: Vec<bool>,
+    /// The base distribution (checkpoints without the key have a standard-normal base).
+    #[serde(default)]
+    pub base: BaseConfig,
     /// Anything the caller adds (training state, metrics).
     #[serde(default)]
     pub extra: serde_json::Value,
@@ -48,6 +52,7 @@ pub fn save_flow(flow: &Flow, path: &Path, extra: serde_json::Value) -> Result<(
         format_version: FORMAT_VERSION,
         architecture: flow.config().clone(),
         init_flags: flow.init_flags(),
+        base: flow.base().clone(),
         extra,
     };
     let json = serde_json::to_string(&header)
@@ -59,9 +64,13 @@ pub fn save_flow(flow: &Flow, path: &Path, extra: serde_json::Value) -> Result<(
 pub fn load_flow(path: &Path, device: &Device) -> Result<(Flow, CheckpointHeader)> {
     let bytes = read(path)?;
     let header = read_header(path, &bytes)?;
-    let mut flow = Flow::new(header.architecture.clone(), device).map_err(|e| {
-        FlowError::checkpoint(path, format!("its architecture cannot be built: {e}"))
-    })?;
+    let mut flow = Flow::with_base(
+        header.architecture.clone(),
+        header.base.clone(),
+        None,
+        device,
+    )
+    .map_err(|e| FlowError::checkpoint(path, format!("its architecture cannot be built: {e}")))?;
     let expected = flow.init_flags().len();
     if header.init_flags.len() != expected {
         return Err(FlowError::checkpoint(

@@ -1,4 +1,5 @@
-//! A normalizing flow: a standard-normal base distribution and a bijector.
+//! A normalizing flow: a base distribution (standard normal, or one Gaussian per class) and a
+//! bijector.
 
 use std::sync::Mutex;
 
@@ -10,44 +11,66 @@ use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, StandardNormal};
 
 use crate::arch::ArchitectureConfig;
+use crate::base::{
+    BaseConfig, class_log_likelihoods, class_log_posterior, log_sum_exp, standard_normal_log_prob,
+};
 use crate::layer::{Layer, build_chain};
 use crate::{Bijector, Chain, FlowError, Result};
 
 /// Held while a flow's parameters are drawn from burn's process-wide generator.
 static BUILD: Mutex<()> = Mutex::new(());
 
-/// `p(x) = N(f(x); 0, I) |det df/dx|` with `f` = [`Flow::encode`] (data to latent).
+/// `p(x) = p_base(f(x)) |det df/dx|` with `f` = [`Flow::encode`] (data to latent) and the base
+/// `N(0, I)` or, for a class-conditional base, the mixture of the class Gaussians.
 #[derive(Module, Debug)]
 pub struct Flow {
     bijector: Chain<Layer>,
+    /// The means of a class-conditional base, `[K, dim]`.
+    class_means: Option<Param<Tensor<2>>>,
     #[module(skip)]
     config: ArchitectureConfig,
+    #[module(skip)]
+    base: BaseConfig,
 }
 
 impl Flow {
-    /// Build the flow an architecture describes; every coupling starts as the identity.
+    /// Build the flow an architecture describes, on a standard-normal base; every coupling
+    /// starts as the identity.
     pub fn new(config: ArchitectureConfig, device: &Device) -> Result<Self> {
-        let _guard = BUILD.lock().unwrap_or_else(|e| e.into_inner());
-        Self::build(config, device)
+        Self::with_base(config, BaseConfig::default(), None, device)
     }
 
-    /// [`Flow::new`] with the initial parameters drawn from `seed`. burn's random generator is
-    /// one per process, so every build, seeded or not, holds one lock: two threads building
-    /// flows at once (tests, a bench, a checkpoint being loaded) cannot draw from each other's
-    /// seed.
+    /// [`Flow::new`] with the initial parameters drawn from `seed`.
     pub fn seeded(config: ArchitectureConfig, seed: u64, device: &Device) -> Result<Self> {
-        let _guard = BUILD.lock().unwrap_or_else(|e| e.into_inner());
-        device.seed(seed);
-        Self::build(config, device)
+        Self::with_base(config, BaseConfig::default(), Some(seed), device)
     }
 
-    fn build(config: ArchitectureConfig, device: &Device) -> Result<Self> {
+    /// A flow on the base `base`, its initial parameters drawn from `seed` when given. burn's
+    /// random generator is one per process, so every build, seeded or not, holds one lock: two
+    /// threads building flows at once (tests, a bench, a checkpoint being loaded) cannot draw
+    /// from each other's seed.
+    pub fn with_base(
+        config: ArchitectureConfig,
+        base: BaseConfig,
+        seed: Option<u64>,
+        device: &Device,
+    ) -> Result<Self> {
+        let _guard = BUILD.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(seed) = seed {
+            device.seed(seed);
+        }
         let specs = config.to_specs()?;
         let bijector = build_chain(&specs, device).map_err(|e| match e {
             FlowError::Config(msg) => FlowError::config(format!("{}: {msg}", config.kind())),
             other => other,
         })?;
-        let flow = Self { bijector, config };
+        let class_means = base.build(bijector.dim(), device)?;
+        let flow = Self {
+            bijector,
+            class_means,
+            config,
+            base,
+        };
         // burn draws a parameter's initial value lazily, on first access; draw them all now,
         // while the lock is held, or they would come from whatever the generator holds then.
         struct Draw;
@@ -58,6 +81,11 @@ impl Flow {
         }
         flow.visit(&mut Draw);
         Ok(flow)
+    }
+
+    /// The base distribution.
+    pub fn base(&self) -> &BaseConfig {
+        &self.base
     }
 
     /// The architecture it was built from.
@@ -75,19 +103,39 @@ impl Flow {
         self.bijector.dim()
     }
 
-    /// `log N(z; 0, I)` per sample.
-    pub fn base_log_prob(z: Tensor<2>) -> Tensor<1> {
-        let d = z.dims()[1] as f64;
-        let half_norm = z.square().sum_dim(1).squeeze_dim::<1>(1).mul_scalar(0.5);
-        half_norm
-            .neg()
-            .sub_scalar(0.5 * d * (2.0 * std::f64::consts::PI).ln())
+    /// `log p_base(z)` per sample.
+    pub fn base_log_prob(&self, z: Tensor<2>) -> Tensor<1> {
+        match self.class_log_likelihoods(z.clone()) {
+            Some(ll) => {
+                let k = ll.dims()[1] as f64;
+                log_sum_exp(ll).sub_scalar(k.ln())
+            }
+            None => standard_normal_log_prob(z),
+        }
+    }
+
+    /// `log N(z; mu_k, I)` per sample and class, `[n, K]`, for a class-conditional base.
+    pub fn class_log_likelihoods(&self, z: Tensor<2>) -> Option<Tensor<2>> {
+        let means = self.class_means.as_ref()?.val().cast(z.dtype());
+        Some(class_log_likelihoods(z, means))
+    }
+
+    /// `log p(y = k | x)` per sample and class, `[n, K]`, for a class-conditional base (equal
+    /// class priors).
+    pub fn class_log_posterior(&self, x: Tensor<2>, cond: Option<&Tensor<2>>) -> Option<Tensor<2>> {
+        let z = self.encode(x, cond);
+        self.class_log_likelihoods(z).map(class_log_posterior)
+    }
+
+    /// The class means, `[K, dim]`, of a class-conditional base.
+    pub fn class_means(&self) -> Option<Tensor<2>> {
+        self.class_means.as_ref().map(Param::val)
     }
 
     /// `log p(x)` per sample, in nats.
     pub fn log_prob(&self, x: Tensor<2>, cond: Option<&Tensor<2>>) -> Tensor<1> {
         let (z, logdet) = self.bijector.forward(x, cond);
-        Self::base_log_prob(z) + logdet
+        self.base_log_prob(z) + logdet
     }
 
     /// Data to latent and the log-det, in one pass.
@@ -111,7 +159,8 @@ impl Flow {
     }
 
     /// `n` samples with the base scaled by `temperature` (1 samples the model; below 1 gives
-    /// the smoother, more typical samples of Glow's figures), drawn from `seed` alone.
+    /// the smoother, more typical samples of Glow's figures), drawn from `seed` alone. A
+    /// class-conditional base is sampled class by class in turn.
     pub fn sample(
         &self,
         n: usize,
@@ -120,8 +169,33 @@ impl Flow {
         cond: Option<&Tensor<2>>,
         device: &Device,
     ) -> Tensor<2> {
-        let z = standard_normal(n, self.dim(), seed, device).mul_scalar(temperature);
+        let mut z = standard_normal(n, self.dim(), seed, device).mul_scalar(temperature);
+        if let Some(means) = self.class_means() {
+            let k = means.dims()[0];
+            let classes: Vec<usize> = (0..n).map(|i| i % k).collect();
+            let idx = crate::tensor_util::indices(&classes, &z);
+            z = z + means.select(0, idx);
+        }
         self.decode(z, cond)
+    }
+
+    /// `n` samples of class `class` of a class-conditional base: `decode(mu_k + temperature
+    /// eps)`. `None` without such a base or for a class it does not have.
+    pub fn sample_class(
+        &self,
+        class: usize,
+        n: usize,
+        temperature: f64,
+        seed: u64,
+        device: &Device,
+    ) -> Option<Tensor<2>> {
+        let means = self.class_means()?;
+        if class >= means.dims()[0] {
+            return None;
+        }
+        let mu = means.narrow(0, class, 1).expand([n, self.dim()]);
+        let z = standard_normal(n, self.dim(), seed, device).mul_scalar(temperature) + mu;
+        Some(self.decode(z, None))
     }
 
     /// Data-dependent initialisation (ActNorm) from a first batch of real data. Layers already

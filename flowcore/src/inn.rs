@@ -297,12 +297,26 @@ impl InnObjective {
         seed: u64,
         device: &Device,
     ) -> Tensor<2> {
+        self.posterior_at(flow, y_obs, n, 1.0, seed, device)
+    }
+
+    /// [`InnObjective::posterior`] with `z` drawn at `temperature` (below 1: more typical
+    /// samples).
+    pub fn posterior_at(
+        &self,
+        flow: &Flow,
+        y_obs: &[f32],
+        n: usize,
+        temperature: f64,
+        seed: u64,
+        device: &Device,
+    ) -> Tensor<2> {
         let y = Tensor::<2>::from_data(
             burn::tensor::TensorData::new(y_obs.to_vec(), [1, y_obs.len()]),
             device,
         )
         .expand([n, y_obs.len()]);
-        let z = standard_normal(n, self.z_dim(), seed, device);
+        let z = standard_normal(n, self.z_dim(), seed, device).mul_scalar(temperature);
         let out = self.output(&y, z, 0.0, seed);
         let (x, _) = flow.inverse(out, None);
         self.partition

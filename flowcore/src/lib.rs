@@ -13,8 +13,10 @@
 //! - [`checkpoint`]: safetensors with a JSON header, written atomically.
 
 pub mod arch;
+pub mod base;
 mod bijector;
 pub mod checkpoint;
+pub mod classify;
 mod error;
 mod flow;
 pub mod inn;
@@ -29,6 +31,7 @@ pub mod train;
 pub mod transform;
 
 pub use arch::{ArchitectureConfig, GlowConfig, RealNvpConfig};
+pub use base::BaseConfig;
 pub use bijector::{Bijector, Chain, Invert};
 pub use error::{FlowError, Result};
 pub use flow::{Flow, standard_normal};
