@@ -10,7 +10,7 @@ use burn::prelude::*;
 use burn::tensor::TensorData;
 use flowcore::checkpoint::{load_flow, save_flow};
 use flowcore::train::{self, Batch, DataSource, EpochStats, TrainingConfig};
-use flowcore::{ArchitectureConfig, Bijector, Flow, standard_normal};
+use flowcore::{ArchitectureConfig, BaseConfig, Bijector, Flow, standard_normal};
 use flowdata::{Toy, batch_rng, read_points_csv};
 use rand::seq::SliceRandom;
 use serde::{Deserialize, Serialize};
@@ -273,6 +273,7 @@ pub fn train(opts: &TrainOptions) -> Result<TrainSummary> {
     );
     let result = fit_tracked(
         &config.model,
+        &BaseConfig::default(),
         &train::MaximumLikelihood,
         &mut points,
         &config.training,
@@ -314,9 +315,9 @@ fn report(
     // Change of variables, two ways: the forward pass's log-det at x, and the inverse pass's
     // log-det at z = f(x), which must be its negative.
     let (z, logdet_fwd) = flow.forward(x.clone(), None);
-    let lp_forward = Flow::base_log_prob(z.clone()) + logdet_fwd;
+    let lp_forward = flow.base_log_prob(z.clone()) + logdet_fwd;
     let (x_back, logdet_inv) = flow.bijector().inverse(z.clone(), None);
-    let lp_inverse = Flow::base_log_prob(z.clone()) - logdet_inv;
+    let lp_inverse = flow.base_log_prob(z.clone()) - logdet_inv;
     let cov_diff = (lp_forward.clone() - lp_inverse)
         .abs()
         .max()

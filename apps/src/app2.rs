@@ -12,7 +12,7 @@ use burn::prelude::*;
 use flowcore::checkpoint::{load_flow, save_flow};
 use flowcore::tracking::Tracker;
 use flowcore::train::{self, Batch, DataSource, EpochStats, TrainingConfig};
-use flowcore::{ArchitectureConfig, Flow};
+use flowcore::{ArchitectureConfig, BaseConfig, Flow};
 use flowdata::images::{
     Augment, ImageBatches, ImageRoot, ImageSet, ImageSpec, OnBadImage, load_any, load_split,
     png_bits, save_grid, to_pixels, to_unit,
@@ -233,7 +233,9 @@ impl DataSource for Images {
     }
 
     fn train_batch(&mut self, step: u64, batch_size: usize) -> Result<Batch, String> {
-        Ok(Batch::unlabelled(self.batches.batch(step, batch_size)))
+        Ok(Batch::unlabelled(
+            self.batches.batch(step, batch_size).values,
+        ))
     }
 
     fn validation(&mut self) -> Result<Batch, String> {
@@ -355,6 +357,7 @@ pub fn train(opts: &TrainOptions) -> Result<TrainSummary> {
     };
     let result = fit_tracked(
         &config.model,
+        &BaseConfig::default(),
         &train::MaximumLikelihood,
         &mut data,
         &config.training,

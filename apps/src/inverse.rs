@@ -16,7 +16,7 @@ use burn::prelude::*;
 use flowcore::checkpoint::{load_flow, save_flow};
 use flowcore::inn::{ConditionalObjective, InnLossConfig, InnObjective, mmd_imq_host};
 use flowcore::train::{Batch, DataSource, EpochStats, Objective, TrainingConfig};
-use flowcore::{ArchitectureConfig, Flow, Partition};
+use flowcore::{ArchitectureConfig, BaseConfig, Flow, Partition};
 use flowdata::batch_rng;
 use flowdata::inverse::{
     Glacier, JointSample, RobotArm, Seismic, Simulator, draw, rejection_posterior,
@@ -551,6 +551,7 @@ pub fn train(problem: Problem, opts: &TrainOptions) -> Result<TrainSummary> {
     let started = Instant::now();
     let result = fit_tracked(
         &config.model,
+        &BaseConfig::default(),
         objective,
         &mut data,
         &config.training,

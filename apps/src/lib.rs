@@ -4,6 +4,10 @@
 
 pub mod app1;
 pub mod app2;
+pub mod app3;
+pub mod app4;
+pub mod bench;
+pub mod classify;
 pub mod config;
 pub mod infer;
 pub mod inverse;

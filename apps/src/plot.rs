@@ -225,13 +225,18 @@ pub fn loss_curves(
     Ok(())
 }
 
-const PALETTE: [RGBColor; 6] = [
+// Matplotlib's tab10, reordered so the first three (blue, red, green) contrast most.
+const PALETTE: [RGBColor; 10] = [
     RGBColor(31, 119, 180),
     RGBColor(214, 39, 40),
     RGBColor(44, 160, 44),
     RGBColor(255, 127, 14),
     RGBColor(148, 103, 189),
     RGBColor(140, 86, 75),
+    RGBColor(227, 119, 194),
+    RGBColor(127, 127, 127),
+    RGBColor(188, 189, 34),
+    RGBColor(23, 190, 207),
 ];
 
 /// One ROC curve: `(false positive rate, true positive rate)` points and their area.
@@ -551,4 +556,62 @@ pub fn histogram_outline(
     }
     outline.push((range.end, 0.0));
     outline
+}
+
+/// Decision regions of a 2-D classifier: each cell of an `nx x ny` grid over `x` and `y`
+/// filled with the light colour of its predicted class (`cells`, row by row from the bottom),
+/// and the points drawn in their true class's colour.
+#[allow(clippy::too_many_arguments)]
+pub fn decision_map(
+    path: &Path,
+    caption: &str,
+    x: std::ops::Range<f64>,
+    y: std::ops::Range<f64>,
+    (nx, ny): (usize, usize),
+    cells: &[usize],
+    points: &[(f64, f64, usize)],
+    names: &[String],
+) -> Result<()> {
+    register_font();
+    let e = err(path);
+    let root = BitMapBackend::new(path, (720, 680)).into_drawing_area();
+    root.fill(&WHITE).map_err(|x| e(&x))?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(caption, (FAMILY, 18))
+        .margin(14)
+        .x_label_area_size(36)
+        .y_label_area_size(48)
+        .build_cartesian_2d(x.clone(), y.clone())
+        .map_err(|x| e(&x))?;
+    chart
+        .configure_mesh()
+        .disable_mesh()
+        .label_style((FAMILY, 13))
+        .draw()
+        .map_err(|x| e(&x))?;
+    let (dx, dy) = ((x.end - x.start) / nx as f64, (y.end - y.start) / ny as f64);
+    let color = |k: usize| PALETTE[k % PALETTE.len()];
+    chart
+        .draw_series(cells.iter().enumerate().map(|(i, &k)| {
+            let (cx, cy) = (i % nx, i / nx);
+            let (x0, y0) = (x.start + cx as f64 * dx, y.start + cy as f64 * dy);
+            Rectangle::new([(x0, y0), (x0 + dx, y0 + dy)], color(k).mix(0.25).filled())
+        }))
+        .map_err(|x| e(&x))?;
+    for (k, name) in names.iter().enumerate() {
+        let c = color(k);
+        chart
+            .draw_series(
+                points
+                    .iter()
+                    .filter(|p| p.2 == k)
+                    .map(move |p| Circle::new((p.0, p.1), 2, c.filled())),
+            )
+            .map_err(|x| e(&x))?
+            .label(name.clone())
+            .legend(move |(x, y)| Circle::new((x + 8, y), 4, c.filled()));
+    }
+    draw_legend(&mut chart, SeriesLabelPosition::UpperRight).map_err(|x| e(&x))?;
+    root.present().map_err(|x| e(&x))?;
+    Ok(())
 }

@@ -8,7 +8,7 @@ use anyhow::{Context, Result};
 use burn::prelude::*;
 use flowcore::tracking::{RunStatus, Tracker, detect_run_env};
 use flowcore::train::{self, DataSource, FitOutcome, Objective, Observer, TrainingConfig};
-use flowcore::{ArchitectureConfig, Flow};
+use flowcore::{ArchitectureConfig, BaseConfig, Flow};
 use serde::Serialize;
 
 use crate::progress::Progress;
@@ -243,10 +243,12 @@ pub fn open_run(
 struct NoProgress;
 impl Observer for NoProgress {}
 
-/// Build the flow of `model` and train it to minimise `objective` on `data`, with progress
-/// (when asked) and tracking, from the newest checkpoint when resuming.
+/// Build the flow of `model` on `base` and train it to minimise `objective` on `data`, with
+/// progress (when asked) and tracking, from the newest checkpoint when resuming.
+#[allow(clippy::too_many_arguments)]
 pub fn fit_tracked(
     model: &ArchitectureConfig,
+    base: &BaseConfig,
     objective: &dyn Objective,
     data: &mut dyn DataSource,
     training: &TrainingConfig,
@@ -255,7 +257,7 @@ pub fn fit_tracked(
     tracker: &mut Tracker,
 ) -> Result<FitOutcome> {
     let device = Device::flex().autodiff();
-    let flow = Flow::seeded(model.clone(), training.seed, &device)
+    let flow = Flow::with_base(model.clone(), base.clone(), Some(training.seed), &device)
         .with_context(|| "cannot build the model from [model]")?;
     let mut progress = Progress::new(training.epochs);
     let mut quiet = NoProgress;

@@ -1,0 +1,367 @@
+//! The benchmark table: training and scoring throughput of fixed configurations, their peak
+//! memory, FLOPs per step and the fraction of this machine's matrix-multiply peak they reach.
+//! Each configuration runs in a process of its own (`bench --only ID`), so its peak resident
+//! memory is its own.
+
+use std::time::Instant;
+
+use anyhow::{Result, bail};
+use burn::optim::{AdamConfig, GradientsParams};
+use burn::prelude::*;
+use flowcore::arch::Mixing;
+use flowcore::{ArchitectureConfig, Flow, GlowConfig, RealNvpConfig, standard_normal};
+use serde::{Deserialize, Serialize};
+
+/// One configuration of the table.
+#[derive(Clone, Copy, Debug)]
+pub struct Case {
+    /// Its id, for `--only`.
+    pub id: &'static str,
+    /// What it measures.
+    pub what: &'static str,
+}
+
+/// Every configuration, in table order.
+pub const CASES: [Case; 7] = [
+    Case {
+        id: "realnvp2d",
+        what: "2-D RealNVP, 8 couplings, MLP 1-128-128-2, batch 1024, Adam: training",
+    },
+    Case {
+        id: "app1-8x256",
+        what: "app 1 RealNVP 8 x [256, 256], batch 128: training",
+    },
+    Case {
+        id: "app1-12x512",
+        what: "app 1 RealNVP 12 x [512, 512], batch 128: training",
+    },
+    Case {
+        id: "glow32",
+        what: "Glow 32x32x3, 3 levels x 4 steps x 64 channels, batch 16: training",
+    },
+    Case {
+        id: "glow32-score",
+        what: "Glow 32x32x3 as above: scoring log p, batch 256",
+    },
+    Case {
+        id: "glow128",
+        what: "Glow 128x128x3, 3 levels x 6 steps x 128 channels, batch 16: training",
+    },
+    Case {
+        id: "loader",
+        what: "data loading: PNG decode + flip/rotate/zoom + dequantise, 32x32x3",
+    },
+];
+
+/// One row of the table.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Row {
+    /// The case id.
+    pub id: String,
+    /// Which implementation: `flowmodels` or `pytorch`.
+    pub implementation: String,
+    /// Steps (or batches) per second.
+    pub steps_per_sec: f64,
+    /// Samples (or images) per second.
+    pub samples_per_sec: f64,
+    /// Peak resident memory of the process, MiB.
+    pub peak_mib: f64,
+    /// Floating-point operations per step (multiply-adds count 2), matrix products and
+    /// convolutions only.
+    pub flops_per_step: f64,
+    /// Achieved GFLOP/s over the machine's measured matrix-multiply peak.
+    pub fraction_of_peak: f64,
+    /// Anything else worth saying.
+    pub note: String,
+}
+
+/// Peak resident memory of this process (VmHWM), MiB.
+pub fn peak_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+/// This machine's matrix-multiply peak through burn: the best of several 1024^3 products,
+/// GFLOP/s.
+pub fn matmul_peak_gflops() -> f64 {
+    let d = Device::flex();
+    let n = 1024;
+    let a = standard_normal(n, n, 1, &d);
+    let b = standard_normal(n, n, 2, &d);
+    let _ = a.clone().matmul(b.clone()).sum().into_scalar::<f64>();
+    let mut best = f64::INFINITY;
+    for _ in 0..5 {
+        let t = Instant::now();
+        let _ = a.clone().matmul(b.clone()).sum().into_scalar::<f64>();
+        best = best.min(t.elapsed().as_secs_f64());
+    }
+    2.0 * (n * n * n) as f64 / best / 1e9
+}
+
+fn dense_flops(dim: usize, layers: usize, hidden: &[usize], batch: usize) -> f64 {
+    let a = dim / 2;
+    let mut widths = vec![a];
+    widths.extend_from_slice(hidden);
+    widths.push(2 * (dim - a));
+    let per_coupling: usize = widths.windows(2).map(|w| w[0] * w[1]).sum();
+    2.0 * (per_coupling * layers * batch) as f64
+}
+
+fn glow_flops(c: usize, h: usize, w: usize, levels: usize, steps: usize, hidden: usize) -> f64 {
+    let (mut c, mut h, mut w) = (c, h, w);
+    let mut total = 0usize;
+    for level in 0..levels {
+        c *= 4;
+        h /= 2;
+        w /= 2;
+        let half = c / 2;
+        let coupling = 9 * half * hidden + hidden * hidden + 9 * hidden * 2 * (c - half);
+        total += steps * h * w * (coupling + c * c);
+        if level + 1 < levels {
+            c /= 2;
+        }
+    }
+    2.0 * total as f64
+}
+
+fn real_nvp(dim: usize, layers: usize, hidden: Vec<usize>) -> ArchitectureConfig {
+    ArchitectureConfig::RealNvpDense(RealNvpConfig {
+        num_layers: layers,
+        hidden_units: hidden,
+        permutation: Mixing::Reverse,
+        ..RealNvpConfig::new(dim)
+    })
+}
+
+fn glow(c: usize, hw: usize, levels: usize, steps: usize, hidden: usize) -> ArchitectureConfig {
+    let mut g = GlowConfig::new(c, hw, hw);
+    g.levels = levels;
+    g.steps_per_level = steps;
+    g.hidden_channels = hidden;
+    g.logit_alpha = Some(0.05);
+    ArchitectureConfig::Glow(g)
+}
+
+/// Training steps per second of `config` at `batch`, Adam, on inputs from `input`.
+fn time_training(
+    config: ArchitectureConfig,
+    steps: usize,
+    input: &dyn Fn(u64) -> Tensor<2>,
+) -> Result<f64> {
+    let device = Device::flex().autodiff();
+    let mut flow = Flow::seeded(config, 0, &device)?.initialize(input(0), None);
+    let mut optim = AdamConfig::new().init();
+    let mut step = |flow: Flow, i: u64| {
+        let loss = flow.log_prob(input(i), None).mean().neg();
+        let grads = GradientsParams::from_grads(loss.backward(), &flow);
+        optim.step(1e-4, flow, grads)
+    };
+    for i in 0..3 {
+        flow = step(flow, i);
+    }
+    let started = Instant::now();
+    for i in 0..steps as u64 {
+        flow = step(flow, 10 + i);
+    }
+    Ok(steps as f64 / started.elapsed().as_secs_f64())
+}
+
+/// Run one case in this process; `scale` multiplies its step count.
+pub fn run_case(id: &str, scale: f64, peak_gflops: f64) -> Result<Row> {
+    let steps = |n: usize| ((n as f64 * scale).round() as usize).max(2);
+    let device = Device::flex().autodiff();
+    let unit = |dim: usize, batch: usize| {
+        let d = device.clone();
+        move |i: u64| {
+            // Dequantised-image-like inputs in (0, 1).
+            standard_normal(batch, dim, i, &d)
+                .mul_scalar(0.15)
+                .add_scalar(0.5)
+                .clamp(0.01, 0.99)
+        }
+    };
+    let normal = |dim: usize, batch: usize| {
+        let d = device.clone();
+        move |i: u64| standard_normal(batch, dim, i, &d)
+    };
+    let (steps_per_sec, batch, flops, note) = match id {
+        "realnvp2d" => {
+            let n = steps(200);
+            let s = time_training(real_nvp(2, 8, vec![128, 128]), n, &normal(2, 1024))?;
+            (
+                s,
+                1024,
+                3.0 * dense_flops(2, 8, &[128, 128], 1024),
+                format!("{n} steps"),
+            )
+        }
+        "app1-8x256" => {
+            let n = steps(200);
+            let s = time_training(real_nvp(2, 8, vec![256, 256]), n, &normal(2, 128))?;
+            (
+                s,
+                128,
+                3.0 * dense_flops(2, 8, &[256, 256], 128),
+                format!("{n} steps"),
+            )
+        }
+        "app1-12x512" => {
+            let n = steps(60);
+            let s = time_training(real_nvp(2, 12, vec![512, 512]), n, &normal(2, 128))?;
+            (
+                s,
+                128,
+                3.0 * dense_flops(2, 12, &[512, 512], 128),
+                format!("{n} steps"),
+            )
+        }
+        "glow32" => {
+            let n = steps(30);
+            let s = time_training(glow(3, 32, 3, 4, 64), n, &unit(3 * 32 * 32, 16))?;
+            (
+                s,
+                16,
+                3.0 * glow_flops(3, 32, 32, 3, 4, 64) * 16.0,
+                format!("{n} steps"),
+            )
+        }
+        "glow32-score" => {
+            let d = Device::flex();
+            let flow = Flow::seeded(glow(3, 32, 3, 4, 64), 0, &d)?;
+            let dim = 3 * 32 * 32;
+            let x = |i| {
+                standard_normal(256, dim, i, &d)
+                    .mul_scalar(0.15)
+                    .add_scalar(0.5)
+                    .clamp(0.01, 0.99)
+            };
+            let flow = flow.initialize(x(0), None);
+            let _ = flow.log_prob(x(1), None).sum().into_scalar::<f64>();
+            let n = steps(6);
+            let started = Instant::now();
+            for i in 0..n as u64 {
+                let _ = flow.log_prob(x(2 + i), None).sum().into_scalar::<f64>();
+            }
+            let s = n as f64 / started.elapsed().as_secs_f64();
+            (
+                s,
+                256,
+                glow_flops(3, 32, 32, 3, 4, 64) * 256.0,
+                format!("{n} batches"),
+            )
+        }
+        "glow128" => {
+            let n = steps(3);
+            let s = time_training(glow(3, 128, 3, 6, 128), n, &unit(3 * 128 * 128, 16))?;
+            (
+                s,
+                16,
+                3.0 * glow_flops(3, 128, 128, 3, 6, 128) * 16.0,
+                format!("{n} steps"),
+            )
+        }
+        "loader" => {
+            let (decode, batches) = loader(steps(40))?;
+            return Ok(Row {
+                id: id.into(),
+                implementation: "flowmodels".into(),
+                steps_per_sec: batches / 32.0,
+                samples_per_sec: batches,
+                peak_mib: peak_mib(),
+                flops_per_step: 0.0,
+                fraction_of_peak: 0.0,
+                note: format!("decode alone {decode:.0} images/s; batches of 32"),
+            });
+        }
+        other => bail!(
+            "unknown case `{other}`; the cases are {}",
+            CASES.iter().map(|c| c.id).collect::<Vec<_>>().join(", ")
+        ),
+    };
+    Ok(Row {
+        id: id.into(),
+        implementation: "flowmodels".into(),
+        steps_per_sec,
+        samples_per_sec: steps_per_sec * batch as f64,
+        peak_mib: peak_mib(),
+        flops_per_step: flops,
+        fraction_of_peak: flops * steps_per_sec / 1e9 / peak_gflops.max(1e-9),
+        note,
+    })
+}
+
+/// Images per second: decoding a folder of 32x32 RGB PNGs, then drawing augmented,
+/// dequantised batches of 32 from them (what the training loop's worker does).
+fn loader(batches: usize) -> Result<(f64, f64)> {
+    use flowdata::images::{Augment, EMBEDDED, ImageSpec, OnBadImage, load_folder, train_batch};
+    let dir = std::env::temp_dir().join(format!("flowmodels-bench-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("all"))?;
+    for (i, (_, bytes)) in EMBEDDED.iter().enumerate().take(1000) {
+        std::fs::write(dir.join("all").join(format!("{i:04}.png")), bytes)?;
+    }
+    let spec = ImageSpec {
+        channels: 3,
+        height: 32,
+        width: 32,
+    };
+    let started = Instant::now();
+    let set = load_folder(&dir, spec, OnBadImage::Stop)?;
+    let decode = set.len() as f64 / started.elapsed().as_secs_f64();
+    let augment = Augment {
+        flip: true,
+        rotate_degrees: 10.0,
+        zoom: 0.1,
+    };
+    let started = Instant::now();
+    for step in 0..batches as u64 {
+        std::hint::black_box(train_batch(&set, &augment, 0, step, 32));
+    }
+    let per_sec = (batches * 32) as f64 / started.elapsed().as_secs_f64();
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok((decode, per_sec))
+}
+
+/// The table for a terminal (Markdown).
+pub fn format_table(rows: &[Row], peak_gflops: f64) -> String {
+    let mut out = format!(
+        "matrix-multiply peak (burn, 1024^3, f32): {peak_gflops:.1} GFLOP/s\n\n\
+         | case | implementation | steps/s | samples/s | peak MiB | GFLOP/step | of peak | note |\n\
+         |---|---|---|---|---|---|---|---|\n"
+    );
+    for r in rows {
+        out.push_str(&format!(
+            "| {} | {} | {:.2} | {:.0} | {:.0} | {:.3} | {:.1}% | {} |\n",
+            r.id,
+            r.implementation,
+            r.steps_per_sec,
+            r.samples_per_sec,
+            r.peak_mib,
+            r.flops_per_step / 1e9,
+            100.0 * r.fraction_of_peak,
+            r.note
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flop_counts_of_small_cases_by_hand() {
+        // dim 2: MLP 1 -> 4 -> 2 per coupling: 1*4 + 4*2 = 12 multiply-adds per sample.
+        assert_eq!(dense_flops(2, 1, &[4], 1), 24.0);
+        // One level, one step, c=1, 2x2 image: after squeeze c=4 at 1x1, half 2, hidden 1:
+        // 9*2*1 + 1*1 + 9*1*4 = 55, plus the 1x1 conv 16: 71 multiply-adds.
+        assert_eq!(glow_flops(1, 2, 2, 1, 1, 1), 142.0);
+    }
+}

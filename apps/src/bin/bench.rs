@@ -1,0 +1,105 @@
+//! `bench`: the benchmark table of flowmodels (training and scoring throughput, peak memory,
+//! FLOPs per step, fraction of the matrix-multiply peak), each configuration in a process of
+//! its own; with `--compare-torch`, the PyTorch reference (`benches/reference/torch_bench.py`)
+//! runs configurations 1 and 4-5 in the same invocation.
+
+use std::path::PathBuf;
+use std::process::{Command, ExitCode};
+
+use anyhow::{Context, Result, bail};
+use clap::Parser;
+use flowapps::bench::{CASES, Row, format_table, matmul_peak_gflops, run_case};
+
+#[derive(Parser)]
+#[command(version, about = "Benchmark table of flowmodels")]
+struct Cli {
+    /// Run one case in this process and print its row as JSON (used by the table).
+    #[arg(long)]
+    only: Option<String>,
+    /// Multiply every case's step count (below 1 for a quick look).
+    #[arg(long, default_value_t = 1.0)]
+    scale: f64,
+    /// The matrix-multiply peak to relate to, GFLOP/s (measured when absent).
+    #[arg(long)]
+    peak: Option<f64>,
+    /// Also run the PyTorch reference on the same threads.
+    #[arg(long)]
+    compare_torch: bool,
+    /// The Python with torch installed (see README: Benchmarks).
+    #[arg(long, default_value = "python3")]
+    python: String,
+    /// Write the rows as JSON here too.
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+fn run(cli: Cli) -> Result<()> {
+    let peak = cli.peak.unwrap_or_else(matmul_peak_gflops);
+    if let Some(id) = cli.only {
+        let row = run_case(&id, cli.scale, peak)?;
+        println!("{}", serde_json::to_string(&row)?);
+        return Ok(());
+    }
+    let exe = std::env::current_exe().context("cannot find the bench binary itself")?;
+    let mut rows = Vec::new();
+    for case in CASES {
+        eprintln!("bench: {} ({})", case.id, case.what);
+        let out = Command::new(&exe)
+            .args(["--only", case.id, "--scale", &cli.scale.to_string()])
+            .args(["--peak", &peak.to_string()])
+            .output()
+            .with_context(|| format!("cannot run case {}", case.id))?;
+        if !out.status.success() {
+            bail!(
+                "case {} failed: {}",
+                case.id,
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let row: Row = serde_json::from_slice(&out.stdout)
+            .with_context(|| format!("case {} printed no row", case.id))?;
+        rows.push(row);
+    }
+    if cli.compare_torch {
+        let script =
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../benches/reference/torch_bench.py");
+        eprintln!("bench: PyTorch reference ({})", script.display());
+        let out = Command::new(&cli.python)
+            .arg(&script)
+            .args([
+                "--scale",
+                &cli.scale.to_string(),
+                "--peak",
+                &peak.to_string(),
+            ])
+            .output()
+            .with_context(|| format!("cannot run {} {}", cli.python, script.display()))?;
+        if !out.status.success() {
+            bail!(
+                "the PyTorch reference failed (is torch installed in {}?): {}",
+                cli.python,
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        for line in String::from_utf8_lossy(&out.stdout).lines() {
+            let row: Row = serde_json::from_str(line)
+                .with_context(|| format!("the PyTorch reference printed `{line}`"))?;
+            rows.push(row);
+        }
+    }
+    print!("{}", format_table(&rows, peak));
+    if let Some(path) = cli.json {
+        flowcore::checkpoint::write_atomic(&path, serde_json::to_string_pretty(&rows)?.as_bytes())?;
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
