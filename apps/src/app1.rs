@@ -297,7 +297,7 @@ fn report(
     tracker: &mut flowcore::tracking::Tracker,
 ) -> Result<Report> {
     let dim = points.dim();
-    let device = Device::flex();
+    let device = crate::run::device();
     let flow = outcome.flow.valid();
     let model_path = run_dir.join("model.safetensors");
     save_flow(
@@ -478,7 +478,7 @@ fn load_model(run: &Path) -> Result<Flow> {
             run.display()
         );
     }
-    let (flow, _) = load_flow(&path, &Device::flex())?;
+    let (flow, _) = load_flow(&path, &crate::run::device())?;
     Ok(flow)
 }
 
@@ -489,7 +489,7 @@ pub fn sample(run: &Path, n: usize, temperature: f64, seed: u64) -> Result<(Vec<
         bail!("--temperature must be a positive number, got {temperature}");
     }
     let flow = load_model(run)?;
-    let x = flow.sample(n, temperature, seed, None, &Device::flex());
+    let x = flow.sample(n, temperature, seed, None, &crate::run::device());
     Ok((to_vec(x.into_data()), flow.dim()))
 }
 
@@ -507,7 +507,7 @@ pub fn logprob(run: &Path, points: &Path) -> Result<(Vec<f32>, Vec<String>, Vec<
             flow.dim()
         );
     }
-    let lp = log_prob_points(&flow, &pts.values, pts.dim, &Device::flex());
+    let lp = log_prob_points(&flow, &pts.values, pts.dim, &crate::run::device());
     Ok((pts.values, pts.columns, lp))
 }
 

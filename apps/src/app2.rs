@@ -422,7 +422,7 @@ fn report(
 ) -> Result<Report> {
     let spec = config.run.spec();
     let dim = spec.len();
-    let device = Device::flex();
+    let device = crate::run::device();
     let flow = outcome.flow.valid();
     save_flow(
         &outcome.flow,
@@ -649,7 +649,7 @@ pub fn score_set(
     std::fs::create_dir_all(out_dir)
         .with_context(|| format!("cannot create {}", out_dir.display()))?;
     let spec = reference.spec;
-    let device = Device::flex();
+    let device = crate::run::device();
     let started = std::time::Instant::now();
     let bpd = bits_per_dim_rows(flow, &set.pixels, spec, &device);
     let rows: Vec<ImageScore> = (0..set.len())
@@ -806,7 +806,7 @@ pub fn score(
             .with_context(|| format!("cannot read {}", reference_path.display()))?,
     )
     .with_context(|| format!("{} is not a score reference", reference_path.display()))?;
-    let (flow, _) = load_flow(&model, &Device::flex())?;
+    let (flow, _) = load_flow(&model, &crate::run::device())?;
     let set = load_any(images, reference.spec, on_bad)?;
     score_set(&flow, &reference, &set, images, csv_path)
 }

@@ -373,7 +373,7 @@ pub fn train(opts: &TrainOptions) -> Result<TrainSummary> {
             serde_json::json!({ "app": APP, "images": config.run.images }),
         )?;
         tracker.log_artifact(&run_dir.join("classes.json"), Some("report"));
-        let device = Device::flex();
+        let device = crate::run::device();
         let val_x = to_unit(&val_pixels);
         let lp = class_log_probs(&classifier, &flow, &val_x, dim, &device);
         let m = metrics(&lp, &val_labels, &classes);
@@ -551,7 +551,7 @@ pub struct Prediction {
 /// classes.
 pub fn predict(run: &Path, images: &str) -> Result<(Vec<Prediction>, Vec<String>)> {
     let file = ClassesFile::load(run)?;
-    let (flow, _) = load_flow(&run.join("model.safetensors"), &Device::flex())
+    let (flow, _) = load_flow(&run.join("model.safetensors"), &crate::run::device())
         .with_context(|| format!("{} has no usable model", run.display()))?;
     let config: App3Config = {
         let text = std::fs::read_to_string(run.join("config.toml"))
@@ -563,7 +563,7 @@ pub fn predict(run: &Path, images: &str) -> Result<(Vec<Prediction>, Vec<String>
     let set = load_any(images, spec, config.run.on_bad_image)?;
     let classifier = file.classifier()?;
     let dim = spec.len();
-    let device = Device::flex();
+    let device = crate::run::device();
     let x = to_unit(&set.pixels);
     let lp = class_log_probs(&classifier, &flow, &x, dim, &device);
     let bpd: Vec<f64> = log_prob_rows(&flow, &x, dim, &device)

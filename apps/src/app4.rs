@@ -374,7 +374,7 @@ fn report(
     train_seconds: f64,
     tracker: &mut flowcore::tracking::Tracker,
 ) -> Result<Report> {
-    let device = Device::flex();
+    let device = crate::run::device();
     let flow = outcome.flow.valid();
     save_flow(
         &flow,
@@ -611,7 +611,7 @@ pub struct PointPredictions {
 /// is ignored) under the model of the run in `run`.
 pub fn predict(run: &Path, points: &Path) -> Result<PointPredictions> {
     let file = ClassesFile::load(run)?;
-    let (flow, _) = load_flow(&run.join("model.safetensors"), &Device::flex())?;
+    let (flow, _) = load_flow(&run.join("model.safetensors"), &crate::run::device())?;
     let classifier = file.classifier()?;
     let pts = match flowdata::read_points_csv(points) {
         Ok(p) => p,
@@ -641,7 +641,7 @@ pub fn predict(run: &Path, points: &Path) -> Result<PointPredictions> {
             pts.dim
         );
     }
-    let lp = class_log_probs(&classifier, &flow, &pts.values, dim, &Device::flex());
+    let lp = class_log_probs(&classifier, &flow, &pts.values, dim, &crate::run::device());
     Ok(PointPredictions {
         values: pts.values,
         columns: pts.columns,

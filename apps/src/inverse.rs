@@ -410,7 +410,7 @@ impl Posterior {
             inn,
             cinn,
             norm: file.normalization.clone(),
-            device: Device::flex(),
+            device: crate::run::device(),
         }
     }
 
@@ -1039,7 +1039,7 @@ pub fn posterior(run: &Path, y: &[f64], n: usize, seed: u64) -> Result<(Vec<f64>
             file.y_names.join(", ")
         );
     }
-    let (flow, _) = load_flow(&run.join("model.safetensors"), &Device::flex())?;
+    let (flow, _) = load_flow(&run.join("model.safetensors"), &crate::run::device())?;
     let sim = file.problem.simulator();
     let partition = parse_partition(&file.partition, sim.as_ref())?;
     let post = Posterior::new(flow, &file, partition);
@@ -1173,20 +1173,20 @@ pub mod cli {
     }
 
     impl TrainArgs {
-        fn into_options(self) -> (crate::run::TrainOptions, bool) {
+        fn into_options(self) -> anyhow::Result<(crate::run::TrainOptions, bool)> {
             let mut sets = Vec::new();
             if let Some(m) = self.method {
                 sets.push(format!("run.method={m}"));
             }
             let print = self.common.print_config;
-            (self.common.options(sets), print)
+            Ok((self.common.options(sets)?, print))
         }
     }
 
     fn run(problem: Problem, cli: Cli) -> anyhow::Result<()> {
         match cli.command.unwrap_or(Command::Train(cli.train)) {
             Command::Train(args) => {
-                let (opts, print) = args.into_options();
+                let (opts, print) = args.into_options()?;
                 if print {
                     print!("{}", resolved_config(problem.default_config(), &opts)?);
                     return Ok(());
@@ -1212,7 +1212,7 @@ pub mod cli {
                 Ok(())
             }
             Command::Compare(args) => {
-                let (opts, _) = args.into_options();
+                let (opts, _) = args.into_options()?;
                 let rows = compare(problem, &opts)?;
                 print!("{}", format_comparison(problem, &rows));
                 Ok(())

@@ -53,19 +53,25 @@ pub struct CommonArgs {
     /// Print the resolved config and exit.
     #[arg(long)]
     pub print_config: bool,
+    /// Where to compute: `cpu` (burn's flex backend) or `cuda`, `cuda:N` (a build with
+    /// `--features cuda`).
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
 }
 
 impl CommonArgs {
     /// Training options: the app's flag overrides `app_sets` first, then `--epochs`, then the
-    /// user's `--set`s; tracking from `MLFLOW_TRACKING_URI`.
-    pub fn options(self, app_sets: Vec<String>) -> TrainOptions {
+    /// user's `--set`s; tracking from `MLFLOW_TRACKING_URI`. Selects the `--device` for the
+    /// process.
+    pub fn options(self, app_sets: Vec<String>) -> Result<TrainOptions> {
+        select_device(&self.device)?;
         let mut sets = app_sets;
         if let Some(e) = self.epochs {
             sets.push(format!("training.epochs={e}"));
         }
         sets.extend(self.sets);
         let (tracking_uri, tracking_dir) = tracking_from_env();
-        TrainOptions {
+        Ok(TrainOptions {
             config: self.config,
             sets,
             run_dir: self.run_dir,
@@ -73,8 +79,79 @@ impl CommonArgs {
             tracking_uri,
             tracking_dir,
             progress: true,
+        })
+    }
+}
+
+static DEVICE: std::sync::OnceLock<Device> = std::sync::OnceLock::new();
+
+/// The device the applications compute on: the one `--device` selected, else the CPU.
+pub fn device() -> Device {
+    DEVICE.get().cloned().unwrap_or_else(Device::flex)
+}
+
+/// Select the process's device from `cpu`, `cuda` or `cuda:N`. CUDA needs a build with
+/// `--features cuda` and a working driver and GPU; either missing is an error that says so.
+pub fn select_device(spec: &str) -> Result<()> {
+    let device = parse_device(spec)?;
+    if DEVICE.set(device.clone()).is_err() && DEVICE.get() != Some(&device) {
+        anyhow::bail!("--device {spec}: the process already computes on another device");
+    }
+    Ok(())
+}
+
+fn parse_device(spec: &str) -> Result<Device> {
+    let spec = spec.trim();
+    if spec == "cpu" || spec == "flex" {
+        return Ok(Device::flex());
+    }
+    let index = match spec.strip_prefix("cuda") {
+        Some("") => 0,
+        Some(rest) => rest
+            .strip_prefix(':')
+            .and_then(|n| n.parse::<usize>().ok())
+            .with_context(|| format!("--device {spec}: expected cuda or cuda:N"))?,
+        None => anyhow::bail!("--device {spec}: expected cpu, cuda or cuda:N"),
+    };
+    cuda_device(spec, index)
+}
+
+#[cfg(feature = "cuda")]
+fn cuda_device(spec: &str, index: usize) -> Result<Device> {
+    // The driver and NVRTC load at first use; a missing driver or GPU panics there. Probe once
+    // with a tiny computation and turn that into an error.
+    let device = Device::cuda(index);
+    let probe = device.clone();
+    let silenced = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let result = std::panic::catch_unwind(move || {
+        Tensor::<1>::from_floats([1.0, 2.0], &probe)
+            .sum()
+            .into_scalar::<f64>()
+    });
+    std::panic::set_hook(silenced);
+    match result {
+        Ok(v) if (v - 3.0).abs() < 1e-6 => Ok(device),
+        Ok(v) => anyhow::bail!("--device {spec}: the GPU computed 1 + 2 = {v}"),
+        Err(panic) => {
+            let why = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "no message".into());
+            anyhow::bail!(
+                "--device {spec}: no usable NVIDIA driver or GPU {index} was found ({why})"
+            )
         }
     }
+}
+
+#[cfg(not(feature = "cuda"))]
+fn cuda_device(spec: &str, _index: usize) -> Result<Device> {
+    anyhow::bail!(
+        "--device {spec}: this build has no CUDA support; build with `cargo build --release \
+         --features cuda` (see README: Building)"
+    )
 }
 
 /// The resolved config of `opts` over `defaults`, as TOML.
@@ -126,8 +203,16 @@ pub fn new_run_dir(output_dir: &Path, name: &str) -> Result<PathBuf> {
     Ok(dir)
 }
 
-/// The git commit of the working directory, when it is in a git checkout.
+/// The git commit: `FLOWMODELS_GIT_COMMIT` (set in the Docker images), else that of the working
+/// directory when it is in a git checkout.
 pub fn git_commit() -> Option<String> {
+    // Containers carry no .git: the image records its commit in the environment.
+    if let Ok(commit) = std::env::var("FLOWMODELS_GIT_COMMIT")
+        && !commit.is_empty()
+        && commit != "unknown"
+    {
+        return Some(commit);
+    }
     let out = std::process::Command::new("git")
         .args(["rev-parse", "HEAD"])
         .output()
@@ -256,7 +341,7 @@ pub fn fit_tracked(
     opts: &TrainOptions,
     tracker: &mut Tracker,
 ) -> Result<FitOutcome> {
-    let device = Device::flex().autodiff();
+    let device = device().autodiff();
     let flow = Flow::with_base(model.clone(), base.clone(), Some(training.seed), &device)
         .with_context(|| "cannot build the model from [model]")?;
     let mut progress = Progress::new(training.epochs);
@@ -318,6 +403,23 @@ pub fn init_logging() {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn devices_parse_and_a_missing_cuda_build_says_so() {
+        assert!(super::parse_device("cpu").is_ok());
+        let e = format!("{:#}", super::parse_device("gpu").unwrap_err());
+        assert!(e.contains("expected cpu, cuda or cuda:N"), "{e}");
+        let e = format!("{:#}", super::parse_device("cuda:x").unwrap_err());
+        assert!(e.contains("cuda:N"), "{e}");
+        #[cfg(not(feature = "cuda"))]
+        {
+            let e = format!("{:#}", super::parse_device("cuda:1").unwrap_err());
+            assert!(
+                e.contains("no CUDA support") && e.contains("--features cuda"),
+                "{e}"
+            );
+        }
+    }
+
     #[test]
     fn timestamp_has_the_calendar_shape() {
         let t = super::timestamp();

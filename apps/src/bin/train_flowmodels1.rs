@@ -86,7 +86,7 @@ fn train(args: TrainArgs) -> anyhow::Result<()> {
         ));
     }
     let print = args.common.print_config;
-    let opts = args.common.options(sets);
+    let opts = args.common.options(sets)?;
     if print {
         print!("{}", resolved_config(app1::DEFAULT_CONFIG, &opts)?);
         return Ok(());

@@ -61,7 +61,7 @@ fn train(args: TrainArgs) -> anyhow::Result<()> {
         .map(|i| vec![format!("run.images={}", toml::Value::String(i))])
         .unwrap_or_default();
     let print = args.common.print_config;
-    let opts = args.common.options(sets);
+    let opts = args.common.options(sets)?;
     if print {
         print!("{}", resolved_config(app2::DEFAULT_CONFIG, &opts)?);
         return Ok(());

@@ -75,7 +75,7 @@ fn train(args: TrainArgs) -> anyhow::Result<()> {
         sets.push(format!("classifier.mode={m}"));
     }
     let print = args.common.print_config;
-    let opts = args.common.options(sets);
+    let opts = args.common.options(sets)?;
     if print {
         print!("{}", resolved_config(app4::DEFAULT_CONFIG, &opts)?);
         return Ok(());

@@ -1,0 +1,103 @@
+#!/usr/bin/env bash
+# Submit a flowmodels training job to AWS Batch (AWS CLI v2).
+#
+#   awsbatch/submit.sh --app train_flowmodels2 --params params.toml \
+#     --data s3://my-bucket/images --queue flowmodels-gpu --job-definition flowmodels-gpu \
+#     [--image 123456789012.dkr.ecr.eu-west-1.amazonaws.com/flowmodels:gpu --set KEY=VALUE ...] \
+#     [--name NAME] [--dry-run]
+#
+# With --image, a revision of the job definition is registered first from
+# job-definition-gpu.json with that image (the template's other values come from --set, e.g.
+# --set JOB_ROLE_ARN=... --set VCPUS=8 --set MEMORY_MIB=30000 --set GPUS=1 ...).
+# The params file (TOML, any keys of the app's config; it overrides the default config) travels
+# base64-encoded in FLOWMODELS_CONFIG_B64, which the image's entrypoint turns into --config. The
+# data location goes to the app as --images (apps 2 and 3). The Batch job id is set by Batch
+# (AWS_BATCH_JOB_ID) and tracked as the run's tag aws_batch_job_id. --dry-run prints the AWS CLI
+# call instead of making it.
+set -euo pipefail
+
+app="" params="" image="" data="" queue="" definition="" name="" dry_run=0
+sets=()
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --app) app=$2; shift 2 ;;
+    --params) params=$2; shift 2 ;;
+    --image) image=$2; shift 2 ;;
+    --data) data=$2; shift 2 ;;
+    --queue) queue=$2; shift 2 ;;
+    --job-definition) definition=$2; shift 2 ;;
+    --name) name=$2; shift 2 ;;
+    --set) sets+=("$2"); shift 2 ;;
+    --dry-run) dry_run=1; shift ;;
+    -h | --help) sed -n '2,20p' "$0"; exit 0 ;;
+    *) echo "submit: unknown argument '$1' (see --help)" >&2; exit 2 ;;
+  esac
+done
+missing=()
+for v in app queue definition; do
+  [ -n "${!v}" ] || missing+=("--${v/definition/job-definition}")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "submit: missing ${missing[*]}" >&2
+  exit 2
+fi
+case "$app" in
+  train_flowmodels[1-7]) ;;
+  *) echo "submit: --app must be train_flowmodels1 ... train_flowmodels7, got '$app'" >&2; exit 2 ;;
+esac
+# A JSON string literal of $1 (backslashes and quotes escaped; quoted replacements are literal).
+json_string() {
+  local bs='\' dq='"' v=$1
+  v=${v//"$bs"/"$bs$bs"}
+  v=${v//"$dq"/"$bs$dq"}
+  printf '"%s"' "$v"
+}
+[ -n "$name" ] || name="flowmodels-${app#train_}-$(date -u +%Y%m%d-%H%M%S)"
+
+command=("$app")
+if [ -n "$data" ]; then
+  case "$data" in
+    s3://*) ;;
+    *) echo "submit: --data must be an s3:// URL, got '$data'" >&2; exit 2 ;;
+  esac
+  command+=(--images "$data")
+fi
+environment='[{"name":"TRAINING_APP","value":'"$(json_string "$app")"'}'
+if [ -n "$params" ]; then
+  [ -f "$params" ] || { echo "submit: no params file $params" >&2; exit 2; }
+  encoded=$(base64 -w0 "$params")
+  if [ ${#encoded} -gt 7000 ]; then
+    echo "submit: $params is too large to travel in the environment (${#encoded} bytes base64)" >&2
+    exit 2
+  fi
+  environment+=',{"name":"FLOWMODELS_CONFIG_B64","value":"'"$encoded"'"}'
+fi
+environment+=']'
+json_command=""
+for part in "${command[@]}"; do
+  json_command+="$(json_string "$part"),"
+done
+overrides='{"command":['"${json_command%,}"'],"environment":'"$environment"'}'
+
+here=$(cd "$(dirname "$0")" && pwd)
+register=()
+if [ -n "$image" ]; then
+  rendered=$("$here/render.sh" "$here/job-definition-gpu.json" IMAGE="$image" APP="$app" \
+    JOB_DEFINITION_NAME="$definition" "${sets[@]}")
+  register=(aws batch register-job-definition --cli-input-json "$rendered")
+fi
+call=(aws batch submit-job --job-name "$name" --job-queue "$queue" --job-definition "$definition"
+  --container-overrides "$overrides")
+if [ "$dry_run" = 1 ]; then
+  if [ ${#register[@]} -gt 0 ]; then
+    printf '%q ' "${register[@]}"
+    printf '\n'
+  fi
+  printf '%q ' "${call[@]}"
+  printf '\n'
+  exit 0
+fi
+if [ ${#register[@]} -gt 0 ]; then
+  "${register[@]}" >/dev/null
+fi
+"${call[@]}"

@@ -1,0 +1,253 @@
+//! The deployment scripts: AWS Batch templates render into valid JSON naming the image, the
+//! command and the resources; `submit.sh --dry-run` prints the AWS CLI calls; the Docker
+//! entrypoint picks the app and turns a config from the environment into `--config`.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn run(cmd: &mut Command) -> (bool, String, String) {
+    let out = cmd.output().expect("bash runs");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+const JOB_VALUES: [&str; 11] = [
+    "JOB_DEFINITION_NAME=flowmodels-gpu",
+    "IMAGE=123456789012.dkr.ecr.eu-west-1.amazonaws.com/flowmodels:gpu",
+    "APP=train_flowmodels2",
+    "JOB_ROLE_ARN=arn:aws:iam::123456789012:role/flowmodels-job",
+    "VCPUS=8",
+    "MEMORY_MIB=30000",
+    "GPUS=1",
+    "MLFLOW_TRACKING_URI=http://mlflow.internal:5000",
+    "AWS_REGION=eu-west-1",
+    "LOG_GROUP=/flowmodels",
+    "TIMEOUT_SECONDS=86400",
+];
+
+#[test]
+fn the_job_definition_renders_into_json_naming_image_command_and_resources() {
+    let (ok, out, err) = run(Command::new("bash")
+        .arg(root().join("awsbatch/render.sh"))
+        .arg(root().join("awsbatch/job-definition-gpu.json"))
+        .args(JOB_VALUES));
+    assert!(ok, "{err}");
+    let json: serde_json::Value = serde_json::from_str(&out).expect("valid JSON");
+    let c = &json["containerProperties"];
+    assert_eq!(
+        c["image"],
+        "123456789012.dkr.ecr.eu-west-1.amazonaws.com/flowmodels:gpu"
+    );
+    assert_eq!(c["command"][0], "train_flowmodels2");
+    let resources: Vec<(String, String)> = c["resourceRequirements"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["type"].as_str().unwrap().into(),
+                r["value"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    assert!(
+        resources.contains(&("GPU".into(), "1".into())),
+        "{resources:?}"
+    );
+    assert!(
+        resources.contains(&("VCPU".into(), "8".into())),
+        "{resources:?}"
+    );
+    assert_eq!(json["timeout"]["attemptDurationSeconds"], 86400);
+
+    // A value with quotes stays valid JSON; a missing one is named.
+    let mut values = JOB_VALUES.to_vec();
+    values[3] = r#"JOB_ROLE_ARN=a "quoted" \ role"#;
+    let (ok, out, err) = run(Command::new("bash")
+        .arg(root().join("awsbatch/render.sh"))
+        .arg(root().join("awsbatch/job-definition-gpu.json"))
+        .args(&values));
+    assert!(ok, "{err}");
+    let json: serde_json::Value = serde_json::from_str(&out).expect("valid JSON");
+    assert_eq!(
+        json["containerProperties"]["jobRoleArn"],
+        r#"a "quoted" \ role"#
+    );
+    let (ok, _, err) = run(Command::new("bash")
+        .arg(root().join("awsbatch/render.sh"))
+        .arg(root().join("awsbatch/job-definition-gpu.json"))
+        .args(&JOB_VALUES[..10]));
+    assert!(!ok && err.contains("${TIMEOUT_SECONDS}"), "{err}");
+}
+
+#[test]
+fn every_template_renders_into_valid_json() {
+    for (template, values) in [
+        (
+            "compute-environment.json",
+            vec![
+                "COMPUTE_ENVIRONMENT_NAME=fm",
+                "MAX_VCPUS=64",
+                "INSTANCE_TYPE=g5.2xlarge",
+                "SUBNET_ID=subnet-1",
+                "SECURITY_GROUP_ID=sg-1",
+                "INSTANCE_PROFILE_ARN=arn:p",
+                "BATCH_SERVICE_ROLE_ARN=arn:s",
+            ],
+        ),
+        (
+            "job-queue.json",
+            vec!["JOB_QUEUE_NAME=q", "COMPUTE_ENVIRONMENT_NAME=fm"],
+        ),
+        (
+            "iam-policy.json",
+            vec![
+                "DATA_BUCKET=data",
+                "DATA_PREFIX=images/",
+                "OUTPUT_BUCKET=out",
+                "OUTPUT_PREFIX=runs/",
+                "LOG_GROUP=/flowmodels",
+            ],
+        ),
+    ] {
+        let (ok, out, err) = run(Command::new("bash")
+            .arg(root().join("awsbatch/render.sh"))
+            .arg(root().join("awsbatch").join(template))
+            .args(values));
+        assert!(ok, "{template}: {err}");
+        serde_json::from_str::<serde_json::Value>(&out)
+            .unwrap_or_else(|e| panic!("{template} renders into invalid JSON: {e}\n{out}"));
+    }
+}
+
+#[test]
+fn submit_dry_run_prints_the_aws_calls() {
+    let dir = std::env::temp_dir().join(format!("flowtests-deploy-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let params = dir.join("params.toml");
+    std::fs::write(&params, "[training]\nepochs = 3\n").unwrap();
+    let mut args: Vec<String> = [
+        "--app",
+        "train_flowmodels2",
+        "--data",
+        "s3://bucket/images",
+        "--queue",
+        "gpu-queue",
+        "--job-definition",
+        "flowmodels-gpu",
+        "--name",
+        "job1",
+        "--dry-run",
+        "--image",
+        "repo/flowmodels:gpu",
+    ]
+    .map(String::from)
+    .to_vec();
+    args.push("--params".into());
+    args.push(params.display().to_string());
+    for v in &JOB_VALUES[3..] {
+        args.push("--set".into());
+        args.push(v.to_string());
+    }
+    let (ok, out, err) = run(Command::new("bash")
+        .arg(root().join("awsbatch/submit.sh"))
+        .args(&args));
+    assert!(ok, "{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 2, "{out}");
+    assert!(
+        lines[0].starts_with("aws batch register-job-definition --cli-input-json"),
+        "{out}"
+    );
+    assert!(lines[0].contains("repo/flowmodels:gpu"), "{out}");
+    assert!(
+        lines[1].starts_with("aws batch submit-job --job-name job1 --job-queue gpu-queue --job-definition flowmodels-gpu"),
+        "{out}"
+    );
+    // The overrides carry the app, the data and the params (base64 of the file).
+    assert!(lines[1].contains("s3://bucket/images"), "{out}");
+    assert!(
+        lines[1].contains("W3RyYWluaW5nXQplcG9jaHMgPSAzCg=="),
+        "{out}"
+    );
+    let (ok, _, err) = run(Command::new("bash")
+        .arg(root().join("awsbatch/submit.sh"))
+        .args([
+            "--app",
+            "train_flowmodels9",
+            "--queue",
+            "q",
+            "--job-definition",
+            "d",
+        ]));
+    assert!(
+        !ok && err.contains("train_flowmodels1 ... train_flowmodels7"),
+        "{err}"
+    );
+    let (ok, _, err) = run(Command::new("bash")
+        .arg(root().join("awsbatch/submit.sh"))
+        .args(["--app", "train_flowmodels2"]));
+    assert!(
+        !ok && err.contains("--queue") && err.contains("--job-definition"),
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn the_entrypoint_picks_the_app_and_passes_the_config() {
+    // Fake apps on PATH that print how they were called.
+    let dir = std::env::temp_dir().join(format!("flowtests-entry-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for app in ["train_flowmodels2", "train_flowmodels5"] {
+        let p = dir.join(app);
+        std::fs::write(&p, format!("#!/bin/sh\necho {app} \"$@\"\nif [ \"$2\" = --config ] || [ \"$3\" = --config ]; then cat \"${{@: -1}}\" 2>/dev/null || true; fi\n")).unwrap();
+        std::process::Command::new("chmod")
+            .arg("+x")
+            .arg(&p)
+            .status()
+            .unwrap();
+    }
+    let path = format!(
+        "{}:{}",
+        dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let entry = root().join("docker/entrypoint.sh");
+    let (ok, out, _) = run(Command::new("sh")
+        .arg(&entry)
+        .env("PATH", &path)
+        .args(["--epochs", "2"]));
+    assert!(
+        ok && out.starts_with("train_flowmodels2 --epochs 2"),
+        "{out}"
+    );
+    let (ok, out, _) = run(Command::new("sh")
+        .arg(&entry)
+        .env("PATH", &path)
+        .env("TRAINING_APP", "train_flowmodels5")
+        .arg("--method"));
+    assert!(ok && out.starts_with("train_flowmodels5 --method"), "{out}");
+    let (ok, out, _) = run(Command::new("sh")
+        .arg(&entry)
+        .env("PATH", &path)
+        .env("FLOWMODELS_CONFIG_B64", "W3RyYWluaW5nXQplcG9jaHMgPSAzCg==")
+        .args(["train_flowmodels5"]));
+    assert!(
+        ok && out.starts_with("train_flowmodels5 --config /tmp/flowmodels-config."),
+        "{out}"
+    );
+    let (ok, _, err) = run(Command::new("sh")
+        .arg(&entry)
+        .env("PATH", &path)
+        .env("TRAINING_APP", "rm"));
+    assert!(!ok && err.contains("unknown app 'rm'"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
