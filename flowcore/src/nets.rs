@@ -313,9 +313,27 @@ impl GlowConvNet {
     /// `[batch, out_channels * h * w]`.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
         let h = activation::relu(self.first.forward(x));
-        let h = activation::relu(self.hidden.forward(h));
+        let h = activation::relu(pointwise(&self.hidden, h));
         self.last.forward(h).flatten(1, 3)
     }
+}
+
+/// A 1x1 convolution as the batched matrix product it is, `W [out, in] x [batch, in, h*w]`:
+/// burn's CPU convolution goes through im2col, which a 1x1 kernel does not need (measured: Glow
+/// 32x32 training steps/s, see the bench). Same parameters as the `Conv2d`, so checkpoints are
+/// unchanged.
+fn pointwise(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
+    let [batch, channels, h, w] = x.dims();
+    let weight = conv.weight.val();
+    let out = weight.dims()[0];
+    let y = weight
+        .reshape([1, out, channels])
+        .matmul(x.reshape([batch, channels, h * w]));
+    let y = match &conv.bias {
+        Some(b) => y + b.val().reshape([1, out, 1]),
+        None => y,
+    };
+    y.reshape([batch, out, h, w])
 }
 
 /// Any parameter network.
