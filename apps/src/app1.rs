@@ -397,14 +397,7 @@ fn report(
     }
     tracker.log_artifact(&run_dir.join("samples.csv"), None);
 
-    let epochs_here: Vec<&EpochStats> = outcome.history.iter().collect();
-    let steps_per_sec = if epochs_here.is_empty() {
-        0.0
-    } else {
-        epochs_here.iter().map(|e| e.samples_per_sec).sum::<f64>()
-            / epochs_here.len() as f64
-            / config.training.batch_size as f64
-    };
+    let steps_per_sec = outcome.steps_per_sec(config.training.batch_size);
     let last_step = (outcome.history.len() * config.training.steps_per_epoch) as u64;
     tracker.log_metric("final_val_nll", val_nll, last_step);
     tracker.log_metric("change_of_variables_max_abs_diff", cov_diff, last_step);

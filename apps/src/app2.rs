@@ -577,13 +577,7 @@ fn report(
         None => bail!("{}: no val/ folder to score", config.run.images),
     };
 
-    let steps_per_sec = outcome
-        .history
-        .iter()
-        .map(|e| e.samples_per_sec)
-        .sum::<f64>()
-        / outcome.history.len().max(1) as f64
-        / config.training.batch_size as f64;
+    let steps_per_sec = outcome.steps_per_sec(config.training.batch_size);
     for f in &figures {
         tracker.log_artifact(&run_dir.join(f), Some("plots"));
     }
@@ -776,7 +770,8 @@ pub fn score_set(
     Ok(summary)
 }
 
-fn csv_field(s: &str) -> String {
+/// A CSV field, quoted when it holds a comma, a quote or a line break.
+pub fn csv_field(s: &str) -> String {
     if s.contains([',', '"', '\n']) {
         format!("\"{}\"", s.replace('"', "\"\""))
     } else {

@@ -27,7 +27,7 @@ use crate::classify::{
 };
 use crate::config::{from_table, group, resolve_options};
 use crate::infer::{log_prob_rows, to_vec};
-use crate::plot::{RocCurve, histograms, loss_curves, roc_curves};
+use crate::plot::{RocCurve, histograms, history_curves, roc_curves};
 use crate::run::{RunPlace, TrainOptions, close_run, fit_tracked, open_run};
 use crate::scores::{auroc, roc_curve};
 
@@ -458,25 +458,10 @@ pub fn train(opts: &TrainOptions) -> Result<TrainSummary> {
             }
             None => None,
         };
-        let loss = outcome
-            .history
-            .last()
-            .map_or_else(|| "loss".into(), |e| e.loss.clone());
-        loss_curves(
+        history_curves(
             &run_dir.join("loss.png"),
-            &format!("{loss} per epoch"),
-            &loss,
-            &outcome
-                .history
-                .iter()
-                .map(|e| e.train_loss)
-                .collect::<Vec<_>>(),
-            &outcome
-                .history
-                .iter()
-                .map(|e| e.val_loss)
-                .collect::<Vec<_>>(),
-            None,
+            "loss per epoch",
+            &outcome.history,
         )?;
         figures.push("loss.png".into());
         for f in &figures {
@@ -503,13 +488,7 @@ pub fn train(opts: &TrainOptions) -> Result<TrainSummary> {
                     "; unseen classes by bits/dim: AUROC {a:.4}"
                 ))
         );
-        let steps_per_sec = outcome
-            .history
-            .iter()
-            .map(|e| e.samples_per_sec)
-            .sum::<f64>()
-            / outcome.history.len().max(1) as f64
-            / config.training.batch_size as f64;
+        let steps_per_sec = outcome.steps_per_sec(config.training.batch_size);
         Ok(Report {
             images: config.run.images.clone(),
             mode: config.classifier.mode,

@@ -24,7 +24,7 @@ use crate::classify::{
 };
 use crate::config::{from_table, group, resolve_options};
 use crate::infer::to_vec;
-use crate::plot::{Panel, Series, decision_map, loss_curves, panels};
+use crate::plot::{Panel, Series, decision_map, history_curves, panels};
 use crate::run::{RunPlace, TrainOptions, close_run, fit_tracked, open_run};
 
 /// The binary's name, used as the `app` tag.
@@ -534,19 +534,10 @@ fn report(
         (560, 540),
     )?;
     figures.push("class_samples.png".to_string());
-    let train_curve: Vec<f64> = outcome.history.iter().map(|e| e.train_loss).collect();
-    let val_curve: Vec<f64> = outcome.history.iter().map(|e| e.val_loss).collect();
-    let loss = outcome
-        .history
-        .last()
-        .map_or_else(|| "loss".into(), |e| e.loss.clone());
-    loss_curves(
+    history_curves(
         &run_dir.join("loss.png"),
-        &format!("{} per epoch", loss),
-        &loss,
-        &train_curve,
-        &val_curve,
-        None,
+        "loss per epoch",
+        &outcome.history,
     )?;
     figures.push("loss.png".to_string());
     for f in &figures {
@@ -572,13 +563,7 @@ fn report(
             100.0 * f
         ))
     );
-    let steps_per_sec = outcome
-        .history
-        .iter()
-        .map(|e| e.samples_per_sec)
-        .sum::<f64>()
-        / outcome.history.len().max(1) as f64
-        / config.training.batch_size as f64;
+    let steps_per_sec = outcome.steps_per_sec(config.training.batch_size);
     Ok(Report {
         dataset: data.name(),
         mode: config.classifier.mode,

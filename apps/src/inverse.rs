@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::{from_table, group, resolve_options};
 use crate::infer::to_vec;
-use crate::plot::{Panel, Series, histogram_outline, loss_curves, panels};
+use crate::plot::{Panel, Series, histogram_outline, history_curves, panels};
 use crate::run::{RunPlace, TrainOptions, close_run, fit_tracked, open_run};
 
 /// Kernel widths of the evaluation MMD, on standardised parameters: wider than the training
@@ -750,15 +750,10 @@ fn report(
     let mut figures = Vec::new();
     let last = outcome.history.last();
     let loss = last.map_or_else(|| "loss".to_string(), |e| e.loss.clone());
-    let train_curve: Vec<f64> = outcome.history.iter().map(|e| e.train_loss).collect();
-    let val_curve: Vec<f64> = outcome.history.iter().map(|e| e.val_loss).collect();
-    loss_curves(
+    history_curves(
         &run_dir.join("loss.png"),
         &format!("{} loss per epoch", config.run.method.name()),
-        &loss,
-        &train_curve,
-        &val_curve,
-        None,
+        &outcome.history,
     )?;
     figures.push("loss.png".to_string());
     calibration_figure(&run_dir.join("calibration.png"), &evaluation)?;
@@ -779,17 +774,7 @@ fn report(
         tracker.log_artifact(&run_dir.join(f), Some("plots"));
     }
     let steps = (outcome.history.len() * config.training.steps_per_epoch) as u64;
-    let steps_per_sec = if outcome.history.is_empty() {
-        0.0
-    } else {
-        outcome
-            .history
-            .iter()
-            .map(|e| e.samples_per_sec)
-            .sum::<f64>()
-            / outcome.history.len() as f64
-            / config.training.batch_size as f64
-    };
+    let steps_per_sec = outcome.steps_per_sec(config.training.batch_size);
     for (k, v) in [
         ("posterior_mmd", evaluation.mmd),
         ("prior_mmd", evaluation.prior_mmd),

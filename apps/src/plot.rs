@@ -157,6 +157,18 @@ pub fn nll_curves(
     )
 }
 
+/// The training and validation curves of a run's objective, titled `title`.
+pub fn history_curves(
+    path: &Path,
+    title: &str,
+    history: &[flowcore::train::EpochStats],
+) -> Result<()> {
+    let loss = history.last().map_or("loss", |e| e.loss.as_str());
+    let train: Vec<f64> = history.iter().map(|e| e.train_loss).collect();
+    let val: Vec<f64> = history.iter().map(|e| e.val_loss).collect();
+    loss_curves(path, title, loss, &train, &val, None)
+}
+
 /// Training curves of any loss: train and validation per epoch, with a reference line when
 /// given.
 pub fn loss_curves(

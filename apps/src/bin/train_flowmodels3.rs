@@ -10,6 +10,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
+use flowapps::app2::csv_field;
 use flowapps::app3;
 use flowapps::classify::format_metrics;
 use flowapps::run::{CommonArgs, init_logging, resolved_config};
@@ -124,14 +125,6 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
-    }
-}
-
-fn csv_field(s: &str) -> String {
-    if s.contains([',', '"', '\n']) {
-        format!("\"{}\"", s.replace('"', "\"\""))
-    } else {
-        s.to_string()
     }
 }
 

@@ -269,6 +269,18 @@ pub struct FitOutcome {
     pub best: (f64, usize),
 }
 
+impl FitOutcome {
+    /// Mean optimizer steps per second over the epochs trained, for batches of `batch_size`.
+    pub fn steps_per_sec(&self, batch_size: usize) -> f64 {
+        if self.history.is_empty() {
+            return 0.0;
+        }
+        self.history.iter().map(|e| e.samples_per_sec).sum::<f64>()
+            / self.history.len() as f64
+            / batch_size as f64
+    }
+}
+
 /// `nll` nats per sample of `dim` features in bits per dimension.
 pub fn bits_per_dim(nll: f64, dim: usize) -> f64 {
     nll / (dim as f64 * std::f64::consts::LN_2)
