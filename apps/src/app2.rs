@@ -213,13 +213,7 @@ pub struct Report {
 }
 
 /// The result of [`train`].
-#[derive(Debug)]
-pub struct TrainSummary {
-    /// The run directory.
-    pub run_dir: PathBuf,
-    /// The report.
-    pub report: Report,
-}
+pub type TrainSummary = crate::run::TrainSummary<Report>;
 
 struct Images {
     batches: ImageBatches,

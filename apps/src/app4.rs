@@ -108,13 +108,7 @@ pub struct Report {
 }
 
 /// The result of [`train`].
-#[derive(Debug)]
-pub struct TrainSummary {
-    /// The run directory.
-    pub run_dir: PathBuf,
-    /// The report.
-    pub report: Report,
-}
+pub type TrainSummary = crate::run::TrainSummary<Report>;
 
 enum Labelled {
     Toy {

@@ -376,13 +376,7 @@ pub struct Report {
 }
 
 /// The result of [`train`].
-#[derive(Debug)]
-pub struct TrainSummary {
-    /// The run directory.
-    pub run_dir: PathBuf,
-    /// The report.
-    pub report: Report,
-}
+pub type TrainSummary = crate::run::TrainSummary<Report>;
 
 /// A trained posterior: the flow and what it needs to sample.
 pub struct Posterior {
@@ -1104,7 +1098,6 @@ pub fn format_comparison(problem: Problem, rows: &[ComparisonRow]) -> String {
 
 /// The command line of applications 5 to 7.
 pub mod cli {
-    use std::io::Write;
     use std::path::PathBuf;
 
     use clap::{Args, Parser, Subcommand};
@@ -1216,11 +1209,7 @@ pub mod cli {
                     text.push_str(&cells.join(","));
                     text.push('\n');
                 }
-                match out {
-                    Some(path) => flowcore::checkpoint::write_atomic(&path, text.as_bytes())?,
-                    None => std::io::stdout().write_all(text.as_bytes())?,
-                }
-                Ok(())
+                crate::run::write_output(out.as_deref(), &text)
             }
         }
     }
@@ -1228,12 +1217,6 @@ pub mod cli {
     /// The whole binary: parse, run, report errors; the exit code.
     pub fn main(problem: Problem) -> std::process::ExitCode {
         crate::run::init_logging();
-        match run(problem, Cli::parse()) {
-            Ok(()) => std::process::ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("error: {e:#}");
-                std::process::ExitCode::FAILURE
-            }
-        }
+        crate::run::exit(run(problem, Cli::parse()))
     }
 }

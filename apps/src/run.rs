@@ -364,6 +364,35 @@ pub fn fit_tracked(
     .with_context(|| format!("training run {} stopped", run_dir.display()))
 }
 
+/// The result of an application's `train`: where the run went and its report.
+#[derive(Debug)]
+pub struct TrainSummary<R> {
+    /// The run directory.
+    pub run_dir: PathBuf,
+    /// The report, also in `run_dir/report.json`.
+    pub report: R,
+}
+
+/// Write `text` to `out`, atomically, or to stdout when no path is given.
+pub fn write_output(out: Option<&Path>, text: &str) -> Result<()> {
+    match out {
+        Some(path) => flowcore::checkpoint::write_atomic(path, text.as_bytes())?,
+        None => std::io::Write::write_all(&mut std::io::stdout(), text.as_bytes())?,
+    }
+    Ok(())
+}
+
+/// A binary's exit: success, or the error with its causes on stderr and a failure code.
+pub fn exit(result: Result<()>) -> std::process::ExitCode {
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
 /// Close a run: on success write `report.json` and end the tracked run FINISHED (after
 /// `finish` has filled in the tracking run's place), on failure tag the error and end it FAILED.
 pub fn close_run<R: Serialize>(

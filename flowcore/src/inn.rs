@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use crate::Flow;
 use crate::flow::standard_normal;
 use crate::partition::{Partition, Role, Side};
-use crate::train::{Batch, Loss, Objective, mean_nll_batch};
+use crate::train::{Batch, Loss, MaximumLikelihood, Objective};
 
 /// The biased estimate of the squared MMD between the samples `a` (`[n, d]`) and `b`
 /// (`[m, d]`) with a sum of inverse multiquadric kernels `k(u, v) = c^2 / (c^2 + |u - v|^2)`,
@@ -490,19 +490,8 @@ impl Objective for ConditionalObjective {
         (x.narrow(1, 0, self.x_dim), y)
     }
 
-    fn loss(
-        &self,
-        flow: &Flow,
-        x: Tensor<2>,
-        y: Option<Tensor<2>>,
-        _seed: u64,
-        _step: u64,
-    ) -> Loss {
-        let x = x.narrow(1, 0, self.x_dim);
-        Loss {
-            total: flow.log_prob(x, y.as_ref()).mean().neg(),
-            parts: Vec::new(),
-        }
+    fn loss(&self, flow: &Flow, x: Tensor<2>, y: Option<Tensor<2>>, seed: u64, step: u64) -> Loss {
+        MaximumLikelihood.loss(flow, x.narrow(1, 0, self.x_dim), y, seed, step)
     }
 
     fn validate(
@@ -513,10 +502,12 @@ impl Objective for ConditionalObjective {
         y_dim: usize,
         device: &Device,
     ) -> (f64, Vec<(String, f64)>) {
-        let data = self.data_columns(data, dim);
-        (
-            mean_nll_batch(flow, &data, self.x_dim, y_dim, device),
-            Vec::new(),
+        MaximumLikelihood.validate(
+            flow,
+            &self.data_columns(data, dim),
+            self.x_dim,
+            y_dim,
+            device,
         )
     }
 }

@@ -5,7 +5,6 @@
 //! detection on `val/`; `train_flowmodels3 predict --run RUN_DIR --images DIR` writes class
 //! probabilities as CSV.
 
-use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -119,22 +118,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 }
                 text.push('\n');
             }
-            match out {
-                Some(path) => flowcore::checkpoint::write_atomic(&path, text.as_bytes())?,
-                None => std::io::stdout().write_all(text.as_bytes())?,
-            }
-            Ok(())
+            flowapps::run::write_output(out.as_deref(), &text)
         }
     }
 }
 
 fn main() -> ExitCode {
     init_logging();
-    match run(Cli::parse()) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    flowapps::run::exit(run(Cli::parse()))
 }

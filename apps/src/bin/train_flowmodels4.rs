@@ -4,7 +4,6 @@
 //! calibration, decision regions and class-conditional samples; `train_flowmodels4 predict
 //! --run RUN_DIR --points FILE.csv` writes class probabilities as CSV.
 
-use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -132,22 +131,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 }
                 text.push('\n');
             }
-            match out {
-                Some(path) => flowcore::checkpoint::write_atomic(&path, text.as_bytes())?,
-                None => std::io::stdout().write_all(text.as_bytes())?,
-            }
-            Ok(())
+            flowapps::run::write_output(out.as_deref(), &text)
         }
     }
 }
 
 fn main() -> ExitCode {
     init_logging();
-    match run(Cli::parse()) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    flowapps::run::exit(run(Cli::parse()))
 }
