@@ -4,10 +4,12 @@
 #   awsbatch/submit.sh --app train_flowmodels2 --params params.toml \
 #     --data s3://my-bucket/images --queue flowmodels-gpu --job-definition flowmodels-gpu \
 #     [--image 123456789012.dkr.ecr.eu-west-1.amazonaws.com/flowmodels:gpu --set KEY=VALUE ...] \
-#     [--name NAME] [--dry-run]
+#     [--name NAME] [--nodes N] [--dry-run]
 #
-# With --image, a revision of the job definition is registered first from
-# job-definition-gpu.json with that image (the template's other values come from --set, e.g.
+# --nodes N submits a multi-node parallel job: data-parallel training over MPI across N nodes
+# (the job definition from job-definition-multinode.json; the image's mpi-run launcher starts
+# mpirun on the main node). With --image, a revision of the job definition is registered first
+# from job-definition-gpu.json (or job-definition-multinode.json) with that image (the template's other values come from --set, e.g.
 # --set JOB_ROLE_ARN=... --set VCPUS=8 --set MEMORY_MIB=30000 --set GPUS=1 ...).
 # The params file (TOML, any keys of the app's config; it overrides the default config) travels
 # base64-encoded in FLOWMODELS_CONFIG_B64, which the image's entrypoint turns into --config. The
@@ -16,7 +18,7 @@
 # call instead of making it.
 set -euo pipefail
 
-app="" params="" image="" data="" queue="" definition="" name="" dry_run=0
+app="" params="" image="" data="" queue="" definition="" name="" nodes=0 dry_run=0
 sets=()
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -27,6 +29,7 @@ while [ $# -gt 0 ]; do
     --queue) queue=$2; shift 2 ;;
     --job-definition) definition=$2; shift 2 ;;
     --name) name=$2; shift 2 ;;
+    --nodes) nodes=$2; shift 2 ;;
     --set) sets+=("$2"); shift 2 ;;
     --dry-run) dry_run=1; shift ;;
     -h | --help) sed -n '2,20p' "$0"; exit 0 ;;
@@ -40,6 +43,15 @@ done
 if [ ${#missing[@]} -gt 0 ]; then
   echo "submit: missing ${missing[*]}" >&2
   exit 2
+fi
+case "$nodes" in
+  '' | *[!0-9]*) echo "submit: --nodes must be a number of nodes, got '$nodes'" >&2; exit 2 ;;
+esac
+if [ "$nodes" -gt 0 ]; then
+  case "$app" in
+    train_flowmodels[12]) ;;
+    *) echo "submit: --nodes: data-parallel training is in train_flowmodels1 and 2, not '$app'" >&2; exit 2 ;;
+  esac
 fi
 case "$app" in
   train_flowmodels[1-7]) ;;
@@ -55,6 +67,9 @@ json_string() {
 [ -n "$name" ] || name="flowmodels-${app#train_}-$(date -u +%Y%m%d-%H%M%S)"
 
 command=("$app")
+if [ "$nodes" -gt 0 ]; then
+  command=(mpi-run "$app")
+fi
 if [ -n "$data" ]; then
   case "$data" in
     s3://*) ;;
@@ -78,16 +93,26 @@ for part in "${command[@]}"; do
   json_command+="$(json_string "$part"),"
 done
 overrides='{"command":['"${json_command%,}"'],"environment":'"$environment"'}'
+template=job-definition-gpu.json
+sizing=()
+if [ "$nodes" -gt 0 ]; then
+  template=job-definition-multinode.json
+  sizing=(NUM_NODES="$nodes")
+fi
 
 here=$(cd "$(dirname "$0")" && pwd)
 register=()
 if [ -n "$image" ]; then
-  rendered=$("$here/render.sh" "$here/job-definition-gpu.json" IMAGE="$image" APP="$app" \
-    JOB_DEFINITION_NAME="$definition" "${sets[@]}")
+  rendered=$("$here/render.sh" "$here/$template" IMAGE="$image" APP="$app" \
+    JOB_DEFINITION_NAME="$definition" "${sizing[@]}" "${sets[@]}")
   register=(aws batch register-job-definition --cli-input-json "$rendered")
 fi
-call=(aws batch submit-job --job-name "$name" --job-queue "$queue" --job-definition "$definition"
-  --container-overrides "$overrides")
+call=(aws batch submit-job --job-name "$name" --job-queue "$queue" --job-definition "$definition")
+if [ "$nodes" -gt 0 ]; then
+  call+=(--node-overrides '{"numNodes":'"$nodes"',"nodePropertyOverrides":[{"targetNodes":"0:","containerOverrides":'"$overrides"'}]}')
+else
+  call+=(--container-overrides "$overrides")
+fi
 if [ "$dry_run" = 1 ]; then
   if [ ${#register[@]} -gt 0 ]; then
     printf '%q ' "${register[@]}"

@@ -1,9 +1,16 @@
 #!/bin/sh
 # Runs the app named by the first argument (train_flowmodels1..7 or bench), else the one in
-# TRAINING_APP with all arguments. A config passed in the environment (FLOWMODELS_CONFIG_B64,
-# base64 TOML, as awsbatch/submit.sh sends it) is written to a file and given as --config.
+# TRAINING_APP with all arguments; `mpi-run APP ...` runs it as a data-parallel job over MPI
+# across the nodes of an AWS Batch multi-node job (flowmodels-mpi-run). A config passed in the
+# environment (FLOWMODELS_CONFIG_B64, base64 TOML, as awsbatch/submit.sh sends it) is written to
+# a file and given as --config; for mpi-run at a fixed path, which every node writes alike.
 set -eu
 app="${TRAINING_APP:-train_flowmodels2}"
+mpi=0
+if [ "${1:-}" = mpi-run ]; then
+  mpi=1
+  shift
+fi
 case "${1:-}" in
   train_flowmodels[1-7] | bench)
     app="$1"
@@ -18,8 +25,16 @@ case "$app" in
     ;;
 esac
 if [ -n "${FLOWMODELS_CONFIG_B64:-}" ]; then
-  config="$(mktemp /tmp/flowmodels-config.XXXXXX.toml)"
+  if [ "$mpi" = 1 ]; then
+    mkdir -p "$HOME/.flowmodels-mpi"
+    config="$HOME/.flowmodels-mpi/config.toml"
+  else
+    config="$(mktemp /tmp/flowmodels-config.XXXXXX.toml)"
+  fi
   printf '%s' "$FLOWMODELS_CONFIG_B64" | base64 -d > "$config"
-  exec "$app" "$@" --config "$config"
+  set -- "$@" --config "$config"
+fi
+if [ "$mpi" = 1 ]; then
+  exec flowmodels-mpi-run "$app" "$@"
 fi
 exec "$app" "$@"

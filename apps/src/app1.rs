@@ -9,7 +9,9 @@ use anyhow::{Context, Result, bail};
 use burn::prelude::*;
 use burn::tensor::TensorData;
 use flowcore::checkpoint::{load_flow, save_flow};
-use flowcore::train::{self, Batch, DataSource, EpochStats, TrainingConfig};
+use flowcore::train::{
+    self, Batch, Collective, DataSource, EpochStats, SingleProcess, TrainingConfig,
+};
 use flowcore::{ArchitectureConfig, BaseConfig, Bijector, Flow, standard_normal};
 use flowdata::{Toy, batch_rng, read_points_csv};
 use rand::seq::SliceRandom;
@@ -18,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::{from_table, group, resolve_options};
 use crate::infer::to_vec;
 use crate::plot::{ScatterSet, nll_curves, scatter};
-use crate::run::{RunPlace, close_run, fit_tracked, open_run};
+use crate::run::{RunPlace, close_run, fit_tracked, fit_worker, open_run};
 
 /// The binary's name, used as the `app` tag.
 pub const APP: &str = "train_flowmodels1";
@@ -242,7 +244,27 @@ pub fn log_prob_points(flow: &Flow, values: &[f32], dim: usize, device: &Device)
 
 /// Train application 1 as configured; everything goes into the run directory and tracking.
 pub fn train(opts: &TrainOptions) -> Result<TrainSummary> {
+    train_ranked(opts, &SingleProcess)?.context("one process is rank 0")
+}
+
+/// [`train`] as one rank of a data-parallel run over `ranks`: rank 0 trains, writes the run
+/// and returns its summary; the others train their share of each batch and return `None`.
+pub fn train_ranked(opts: &TrainOptions, ranks: &dyn Collective) -> Result<Option<TrainSummary>> {
     let (config, table, mut points) = resolve(opts)?;
+    if !ranks.is_root() {
+        let ml = train::MaximumLikelihood;
+        let base = BaseConfig::default();
+        fit_worker(
+            &config.model,
+            &base,
+            &ml,
+            &mut points,
+            &config.training,
+            opts,
+            ranks,
+        )?;
+        return Ok(None);
+    }
     let (run_dir, mut tracker) = open_run(
         opts,
         RunPlace {
@@ -274,13 +296,14 @@ pub fn train(opts: &TrainOptions) -> Result<TrainSummary> {
         &run_dir,
         opts,
         &mut tracker,
+        ranks,
     )
     .and_then(|outcome| report(&config, &run_dir, &mut points, &outcome, &mut tracker));
     let report = close_run(tracker, &run_dir, result, |r, local, remote| {
         r.tracking_run = local;
         r.remote_run_id = remote;
     })?;
-    Ok(TrainSummary { run_dir, report })
+    Ok(Some(TrainSummary { run_dir, report }))
 }
 
 fn report(

@@ -11,7 +11,9 @@ use anyhow::{Context, Result, bail};
 use burn::prelude::*;
 use flowcore::checkpoint::{load_flow, save_flow};
 use flowcore::tracking::Tracker;
-use flowcore::train::{self, Batch, DataSource, EpochStats, TrainingConfig};
+use flowcore::train::{
+    self, Batch, Collective, DataSource, EpochStats, SingleProcess, TrainingConfig,
+};
 use flowcore::{ArchitectureConfig, BaseConfig, Flow};
 use flowdata::images::{
     Augment, ImageBatches, ImageRoot, ImageSet, ImageSpec, OnBadImage, load_any, load_split,
@@ -22,7 +24,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::{from_table, group, resolve_options};
 use crate::infer::{encode_rows, log_prob_rows, rows, to_vec};
 use crate::plot::{RocCurve, histograms, nll_curves, roc_curves};
-use crate::run::{RunPlace, close_run, fit_tracked, open_run};
+use crate::run::{RunPlace, close_run, fit_tracked, fit_worker, open_run};
 use crate::scores::{auroc, quantile, roc_curve};
 
 pub use crate::run::TrainOptions;
@@ -232,6 +234,17 @@ impl DataSource for Images {
         ))
     }
 
+    fn train_rows(
+        &mut self,
+        step: u64,
+        global: usize,
+        rows: std::ops::Range<usize>,
+    ) -> Result<Batch, String> {
+        Ok(Batch::unlabelled(
+            self.batches.rows(step, global, rows).values,
+        ))
+    }
+
     fn validation(&mut self) -> Result<Batch, String> {
         Ok(Batch::unlabelled(self.validation.clone()))
     }
@@ -284,6 +297,13 @@ fn pixels_of(set: &ImageSet, idx: &[usize]) -> Vec<u8> {
 
 /// Train application 2 as configured, then report and score the validation folders.
 pub fn train(opts: &TrainOptions) -> Result<TrainSummary> {
+    train_ranked(opts, &SingleProcess)?.context("one process is rank 0")
+}
+
+/// [`train`] as one rank of a data-parallel run over `ranks`: every rank loads the image set and
+/// makes (decodes, augments, dequantises) only its rows of each batch; rank 0 writes the run,
+/// reports, scores and returns the summary, the others return `None`.
+pub fn train_ranked(opts: &TrainOptions, ranks: &dyn Collective) -> Result<Option<TrainSummary>> {
     let (config, table) = resolve(opts)?;
     let spec = config.run.spec();
     let root = ImageRoot::parse(&config.run.images)?;
@@ -324,6 +344,32 @@ pub fn train(opts: &TrainOptions) -> Result<TrainSummary> {
         }
     );
 
+    let images = |set: &Arc<ImageSet>| Images {
+        batches: ImageBatches::new(
+            set.clone(),
+            config.run.augment,
+            config.training.seed,
+            config.training.batch_size,
+            config.run.prefetch,
+        ),
+        validation: to_unit(&val_pixels),
+        dim: spec.len(),
+    };
+    let train_set = Arc::new(train_set);
+    if !ranks.is_root() {
+        let (ml, base) = (train::MaximumLikelihood, BaseConfig::default());
+        let mut data = images(&train_set);
+        fit_worker(
+            &config.model,
+            &base,
+            &ml,
+            &mut data,
+            &config.training,
+            opts,
+            ranks,
+        )?;
+        return Ok(None);
+    }
     let (run_dir, mut tracker) = open_run(
         opts,
         RunPlace {
@@ -337,18 +383,7 @@ pub fn train(opts: &TrainOptions) -> Result<TrainSummary> {
         &table,
         vec![("images".into(), config.run.images.clone())],
     )?;
-    let train_set = Arc::new(train_set);
-    let mut data = Images {
-        batches: ImageBatches::new(
-            train_set.clone(),
-            config.run.augment,
-            config.training.seed,
-            config.training.batch_size,
-            config.run.prefetch,
-        ),
-        validation: to_unit(&val_pixels),
-        dim: spec.len(),
-    };
+    let mut data = images(&train_set);
     let result = fit_tracked(
         &config.model,
         &BaseConfig::default(),
@@ -358,6 +393,7 @@ pub fn train(opts: &TrainOptions) -> Result<TrainSummary> {
         &run_dir,
         opts,
         &mut tracker,
+        ranks,
     )
     .and_then(|outcome| {
         report(
@@ -374,7 +410,7 @@ pub fn train(opts: &TrainOptions) -> Result<TrainSummary> {
     let report = close_run(tracker, &run_dir, result, |r, local, _| {
         r.tracking_run = local;
     })?;
-    Ok(TrainSummary { run_dir, report })
+    Ok(Some(TrainSummary { run_dir, report }))
 }
 
 fn slerp(a: &[f32], b: &[f32], t: f64) -> Vec<f32> {

@@ -251,6 +251,7 @@ fn subset(set: &ImageSet, rows: &[usize]) -> ImageSet {
 
 /// Train application 3 as configured, then report on the validation folders.
 pub fn train(opts: &TrainOptions) -> Result<TrainSummary> {
+    crate::run::one_process(opts, APP)?;
     let (config, table) = resolve(opts)?;
     let spec = config.run.spec();
     let root = ImageRoot::parse(&config.run.images)?;
@@ -357,6 +358,7 @@ pub fn train(opts: &TrainOptions) -> Result<TrainSummary> {
         &run_dir,
         opts,
         &mut tracker,
+        &flowcore::train::SingleProcess,
     )
     .and_then(|outcome| {
         let seconds = started.elapsed().as_secs_f64();

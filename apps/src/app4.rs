@@ -289,6 +289,7 @@ fn resolve(opts: &TrainOptions) -> Result<(App4Config, toml::Table, Labelled)> {
 
 /// Train application 4 as configured; everything goes into the run directory and tracking.
 pub fn train(opts: &TrainOptions) -> Result<TrainSummary> {
+    crate::run::one_process(opts, APP)?;
     let (config, table, mut data) = resolve(opts)?;
     let classes = data.classes();
     let (objective, classifier) =
@@ -339,6 +340,7 @@ pub fn train(opts: &TrainOptions) -> Result<TrainSummary> {
         &run_dir,
         opts,
         &mut tracker,
+        &flowcore::train::SingleProcess,
     )
     .and_then(|outcome| {
         let seconds = started.elapsed().as_secs_f64();

@@ -478,6 +478,7 @@ fn resolve(
 /// Train one method on one problem as configured; everything goes into the run directory and
 /// tracking.
 pub fn train(problem: Problem, opts: &TrainOptions) -> Result<TrainSummary> {
+    crate::run::one_process(opts, problem.app())?;
     let (config, table, partition) = resolve(problem, opts)?;
     let sim = problem.simulator();
     let (run_dir, mut tracker) = open_run(
@@ -552,6 +553,7 @@ pub fn train(problem: Problem, opts: &TrainOptions) -> Result<TrainSummary> {
         &run_dir,
         opts,
         &mut tracker,
+        &flowcore::train::SingleProcess,
     )
     .and_then(|outcome| {
         let train_seconds = started.elapsed().as_secs_f64();

@@ -17,6 +17,7 @@ pub mod app4;
 pub mod bench;
 pub mod classify;
 pub mod config;
+pub mod distributed;
 pub mod infer;
 pub mod inverse;
 pub mod plot;

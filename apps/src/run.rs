@@ -7,10 +7,13 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use anyhow::{Context, Result};
 use burn::prelude::*;
 use flowcore::tracking::{RunStatus, Tracker, detect_run_env};
-use flowcore::train::{self, DataSource, FitOutcome, Objective, Observer, TrainingConfig};
+use flowcore::train::{
+    self, Collective, DataSource, FitOutcome, Objective, Observer, TrainingConfig,
+};
 use flowcore::{ArchitectureConfig, BaseConfig, Flow};
 use serde::Serialize;
 
+pub use crate::distributed::{Distributed, Ranks, one_process};
 use crate::progress::Progress;
 
 /// What `train` is asked to do.
@@ -30,6 +33,8 @@ pub struct TrainOptions {
     pub tracking_dir: Option<PathBuf>,
     /// Draw progress bars when on a terminal.
     pub progress: bool,
+    /// One process, or one rank of a data-parallel run.
+    pub distributed: Distributed,
 }
 
 /// The command-line flags every application's `train` takes.
@@ -57,6 +62,10 @@ pub struct CommonArgs {
     /// `--features cuda`).
     #[arg(long, default_value = "cpu")]
     pub device: String,
+    /// `mpi`: this process is one rank of a data-parallel run launched by
+    /// `mpirun -np N` (a build with `--features mpi`); training.batch_size is per rank.
+    #[arg(long, value_enum, default_value = "none")]
+    pub distributed: Distributed,
 }
 
 impl CommonArgs {
@@ -79,6 +88,7 @@ impl CommonArgs {
             tracking_uri,
             tracking_dir,
             progress: true,
+            distributed: self.distributed,
         })
     }
 }
@@ -328,8 +338,19 @@ pub fn open_run(
 struct NoProgress;
 impl Observer for NoProgress {}
 
+fn build_flow(model: &ArchitectureConfig, base: &BaseConfig, seed: u64) -> Result<Flow> {
+    Flow::with_base(
+        model.clone(),
+        base.clone(),
+        Some(seed),
+        &device().autodiff(),
+    )
+    .with_context(|| "cannot build the model from [model]")
+}
+
 /// Build the flow of `model` on `base` and train it to minimise `objective` on `data`, with
-/// progress (when asked) and tracking, from the newest checkpoint when resuming.
+/// progress (when asked) and tracking, from the newest checkpoint when resuming; as rank 0 of
+/// `ranks` (alone, or with [`fit_worker`]s).
 #[allow(clippy::too_many_arguments)]
 pub fn fit_tracked(
     model: &ArchitectureConfig,
@@ -340,10 +361,9 @@ pub fn fit_tracked(
     run_dir: &Path,
     opts: &TrainOptions,
     tracker: &mut Tracker,
+    ranks: &dyn Collective,
 ) -> Result<FitOutcome> {
-    let device = device().autodiff();
-    let flow = Flow::with_base(model.clone(), base.clone(), Some(training.seed), &device)
-        .with_context(|| "cannot build the model from [model]")?;
+    let flow = build_flow(model, base, training.seed)?;
     let mut progress = Progress::new(training.epochs);
     let mut quiet = NoProgress;
     let progress_obs: &mut dyn Observer = if opts.progress {
@@ -351,17 +371,46 @@ pub fn fit_tracked(
     } else {
         &mut quiet
     };
-    train::fit_objective(
+    train::fit_data_parallel(
         flow,
         objective,
         data,
         training,
         run_dir,
         opts.resume.is_some(),
-        &device,
+        &device().autodiff(),
         &mut [progress_obs, tracker],
+        ranks,
     )
     .with_context(|| format!("training run {} stopped", run_dir.display()))
+}
+
+/// A rank other than 0 of a data-parallel run: the same training as [`fit_tracked`] on its
+/// share of each batch, without progress, tracking or a run directory (rank 0 writes the run,
+/// and alone reads the checkpoint to resume from).
+pub fn fit_worker(
+    model: &ArchitectureConfig,
+    base: &BaseConfig,
+    objective: &dyn Objective,
+    data: &mut dyn DataSource,
+    training: &TrainingConfig,
+    opts: &TrainOptions,
+    ranks: &dyn Collective,
+) -> Result<()> {
+    let flow = build_flow(model, base, training.seed)?;
+    train::fit_data_parallel(
+        flow,
+        objective,
+        data,
+        training,
+        Path::new(""),
+        opts.resume.is_some(),
+        &device().autodiff(),
+        &mut [],
+        ranks,
+    )
+    .with_context(|| format!("training stopped on rank {}", ranks.rank()))?;
+    Ok(())
 }
 
 /// The result of an application's `train`: where the run went and its report.

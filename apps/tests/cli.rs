@@ -51,3 +51,29 @@ fn a_bad_key_fails_with_its_name() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/run"));
 }
+
+#[cfg(not(feature = "mpi"))]
+#[test]
+fn distributed_mpi_in_a_build_without_mpi_says_how_to_get_it() {
+    let out = app1(&["--distributed", "mpi", "--epochs", "1"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--features mpi") && err.contains("mpirun -np"),
+        "{err}"
+    );
+}
+
+#[test]
+fn distributed_training_is_refused_where_an_app_trains_in_one_process() {
+    use flowapps::run::{Distributed, TrainOptions};
+    let opts = TrainOptions {
+        distributed: Distributed::Mpi,
+        ..Default::default()
+    };
+    let err = flowapps::app4::train(&opts).unwrap_err();
+    assert!(
+        format!("{err:#}").contains("train_flowmodels4 trains in one process"),
+        "{err:#}"
+    );
+}

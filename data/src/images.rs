@@ -556,12 +556,30 @@ pub fn train_batch(
     step: u64,
     batch_size: usize,
 ) -> ImageBatch {
+    train_rows(set, augment, seed, step, batch_size, 0..batch_size)
+}
+
+/// Rows `rows` of [`train_batch`]`(set, augment, seed, step, global)`, making only those: which
+/// images is drawn for the whole batch from `(seed, step)` (cheap), each row's augmentation and
+/// dequantisation noise from the row's own stream.
+pub fn train_rows(
+    set: &ImageSet,
+    augment: &Augment,
+    seed: u64,
+    step: u64,
+    global: usize,
+    rows: std::ops::Range<usize>,
+) -> ImageBatch {
     let spec = set.spec.expect("an image set has a spec");
-    let mut rng = batch_rng(seed, step);
-    let mut values = Vec::with_capacity(batch_size * spec.len());
-    let mut indices = Vec::with_capacity(batch_size);
-    for _ in 0..batch_size {
-        let i = rng.random_range(0..set.len());
+    let mut pick = batch_rng(seed, step);
+    let chosen: Vec<usize> = (0..global.max(rows.end))
+        .map(|_| pick.random_range(0..set.len()))
+        .collect();
+    let mut values = Vec::with_capacity(rows.len() * spec.len());
+    let mut indices = Vec::with_capacity(rows.len());
+    for row in rows {
+        let i = chosen[row];
+        let mut rng = crate::row_rng(seed, step, row);
         let img = augment.apply(set.image(i), spec, &mut rng);
         dequantize(&img, &mut rng, &mut values);
         indices.push(i);
@@ -569,12 +587,14 @@ pub fn train_batch(
     ImageBatch { values, indices }
 }
 
-/// Training batches made on a worker thread, `depth` steps ahead of the consumer.
+/// Training batches made on a worker thread, `depth` steps ahead of the consumer: whole
+/// batches, or one rank's rows of them.
 pub struct ImageBatches {
     set: std::sync::Arc<ImageSet>,
     augment: Augment,
     seed: u64,
-    batch_size: usize,
+    global: usize,
+    rows: std::ops::Range<usize>,
     depth: usize,
     next: u64,
     rx: Option<Receiver<(u64, ImageBatch)>>,
@@ -594,7 +614,8 @@ impl ImageBatches {
             set,
             augment,
             seed,
-            batch_size,
+            global: batch_size,
+            rows: 0..batch_size,
             depth: depth.max(1),
             next: u64::MAX,
             rx: None,
@@ -605,10 +626,11 @@ impl ImageBatches {
     fn start(&mut self, from: u64) {
         self.stop();
         let (tx, rx): (SyncSender<(u64, ImageBatch)>, _) = sync_channel(self.depth);
-        let (set, augment, seed, bs) = (self.set.clone(), self.augment, self.seed, self.batch_size);
+        let (set, augment, seed) = (self.set.clone(), self.augment, self.seed);
+        let (global, rows) = (self.global, self.rows.clone());
         self.worker = Some(std::thread::spawn(move || {
             for step in from.. {
-                let batch = train_batch(&set, &augment, seed, step, bs);
+                let batch = train_rows(&set, &augment, seed, step, global, rows.clone());
                 if tx.send((step, batch)).is_err() {
                     break;
                 }
@@ -628,8 +650,13 @@ impl ImageBatches {
     /// The batch of `step`: from the worker when it is the next one, else the worker restarts
     /// there (after a resume, or when the batch size changed).
     pub fn batch(&mut self, step: u64, batch_size: usize) -> ImageBatch {
-        if batch_size != self.batch_size {
-            self.batch_size = batch_size;
+        self.rows(step, batch_size, 0..batch_size)
+    }
+
+    /// Rows `rows` of the batch of `step` of `global` images (see [`train_rows`]).
+    pub fn rows(&mut self, step: u64, global: usize, rows: std::ops::Range<usize>) -> ImageBatch {
+        if global != self.global || rows != self.rows {
+            (self.global, self.rows) = (global, rows);
             self.next = u64::MAX;
         }
         if step != self.next || self.rx.is_none() {
@@ -643,7 +670,8 @@ impl ImageBatches {
             }
             _ => {
                 self.next = u64::MAX;
-                train_batch(&self.set, &self.augment, self.seed, step, batch_size)
+                let rows = self.rows.clone();
+                train_rows(&self.set, &self.augment, self.seed, step, global, rows)
             }
         }
     }

@@ -53,3 +53,14 @@ pub fn batch_rng(seed: u64, index: u64) -> rand_chacha::ChaCha8Rng {
     rng.set_stream(index);
     rng
 }
+
+/// A seeded random stream for row `row` of batch `index`: rows drawn from their own streams can
+/// be made apart (each rank of a data-parallel run makes only its rows) and still equal the
+/// same rows of the whole batch.
+pub fn row_rng(seed: u64, index: u64, row: usize) -> rand_chacha::ChaCha8Rng {
+    // A distinct seed per row (Weyl sequence), the batch index as the stream.
+    batch_rng(
+        seed ^ (row as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15),
+        index,
+    )
+}

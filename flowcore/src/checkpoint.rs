@@ -48,6 +48,12 @@ pub struct CheckpointHeader {
 
 /// Save a flow with `extra` in its header.
 pub fn save_flow(flow: &Flow, path: &Path, extra: serde_json::Value) -> Result<()> {
+    write_atomic(path, &flow_to_bytes(flow, path, extra)?)
+}
+
+/// A flow as the bytes of its checkpoint file (what [`save_flow`] writes), e.g. to send it to
+/// other processes; `origin` names it in errors.
+pub fn flow_to_bytes(flow: &Flow, origin: &Path, extra: serde_json::Value) -> Result<Vec<u8>> {
     let header = CheckpointHeader {
         format_version: FORMAT_VERSION,
         architecture: flow.config().clone(),
@@ -56,14 +62,26 @@ pub fn save_flow(flow: &Flow, path: &Path, extra: serde_json::Value) -> Result<(
         extra,
     };
     let json = serde_json::to_string(&header)
-        .map_err(|e| FlowError::checkpoint(path, format!("cannot encode the header: {e}")))?;
-    save_module(flow, path, HashMap::from([(HEADER_KEY.to_string(), json)]))
+        .map_err(|e| FlowError::checkpoint(origin, format!("cannot encode the header: {e}")))?;
+    module_to_bytes(
+        flow,
+        origin,
+        HashMap::from([(HEADER_KEY.to_string(), json)]),
+    )
 }
 
 /// Load a flow and its header; the model is rebuilt from the header's architecture.
 pub fn load_flow(path: &Path, device: &Device) -> Result<(Flow, CheckpointHeader)> {
-    let bytes = read(path)?;
-    let header = read_header(path, &bytes)?;
+    flow_from_bytes(&read(path)?, path, device)
+}
+
+/// A flow from the bytes of its checkpoint file; `path` names them in errors.
+pub fn flow_from_bytes(
+    bytes: &[u8],
+    path: &Path,
+    device: &Device,
+) -> Result<(Flow, CheckpointHeader)> {
+    let header = read_header(path, bytes)?;
     let mut flow = Flow::with_base(
         header.architecture.clone(),
         header.base.clone(),
@@ -83,7 +101,7 @@ pub fn load_flow(path: &Path, device: &Device) -> Result<(Flow, CheckpointHeader
         ));
     }
     flow.set_init_flags(&header.init_flags);
-    let flow = assign(flow, path, &bytes)?;
+    let flow = assign(flow, path, bytes)?;
     Ok((flow, header))
 }
 
@@ -102,7 +120,7 @@ pub fn load_flow_expecting(
             describe_mismatch(&header.architecture, expected),
         ));
     }
-    load_flow(path, device)
+    flow_from_bytes(&bytes, path, device)
 }
 
 /// Read only the header.
@@ -193,6 +211,14 @@ pub fn save_module<M: Module>(
     path: &Path,
     metadata: HashMap<String, String>,
 ) -> Result<()> {
+    write_atomic(path, &module_to_bytes(module, path, metadata)?)
+}
+
+fn module_to_bytes<M: Module>(
+    module: &M,
+    path: &Path,
+    metadata: HashMap<String, String>,
+) -> Result<Vec<u8>> {
     let mut collect = Collect::default();
     module.visit(&mut collect);
     let mut metadata = metadata;
@@ -215,9 +241,8 @@ pub fn save_module<M: Module>(
                 .map_err(|e| FlowError::checkpoint(path, format!("tensor `{name}`: {e}")))
         })
         .collect::<Result<Vec<_>>>()?;
-    let bytes = safetensors::tensor::serialize(views, Some(metadata))
-        .map_err(|e| FlowError::checkpoint(path, format!("cannot encode: {e}")))?;
-    write_atomic(path, &bytes)
+    safetensors::tensor::serialize(views, Some(metadata))
+        .map_err(|e| FlowError::checkpoint(path, format!("cannot encode: {e}")))
 }
 
 /// Write `bytes` to a temporary file beside `path`, flush it to disk, then rename it over

@@ -83,6 +83,23 @@ pub fn param_paths<M: Module>(module: &M) -> Vec<String> {
     v.out
 }
 
+/// Every float parameter's values, flat, in traversal order (with [`param_paths`], to compare
+/// two models parameter by parameter).
+pub fn param_values<M: Module>(module: &M) -> Vec<Vec<f32>> {
+    #[derive(Default)]
+    struct Values(Vec<Vec<f32>>);
+    impl ModuleVisitor for Values {
+        fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<D>>) {
+            let data = p.val().into_data().convert::<f32>();
+            self.0
+                .push(data.as_slice::<f32>().expect("f32 values").to_vec());
+        }
+    }
+    let mut v = Values::default();
+    module.visit(&mut v);
+    v.0
+}
+
 /// For each float parameter: its path and the largest absolute value of its gradient, `None`
 /// when it received no gradient.
 pub fn gradient_report<M: Module>(

@@ -244,10 +244,142 @@ fn the_entrypoint_picks_the_app_and_passes_the_config() {
         ok && out.starts_with("train_flowmodels5 --config /tmp/flowmodels-config."),
         "{out}"
     );
+    // mpi-run: the launcher, with the app and the config at a path every node writes alike.
+    std::fs::write(
+        dir.join("flowmodels-mpi-run"),
+        "#!/bin/sh\necho mpi-run \"$@\"\n",
+    )
+    .unwrap();
+    std::process::Command::new("chmod")
+        .arg("+x")
+        .arg(dir.join("flowmodels-mpi-run"))
+        .status()
+        .unwrap();
+    let (ok, out, _) = run(Command::new("sh")
+        .arg(&entry)
+        .env("PATH", &path)
+        .env("HOME", &dir)
+        .env("FLOWMODELS_CONFIG_B64", "W3RyYWluaW5nXQplcG9jaHMgPSAzCg==")
+        .args(["mpi-run", "train_flowmodels2", "--epochs", "2"]));
+    let config = dir.join(".flowmodels-mpi/config.toml");
+    assert!(
+        ok && out.trim_end()
+            == format!(
+                "mpi-run train_flowmodels2 --epochs 2 --config {}",
+                config.display()
+            ),
+        "{out}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&config).unwrap(),
+        "[training]\nepochs = 3\n"
+    );
     let (ok, _, err) = run(Command::new("sh")
         .arg(&entry)
         .env("PATH", &path)
         .env("TRAINING_APP", "rm"));
     assert!(!ok && err.contains("unknown app 'rm'"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn the_multinode_job_definition_runs_mpi_across_the_nodes() {
+    let mut values: Vec<&str> = JOB_VALUES.to_vec();
+    values.extend(["NUM_NODES=4", "DEVICE=cuda"]);
+    let (ok, out, err) = run(Command::new("bash")
+        .arg(root().join("awsbatch/render.sh"))
+        .arg(root().join("awsbatch/job-definition-multinode.json"))
+        .args(&values));
+    assert!(ok, "{err}");
+    let job: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(job["type"], "multinode");
+    assert_eq!(job["nodeProperties"]["numNodes"], 4);
+    let container = &job["nodeProperties"]["nodeRangeProperties"][0]["container"];
+    assert_eq!(
+        container["command"],
+        serde_json::json!(["mpi-run", "train_flowmodels2", "--device", "cuda"])
+    );
+    assert_eq!(
+        container["image"],
+        "123456789012.dkr.ecr.eu-west-1.amazonaws.com/flowmodels:gpu"
+    );
+    let gpus = container["resourceRequirements"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["type"] == "GPU")
+        .unwrap();
+    assert_eq!(gpus["value"], "1");
+
+    // submit --nodes registers it and overrides the command on every node.
+    let mut args: Vec<String> = [
+        "--app",
+        "train_flowmodels2",
+        "--queue",
+        "q",
+        "--job-definition",
+        "flowmodels-mnp",
+        "--name",
+        "job2",
+        "--nodes",
+        "4",
+        "--dry-run",
+        "--image",
+        "repo/flowmodels:gpu",
+    ]
+    .map(String::from)
+    .to_vec();
+    for v in JOB_VALUES[3..].iter().chain(&["DEVICE=cuda"]) {
+        args.push("--set".into());
+        args.push(v.to_string());
+    }
+    let (ok, out, err) = run(Command::new("bash")
+        .arg(root().join("awsbatch/submit.sh"))
+        .args(&args));
+    assert!(ok, "{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 2, "{out}");
+    assert!(lines[0].contains("multinode"), "{out}");
+    assert!(lines[1].contains("--node-overrides"), "{out}");
+    assert!(
+        lines[1].contains("numNodes\\\":4") || lines[1].contains("numNodes\":4"),
+        "{out}"
+    );
+    assert!(lines[1].contains("mpi-run"), "{out}");
+    let (ok, _, err) = run(Command::new("bash")
+        .arg(root().join("awsbatch/submit.sh"))
+        .args([
+            "--app",
+            "train_flowmodels5",
+            "--queue",
+            "q",
+            "--job-definition",
+            "d",
+        ])
+        .args(["--nodes", "2", "--dry-run"]));
+    assert!(!ok && err.contains("train_flowmodels1 and 2"), "{err}");
+}
+
+#[test]
+fn mpi_run_starts_mpirun_with_the_app_as_every_rank() {
+    let dir = std::env::temp_dir().join(format!("flowtests-mpirun-{}", std::process::id()));
+    let (ok, out, err) = run(Command::new("bash")
+        .arg(root().join("docker/mpi-run.sh"))
+        .env("FLOWMODELS_MPI_DIR", &dir)
+        .env("FLOWMODELS_MPI_DRY_RUN", "1")
+        .env("FLOWMODELS_RANKS_PER_NODE", "2")
+        .env("MLFLOW_TRACKING_URI", "http://mlflow:5000")
+        .args(["train_flowmodels2", "--epochs", "3"]));
+    assert!(ok, "{err}");
+    assert!(out.starts_with("mpirun --hostfile"), "{out}");
+    assert!(out.contains(" -np 2 "), "{out}");
+    assert!(out.contains("-x MLFLOW_TRACKING_URI"), "{out}");
+    assert!(
+        out.trim_end()
+            .ends_with("train_flowmodels2 --distributed mpi --epochs 3"),
+        "{out}"
+    );
+    let hostfile = std::fs::read_to_string(dir.join("hostfile")).unwrap();
+    assert_eq!(hostfile.trim(), "localhost slots=2");
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -10,7 +10,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 use flowapps::app1;
-use flowapps::run::{CommonArgs, init_logging, resolved_config};
+use flowapps::run::{CommonArgs, Ranks, init_logging, resolved_config};
 
 #[derive(Parser)]
 #[command(
@@ -91,7 +91,11 @@ fn train(args: TrainArgs) -> anyhow::Result<()> {
         print!("{}", resolved_config(app1::DEFAULT_CONFIG, &opts)?);
         return Ok(());
     }
-    let summary = app1::train(&opts)?;
+    let ranks = Ranks::start(opts.distributed)?;
+    let result = app1::train_ranked(&opts, ranks.collective());
+    let Some(summary) = ranks.finish(result)? else {
+        return Ok(()); // a worker rank: rank 0 reports
+    };
     let r = &summary.report;
     println!("run directory: {}", summary.run_dir.display());
     println!(

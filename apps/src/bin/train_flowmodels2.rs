@@ -9,7 +9,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 use flowapps::app2;
-use flowapps::run::{CommonArgs, init_logging, resolved_config};
+use flowapps::run::{CommonArgs, Ranks, init_logging, resolved_config};
 use flowdata::images::OnBadImage;
 
 #[derive(Parser)]
@@ -66,7 +66,11 @@ fn train(args: TrainArgs) -> anyhow::Result<()> {
         print!("{}", resolved_config(app2::DEFAULT_CONFIG, &opts)?);
         return Ok(());
     }
-    let summary = app2::train(&opts)?;
+    let ranks = Ranks::start(opts.distributed)?;
+    let result = app2::train_ranked(&opts, ranks.collective());
+    let Some(summary) = ranks.finish(result)? else {
+        return Ok(()); // a worker rank: rank 0 reports
+    };
     let r = &summary.report;
     println!("run directory: {}", summary.run_dir.display());
     println!(

@@ -5,6 +5,7 @@
 
 mod checkpoints;
 mod clip;
+mod collective;
 mod objective;
 mod schedule;
 
@@ -17,6 +18,7 @@ use serde::{Deserialize, Serialize};
 
 pub use checkpoints::{CheckpointDir, TrainState};
 pub use clip::clip_global_norm;
+pub use collective::{Collective, SingleProcess, shard};
 pub use objective::{Batch, Loss, MaximumLikelihood, Objective, mean_nll_batch};
 pub use schedule::{Schedule, ScheduleState};
 
@@ -145,6 +147,19 @@ pub trait DataSource {
     }
     /// The batch of global step `step`, `batch_size` rows.
     fn train_batch(&mut self, step: u64, batch_size: usize) -> Result<Batch, String>;
+    /// Rows `rows` of the batch of global step `step` of `global` rows: one rank's share in
+    /// data-parallel training. The ranks' shares together must be `train_batch(step, global)`,
+    /// so that any number of ranks trains on the same data; the default draws that batch and
+    /// keeps the rows, a source whose rows cost real work makes only its own.
+    fn train_rows(
+        &mut self,
+        step: u64,
+        global: usize,
+        rows: std::ops::Range<usize>,
+    ) -> Result<Batch, String> {
+        let batch = self.train_batch(step, global)?;
+        Ok(batch.rows(rows.start, rows.len(), self.dim(), self.y_dim()))
+    }
     /// The validation set.
     fn validation(&mut self) -> Result<Batch, String>;
     /// Nats per sample between the model's NLL and the NLL of the discrete data it was made
@@ -267,17 +282,20 @@ pub struct FitOutcome {
     pub stopped_early: bool,
     /// The best validation loss and its epoch.
     pub best: (f64, usize),
+    /// Ranks that trained it (1: one process).
+    pub ranks: usize,
 }
 
 impl FitOutcome {
-    /// Mean optimizer steps per second over the epochs trained, for batches of `batch_size`.
+    /// Mean optimizer steps per second over the epochs trained, for batches of `batch_size`
+    /// rows per rank.
     pub fn steps_per_sec(&self, batch_size: usize) -> f64 {
         if self.history.is_empty() {
             return 0.0;
         }
         self.history.iter().map(|e| e.samples_per_sec).sum::<f64>()
             / self.history.len() as f64
-            / batch_size as f64
+            / (batch_size * self.ranks) as f64
     }
 }
 
@@ -328,6 +346,38 @@ pub fn fit_objective(
     device: &Device,
     observers: &mut [&mut dyn Observer],
 ) -> Result<FitOutcome, TrainError> {
+    fit_data_parallel(
+        flow,
+        objective,
+        data,
+        config,
+        run_dir,
+        resume,
+        device,
+        observers,
+        &SingleProcess,
+    )
+}
+
+/// [`fit_objective`] as one rank of a data-parallel run over `ranks`: the global batch is
+/// `config.batch_size` rows per rank, each rank trains on its rows of it and validates on its
+/// share of the validation set, and the loss, the gradients and the validation loss are
+/// averaged over the ranks, so that `n` ranks take the steps one process with `n` times the
+/// batch would. Rank 0's model, optimizer and trainer state (data-initialised on the first
+/// global batch, or loaded to resume) are broadcast before the first step, and rank 0 alone
+/// reads and writes checkpoints under `run_dir`; the others never touch it.
+#[allow(clippy::too_many_arguments)]
+pub fn fit_data_parallel(
+    flow: Flow,
+    objective: &dyn Objective,
+    data: &mut dyn DataSource,
+    config: &TrainingConfig,
+    run_dir: &Path,
+    resume: bool,
+    device: &Device,
+    observers: &mut [&mut dyn Observer],
+    ranks: &dyn Collective,
+) -> Result<FitOutcome, TrainError> {
     config.validate()?;
     let (dim, y_dim) = (data.dim(), data.y_dim());
     let flow_dim = objective
@@ -352,9 +402,14 @@ pub fn fit_objective(
             "the model takes a condition of {cond_dim} values but the data carry {y_dim} per sample"
         )));
     }
+    let (rank, size) = (ranks.rank(), ranks.size());
+    let root = rank == 0;
+    let global_batch = config.batch_size * size;
+    let my_rows = rank * config.batch_size..(rank + 1) * config.batch_size;
     let checkpoints = CheckpointDir::new(run_dir.join("checkpoints"));
     let mut optim = config.optimizer();
-    let (mut flow, mut state) = match resume.then(|| checkpoints.latest()).flatten() {
+    let latest = if root { checkpoints.latest() } else { None };
+    let (mut flow, mut state) = match resume.then_some(latest).flatten() {
         Some(dir) => {
             let (flow, optim_state, state) = checkpoints.load(&dir, flow.config(), device)?;
             optim = optim.from_bytes(optim_state).map_err(|e| {
@@ -365,14 +420,41 @@ pub fn fit_objective(
         }
         None => {
             let first = data
-                .train_batch(0, config.batch_size)
+                .train_batch(0, global_batch)
                 .map_err(TrainError::Data)?;
             let (x, y) = first.to_tensors(dim, y_dim, device);
             let (input, cond) = objective.init_input(x, y, config.seed);
             (flow.initialize(input, cond.as_ref()), TrainState::default())
         }
     };
+    if size > 1 {
+        let mut blob = if root {
+            encode_start(&flow, &optim, &state)?
+        } else {
+            Vec::new()
+        };
+        ranks.broadcast_bytes(&mut blob, 0);
+        if !root {
+            let (f, o, s) = decode_start(&blob, flow.config(), device)?;
+            optim = optim.from_bytes(o).map_err(|e| {
+                FlowError::checkpoint(BROADCAST_ORIGIN, format!("the optimizer state: {e}"))
+            })?;
+            (flow, state) = (f, s);
+        }
+    }
     let validation = data.validation().map_err(TrainError::Data)?;
+    let n_val = validation.x.len() / dim.max(1);
+    if size > 1 && n_val < size {
+        return Err(TrainError::Config(format!(
+            "the validation set has {n_val} samples, fewer than the {size} ranks"
+        )));
+    }
+    let val_rows = shard(n_val, rank, size);
+    let validation = if size > 1 {
+        validation.rows(val_rows.start, val_rows.len(), dim, y_dim)
+    } else {
+        validation
+    };
     let offset = data.discretization_nats();
     let likelihood = objective.is_likelihood();
     let bpd = |loss: f64| likelihood.then(|| bits_per_dim(loss + offset, flow_dim));
@@ -390,12 +472,22 @@ pub fn fit_objective(
         let mut lr = config.learning_rate;
         for s in 1..=config.steps_per_epoch {
             let step = state.step + 1;
-            let batch = data
-                .train_batch(step, config.batch_size)
-                .map_err(TrainError::Data)?;
+            let batch = if size > 1 {
+                data.train_rows(step, global_batch, my_rows.clone())
+            } else {
+                data.train_batch(step, config.batch_size)
+            }
+            .map_err(TrainError::Data)?;
             let (x, y) = batch.to_tensors(dim, y_dim, device);
             let loss = objective.loss(&flow, x, y, config.seed, step);
-            let loss_value = loss.total.clone().into_scalar::<f64>();
+            // The loss and its parts, averaged over the ranks: every rank sees the same values,
+            // so a NaN on one stops them all at the same step.
+            let mut scalars: Vec<f64> = std::iter::once(&loss.total)
+                .chain(loss.parts.iter().map(|(_, v)| v))
+                .map(|t| t.clone().into_scalar::<f64>())
+                .collect();
+            mean_over_ranks(ranks, &mut scalars);
+            let loss_value = scalars[0];
             let non_finite = |what, value| TrainError::NonFinite {
                 what,
                 value,
@@ -409,9 +501,11 @@ pub fn fit_objective(
             let parts: Vec<(String, f64)> = loss
                 .parts
                 .iter()
-                .map(|(k, v)| (k.to_string(), v.clone().into_scalar::<f64>()))
+                .zip(&scalars[1..])
+                .map(|((k, _), v)| (k.to_string(), *v))
                 .collect();
             let grads = GradientsParams::from_grads(loss.total.backward(), &flow);
+            let grads = average_gradients(&flow, grads, ranks);
             let max_norm = (config.clip_grad_norm > 0.0).then_some(config.clip_grad_norm);
             let (grads, norm, clipped) = clip_global_norm(&flow, grads, max_norm);
             if !norm.is_finite() {
@@ -433,19 +527,32 @@ pub fn fit_objective(
                 learning_rate: lr,
                 grad_norm: norm,
                 grad_norm_clipped: clipped,
-                samples_per_sec: (s * config.batch_size) as f64 / started.elapsed().as_secs_f64(),
+                samples_per_sec: (s * global_batch) as f64 / started.elapsed().as_secs_f64(),
             };
             observers.iter_mut().for_each(|o| o.on_step(&stats));
         }
         let samples_per_sec =
-            (config.steps_per_epoch * config.batch_size) as f64 / started.elapsed().as_secs_f64();
-        let (val_loss, val_parts) = objective.validate(
+            (config.steps_per_epoch * global_batch) as f64 / started.elapsed().as_secs_f64();
+        let (mut val_loss, mut val_parts) = objective.validate(
             &flow.valid(),
             &validation,
             dim,
             y_dim,
             &device.clone().inner(),
         );
+        if size > 1 {
+            // Each rank's mean, weighted by its share of the validation set.
+            let weight = val_rows.len() as f64 / n_val as f64;
+            let mut values: Vec<f64> = std::iter::once(val_loss)
+                .chain(val_parts.iter().map(|(_, v)| *v))
+                .map(|v| v * weight)
+                .collect();
+            ranks.all_reduce_sum_f64(&mut values);
+            val_loss = values[0];
+            for ((_, v), sum) in val_parts.iter_mut().zip(&values[1..]) {
+                *v = *sum;
+            }
+        }
         if !val_loss.is_finite() {
             return Err(TrainError::NonFinite {
                 what: "validation loss",
@@ -478,12 +585,13 @@ pub fn fit_objective(
         state.history.push(stats.clone());
         let patience = config.early_stopping_patience;
         stopped_early = patience > 0 && state.bad_epochs >= patience;
-        if epoch % config.checkpoint_every == 0 || epoch == config.epochs || stopped_early {
+        let due = epoch % config.checkpoint_every == 0 || epoch == config.epochs || stopped_early;
+        if root && due {
             let dir = checkpoints.save_epoch(epoch, &flow, &optim, &state)?;
             checkpoints.prune(config.keep_last)?;
             last_checkpoint = Some(dir);
         }
-        if stats.best {
+        if root && stats.best {
             checkpoints.save_best(&flow, &optim, &state)?;
         }
         observers.iter_mut().for_each(|o| o.on_epoch_end(&stats));
@@ -495,6 +603,8 @@ pub fn fit_objective(
     if config.early_stopping_patience > 0 {
         flow = match best_flow {
             Some(best) => best,
+            // Only rank 0 has the checkpoints; the other ranks' flows are not used after.
+            None if !root => flow,
             None => match checkpoints.load_best(flow.config(), device)? {
                 Some((best, _, _)) => best,
                 None => flow,
@@ -506,5 +616,126 @@ pub fn fit_objective(
         history: state.history.clone(),
         stopped_early,
         best: (state.best_val, state.best_epoch),
+        ranks: size,
     })
+}
+
+/// The origin named in errors about state received from rank 0.
+const BROADCAST_ORIGIN: &str = "<the start state broadcast by rank 0>";
+
+/// `values` averaged over the ranks, in place.
+fn mean_over_ranks(ranks: &dyn Collective, values: &mut [f64]) {
+    if ranks.size() > 1 {
+        ranks.all_reduce_sum_f64(values);
+        values.iter_mut().for_each(|v| *v /= ranks.size() as f64);
+    }
+}
+
+/// Every parameter's gradient averaged over the ranks: one all-reduce of all of them, flat.
+fn average_gradients(
+    flow: &Flow,
+    grads: GradientsParams,
+    ranks: &dyn Collective,
+) -> GradientsParams {
+    use burn::module::{ModuleVisitor, Param};
+    use burn::tensor::TensorData;
+
+    if ranks.size() == 1 {
+        return grads;
+    }
+    struct Gather<'a> {
+        grads: &'a GradientsParams,
+        flat: Vec<f32>,
+    }
+    impl ModuleVisitor for Gather<'_> {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            if let Some(g) = self.grads.get::<D>(param.id) {
+                let values = g.into_data().convert::<f32>();
+                self.flat
+                    .extend_from_slice(values.as_slice::<f32>().expect("f32 values"));
+            }
+        }
+    }
+    struct Scatter {
+        grads: GradientsParams,
+        flat: Vec<f32>,
+        at: usize,
+    }
+    impl ModuleVisitor for Scatter {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            if let Some(g) = self.grads.remove::<D>(param.id) {
+                let (dims, device) = (g.dims(), g.device());
+                let n = dims.iter().product::<usize>();
+                let values = self.flat[self.at..self.at + n].to_vec();
+                self.at += n;
+                let mean = Tensor::<D>::from_data(TensorData::new(values, dims), &device);
+                self.grads.register(param.id, mean);
+            }
+        }
+    }
+    let mut gather = Gather {
+        grads: &grads,
+        flat: Vec::new(),
+    };
+    flow.visit(&mut gather);
+    let mut flat = gather.flat;
+    ranks.all_reduce_sum_f32(&mut flat);
+    let scale = 1.0 / ranks.size() as f32;
+    flat.iter_mut().for_each(|v| *v *= scale);
+    let mut scatter = Scatter { grads, flat, at: 0 };
+    flow.visit(&mut scatter);
+    scatter.grads
+}
+
+/// Rank 0's start state as one message: the model checkpoint, the optimizer record and the
+/// trainer state, each after its length.
+fn encode_start(
+    flow: &Flow,
+    optim: &ModuleOptimizer,
+    state: &TrainState,
+) -> Result<Vec<u8>, TrainError> {
+    let origin = Path::new(BROADCAST_ORIGIN);
+    let model = crate::checkpoint::flow_to_bytes(flow, origin, serde_json::Value::Null)?;
+    let optimizer = optim
+        .into_bytes()
+        .map_err(|e| FlowError::checkpoint(origin, format!("the optimizer state: {e}")))?;
+    let state = serde_json::to_vec(state)
+        .map_err(|e| FlowError::checkpoint(origin, format!("the trainer state: {e}")))?;
+    let mut blob = Vec::new();
+    for part in [&model[..], &optimizer[..], &state[..]] {
+        blob.extend_from_slice(&(part.len() as u64).to_le_bytes());
+        blob.extend_from_slice(part);
+    }
+    Ok(blob)
+}
+
+fn decode_start(
+    blob: &[u8],
+    architecture: &crate::ArchitectureConfig,
+    device: &Device,
+) -> Result<(Flow, burn::tensor::Bytes, TrainState), TrainError> {
+    let origin = Path::new(BROADCAST_ORIGIN);
+    let mut parts = Vec::new();
+    let mut rest = blob;
+    for _ in 0..3 {
+        let truncated = || FlowError::checkpoint(origin, "the message is truncated");
+        let len = rest
+            .get(..8)
+            .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")) as usize)
+            .ok_or_else(truncated)?;
+        let part = rest.get(8..8 + len).ok_or_else(truncated)?;
+        parts.push(part);
+        rest = &rest[8 + len..];
+    }
+    let (flow, header) = crate::checkpoint::flow_from_bytes(parts[0], origin, device)?;
+    if &header.architecture != architecture {
+        return Err(FlowError::checkpoint(origin, "rank 0 trains another architecture").into());
+    }
+    let state = serde_json::from_slice(parts[2])
+        .map_err(|e| FlowError::checkpoint(origin, format!("the trainer state: {e}")))?;
+    Ok((
+        flow,
+        burn::tensor::Bytes::from_bytes_vec(parts[1].to_vec()),
+        state,
+    ))
 }
