@@ -58,8 +58,8 @@ pub struct CommonArgs {
     /// Print the resolved config and exit.
     #[arg(long)]
     pub print_config: bool,
-    /// Where to compute: `cpu` (burn's flex backend) or `cuda`, `cuda:N` (a build with
-    /// `--features cuda`).
+    /// Where to compute: `cpu` (burn's flex backend) or `cuda`, `cuda:N`, `cuda:local` (the
+    /// GPU of this rank's index on its node; a build with `--features cuda`).
     #[arg(long, default_value = "cpu")]
     pub device: String,
     /// `mpi`: this process is one rank of a data-parallel run launched by
@@ -117,13 +117,27 @@ fn parse_device(spec: &str) -> Result<Device> {
     }
     let index = match spec.strip_prefix("cuda") {
         Some("") => 0,
+        Some(":local") => local_rank(),
         Some(rest) => rest
             .strip_prefix(':')
             .and_then(|n| n.parse::<usize>().ok())
             .with_context(|| format!("--device {spec}: expected cuda or cuda:N"))?,
-        None => anyhow::bail!("--device {spec}: expected cpu, cuda or cuda:N"),
+        None => anyhow::bail!("--device {spec}: expected cpu, cuda, cuda:N or cuda:local"),
     };
     cuda_device(spec, index)
+}
+
+/// This process's rank among the ranks of a job on its node, as the MPI launcher says
+/// (OpenMPI, MPICH, Slurm), else 0: `--device cuda:local` gives each rank of a node its own GPU.
+fn local_rank() -> usize {
+    [
+        "OMPI_COMM_WORLD_LOCAL_RANK",
+        "MPI_LOCALRANKID",
+        "SLURM_LOCALID",
+    ]
+    .iter()
+    .find_map(|v| std::env::var(v).ok()?.parse().ok())
+    .unwrap_or(0)
 }
 
 #[cfg(feature = "cuda")]

@@ -352,3 +352,172 @@ fn bad_training_values_name_the_key() {
         "{e}"
     );
 }
+
+/// A group of ranks that are threads of this process, for testing the data-parallel engine
+/// without MPI: every collective meets at a barrier and sums in rank order.
+struct ThreadRanks {
+    rank: usize,
+    size: usize,
+    shared: std::sync::Arc<(std::sync::Barrier, std::sync::Mutex<Vec<Vec<f64>>>)>,
+}
+
+impl ThreadRanks {
+    fn group(size: usize) -> Vec<Self> {
+        let shared = std::sync::Arc::new((
+            std::sync::Barrier::new(size),
+            std::sync::Mutex::new(vec![Vec::new(); size]),
+        ));
+        (0..size)
+            .map(|rank| Self {
+                rank,
+                size,
+                shared: shared.clone(),
+            })
+            .collect()
+    }
+
+    /// Every rank's `values`, in rank order.
+    fn exchange(&self, values: Vec<f64>) -> Vec<Vec<f64>> {
+        let (barrier, slots) = &*self.shared;
+        slots.lock().unwrap()[self.rank] = values;
+        barrier.wait();
+        let all = slots.lock().unwrap().clone();
+        // Nobody writes the next call's values before everyone has read these.
+        barrier.wait();
+        all
+    }
+
+    fn sum(&self, values: &[f64]) -> Vec<f64> {
+        let all = self.exchange(values.to_vec());
+        (0..values.len())
+            .map(|i| all.iter().map(|v| v[i]).sum())
+            .collect()
+    }
+}
+
+impl flowcore::train::Collective for ThreadRanks {
+    fn rank(&self) -> usize {
+        self.rank
+    }
+    fn size(&self) -> usize {
+        self.size
+    }
+    fn all_reduce_sum_f32(&self, values: &mut [f32]) {
+        let sums = self.sum(&values.iter().map(|&v| f64::from(v)).collect::<Vec<_>>());
+        for (v, s) in values.iter_mut().zip(sums) {
+            *v = s as f32;
+        }
+    }
+    fn all_reduce_sum_f64(&self, values: &mut [f64]) {
+        let sums = self.sum(values);
+        values.copy_from_slice(&sums);
+    }
+    fn broadcast_bytes(&self, bytes: &mut Vec<u8>, root: usize) {
+        let all = self.exchange(bytes.iter().map(|&b| f64::from(b)).collect());
+        *bytes = all[root].iter().map(|&b| b as u8).collect();
+    }
+}
+
+#[test]
+fn two_ranks_take_the_steps_of_one_process_with_twice_the_batch() {
+    let data = || Gaussian {
+        seed: 3,
+        nan_at: None,
+        drift_per_step: 0.0,
+    };
+    let flow = |device: &Device| {
+        let cfg = RealNvpConfig {
+            num_layers: 3,
+            hidden_units: vec![16, 16],
+            actnorm: true,
+            ..RealNvpConfig::new(2)
+        };
+        Flow::seeded(ArchitectureConfig::RealNvpDense(cfg), 5, device).unwrap()
+    };
+    let one_process = TrainingConfig {
+        steps_per_epoch: 5,
+        ..config(2)
+    };
+    let device = Device::flex().autodiff();
+    let one = fit(
+        flow(&device),
+        &mut data(),
+        &one_process,
+        &run_dir("one-of-64"),
+        false,
+        &device,
+        &mut [],
+    )
+    .unwrap();
+    let per_rank = TrainingConfig {
+        batch_size: one_process.batch_size / 2,
+        ..one_process.clone()
+    };
+    let dirs = [run_dir("rank-0"), run_dir("rank-1")];
+    let outcomes: Vec<_> = std::thread::scope(|s| {
+        let handles: Vec<_> = ThreadRanks::group(2)
+            .into_iter()
+            .zip(&dirs)
+            .map(|(ranks, dir)| {
+                let per_rank = &per_rank;
+                s.spawn(move || {
+                    let device = Device::flex().autodiff();
+                    flowcore::train::fit_data_parallel(
+                        flow(&device),
+                        &flowcore::train::MaximumLikelihood,
+                        &mut data(),
+                        per_rank,
+                        dir,
+                        false,
+                        &device,
+                        &mut [],
+                        &ranks,
+                    )
+                    .unwrap()
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let reference = weights(&one.flow);
+    for (rank, outcome) in outcomes.iter().enumerate() {
+        let w = weights(&outcome.flow);
+        let diff = reference
+            .iter()
+            .zip(&w)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        assert!(
+            diff <= 1e-5,
+            "rank {rank} differs from one process by {diff}"
+        );
+        assert_eq!(outcome.ranks, 2);
+        // The same validation NLL, from each rank's half of the validation set.
+        let (a, b) = (one.history[1].val_loss, outcome.history[1].val_loss);
+        assert!((a - b).abs() < 1e-5, "validation {a} vs {b}");
+    }
+    // Rank 0 alone writes checkpoints.
+    assert!(
+        CheckpointDir::new(dirs[0].join("checkpoints"))
+            .latest()
+            .is_some()
+    );
+    assert!(!dirs[1].exists());
+    // Not vacuous: half the batch in one process ends elsewhere.
+    let half = fit(
+        flow(&device),
+        &mut data(),
+        &per_rank,
+        &run_dir("one-of-32"),
+        false,
+        &device,
+        &mut [],
+    )
+    .unwrap();
+    let control = reference
+        .iter()
+        .zip(weights(&half.flow))
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
+    assert!(control > 1e-4, "batch 32 alone is within {control}");
+}
