@@ -9,6 +9,7 @@ use anyhow::{Result, bail};
 use burn::optim::{AdamConfig, GradientsParams};
 use burn::prelude::*;
 use flowcore::arch::Mixing;
+use flowcore::train::TrainingConfig;
 use flowcore::{ArchitectureConfig, Flow, GlowConfig, RealNvpConfig, standard_normal};
 use serde::{Deserialize, Serialize};
 
@@ -155,7 +156,8 @@ fn time_training(
     steps: usize,
     input: &dyn Fn(u64) -> Tensor<2>,
 ) -> Result<f64> {
-    let device = Device::flex().autodiff();
+    // As the apps train: with gradient checkpointing (TrainingConfig's default).
+    let device = TrainingConfig::default().autodiff_device(&Device::flex());
     let mut flow = Flow::seeded(config, 0, &device)?.initialize(input(0), None);
     let mut optim = AdamConfig::new().init();
     let mut step = |flow: Flow, i: u64| {
@@ -176,7 +178,8 @@ fn time_training(
 /// Run one case in this process; `scale` multiplies its step count.
 pub fn run_case(id: &str, scale: f64, peak_gflops: f64) -> Result<Row> {
     let steps = |n: usize| ((n as f64 * scale).round() as usize).max(2);
-    let device = Device::flex().autodiff();
+    // As the apps train: with gradient checkpointing (TrainingConfig's default).
+    let device = TrainingConfig::default().autodiff_device(&Device::flex());
     let unit = |dim: usize, batch: usize| {
         let d = device.clone();
         move |i: u64| {

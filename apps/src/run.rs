@@ -121,7 +121,7 @@ fn parse_device(spec: &str) -> Result<Device> {
         Some(rest) => rest
             .strip_prefix(':')
             .and_then(|n| n.parse::<usize>().ok())
-            .with_context(|| format!("--device {spec}: expected cuda or cuda:N"))?,
+            .with_context(|| format!("--device {spec}: expected cuda, cuda:N or cuda:local"))?,
         None => anyhow::bail!("--device {spec}: expected cpu, cuda, cuda:N or cuda:local"),
     };
     cuda_device(spec, index)
@@ -352,12 +352,16 @@ pub fn open_run(
 struct NoProgress;
 impl Observer for NoProgress {}
 
-fn build_flow(model: &ArchitectureConfig, base: &BaseConfig, seed: u64) -> Result<Flow> {
+fn build_flow(
+    model: &ArchitectureConfig,
+    base: &BaseConfig,
+    training: &TrainingConfig,
+) -> Result<Flow> {
     Flow::with_base(
         model.clone(),
         base.clone(),
-        Some(seed),
-        &device().autodiff(),
+        Some(training.seed),
+        &training.autodiff_device(&device()),
     )
     .with_context(|| "cannot build the model from [model]")
 }
@@ -377,7 +381,7 @@ pub fn fit_tracked(
     tracker: &mut Tracker,
     ranks: &dyn Collective,
 ) -> Result<FitOutcome> {
-    let flow = build_flow(model, base, training.seed)?;
+    let flow = build_flow(model, base, training)?;
     let mut progress = Progress::new(training.epochs);
     let mut quiet = NoProgress;
     let progress_obs: &mut dyn Observer = if opts.progress {
@@ -392,7 +396,7 @@ pub fn fit_tracked(
         training,
         run_dir,
         opts.resume.is_some(),
-        &device().autodiff(),
+        &training.autodiff_device(&device()),
         &mut [progress_obs, tracker],
         ranks,
     )
@@ -411,7 +415,7 @@ pub fn fit_worker(
     opts: &TrainOptions,
     ranks: &dyn Collective,
 ) -> Result<()> {
-    let flow = build_flow(model, base, training.seed)?;
+    let flow = build_flow(model, base, training)?;
     train::fit_data_parallel(
         flow,
         objective,
@@ -419,7 +423,7 @@ pub fn fit_worker(
         training,
         Path::new(""),
         opts.resume.is_some(),
-        &device().autodiff(),
+        &training.autodiff_device(&device()),
         &mut [],
         ranks,
     )
@@ -499,9 +503,14 @@ mod tests {
     fn devices_parse_and_a_missing_cuda_build_says_so() {
         assert!(super::parse_device("cpu").is_ok());
         let e = format!("{:#}", super::parse_device("gpu").unwrap_err());
-        assert!(e.contains("expected cpu, cuda or cuda:N"), "{e}");
+        assert!(
+            e.contains("expected cpu, cuda, cuda:N or cuda:local"),
+            "{e}"
+        );
         let e = format!("{:#}", super::parse_device("cuda:x").unwrap_err());
         assert!(e.contains("cuda:N"), "{e}");
+        // Each rank of a node takes the GPU of its index there; 0 outside MPI.
+        assert_eq!(super::local_rank(), 0);
         #[cfg(not(feature = "cuda"))]
         {
             let e = format!("{:#}", super::parse_device("cuda:1").unwrap_err());

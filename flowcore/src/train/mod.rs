@@ -66,6 +66,11 @@ pub struct TrainingConfig {
     pub keep_last: usize,
     /// Seed of the data, the initial parameters and everything random in training.
     pub seed: u64,
+    /// Recompute memory-bound results (activations, sums, products) in the backward pass
+    /// instead of keeping them from the forward pass (burn's balanced gradient checkpointing):
+    /// measured on Glow 128x128x3, batch 16, peak memory 2546 -> 1388 MiB at 3% fewer steps/s.
+    /// See [`TrainingConfig::autodiff_device`].
+    pub gradient_checkpointing: bool,
 }
 
 impl Default for TrainingConfig {
@@ -84,6 +89,7 @@ impl Default for TrainingConfig {
             checkpoint_every: 1,
             keep_last: 3,
             seed: 0,
+            gradient_checkpointing: true,
         }
     }
 }
@@ -123,6 +129,18 @@ impl TrainingConfig {
         self.schedule
             .validate()
             .map_err(|e| TrainError::Config(format!("training.schedule: {e}")))
+    }
+
+    /// The autodiff device to build the model on and train with: `device` with autodiff, and
+    /// with gradient checkpointing when configured. The model, its data and a resumed
+    /// checkpoint must all be on this one device (burn refuses to mix strategies).
+    pub fn autodiff_device(&self, device: &Device) -> Device {
+        let device = device.clone().autodiff();
+        if self.gradient_checkpointing {
+            device.gradient_checkpointing()
+        } else {
+            device
+        }
     }
 
     fn optimizer(&self) -> ModuleOptimizer {
