@@ -111,7 +111,7 @@ mod mpi_world {
     use mpi::collective::SystemOperation;
     use mpi::environment::Universe;
     use mpi::topology::SimpleCommunicator;
-    use mpi::traits::{Communicator, CommunicatorCollectives, Root};
+    use mpi::traits::{Communicator, CommunicatorCollectives, Equivalence, Root};
 
     /// Why MPI could not start.
     #[derive(Debug, thiserror::Error)]
@@ -161,6 +161,14 @@ mod mpi_world {
             mpi::environment::processor_name().unwrap_or_else(|_| "unknown".into())
         }
 
+        fn all_reduce_sum<T: Equivalence + Clone>(&self, values: &mut [T]) {
+            for chunk in values.chunks_mut(CHUNK) {
+                let send = chunk.to_vec();
+                self.world
+                    .all_reduce_into(&send[..], chunk, SystemOperation::sum());
+            }
+        }
+
         /// End every process of the world with `code` (`MPI_Abort`): after an error on one rank,
         /// so that the others do not wait forever in a collective it will never join.
         pub fn abort(&self, code: i32) -> ! {
@@ -178,19 +186,11 @@ mod mpi_world {
         }
 
         fn all_reduce_sum_f32(&self, values: &mut [f32]) {
-            for chunk in values.chunks_mut(CHUNK) {
-                let send = chunk.to_vec();
-                self.world
-                    .all_reduce_into(&send[..], chunk, SystemOperation::sum());
-            }
+            self.all_reduce_sum(values);
         }
 
         fn all_reduce_sum_f64(&self, values: &mut [f64]) {
-            for chunk in values.chunks_mut(CHUNK) {
-                let send = chunk.to_vec();
-                self.world
-                    .all_reduce_into(&send[..], chunk, SystemOperation::sum());
-            }
+            self.all_reduce_sum(values);
         }
 
         fn broadcast_bytes(&self, bytes: &mut Vec<u8>, root: usize) {

@@ -571,8 +571,9 @@ pub fn train_rows(
     rows: std::ops::Range<usize>,
 ) -> ImageBatch {
     let spec = set.spec.expect("an image set has a spec");
+    assert!(rows.end <= global, "rows {rows:?} of a batch of {global}");
     let mut pick = batch_rng(seed, step);
-    let chosen: Vec<usize> = (0..global.max(rows.end))
+    let chosen: Vec<usize> = (0..global)
         .map(|_| pick.random_range(0..set.len()))
         .collect();
     let mut values = Vec::with_capacity(rows.len() * spec.len());
