@@ -1,6 +1,16 @@
-//! flowapps: what the `train_flowmodelsN` binaries share (configs, run directories, tracking
-//! setup, progress, plots) and each application's logic, so that the binaries stay thin and
-//! tests drive the applications as libraries.
+//! flowapps: the applications of flowmodels as libraries, over one harness, so that the
+//! `train_flowmodelsN` binaries stay thin and tests drive the applications directly.
+//!
+//! - [`run`]: the application harness (config, run directory, tracking, the open -> fit ->
+//!   report -> close sequence, the command line of every binary).
+//! - [`shared`]: helpers several applications use (inference, plots, scores, CSV, classifiers,
+//!   images, point files).
+//! - One module per application: [`app1`] (distribution mapping), [`app2`] (images and
+//!   anomalies), [`app3`] and [`app4`] (generative classification of images and points),
+//!   [`inverse`] (applications 5-7, inverse problems); and [`bench`], the benchmark table.
+//!
+//! Adding an application is a module here (its config, data, report and `cli` with an
+//! [`run::cli::App`] impl), a config in `apps/configs/` and a binary of one line.
 
 /// Every binary (and test) linking the applications allocates through mimalloc: burn's
 /// training steps allocate and free many buffers above glibc's 128 KiB mmap threshold. Measured
@@ -15,12 +25,6 @@ pub mod app2;
 pub mod app3;
 pub mod app4;
 pub mod bench;
-pub mod classify;
-pub mod config;
-pub mod distributed;
-pub mod infer;
 pub mod inverse;
-pub mod plot;
-pub mod progress;
 pub mod run;
-pub mod scores;
+pub mod shared;

@@ -8,8 +8,8 @@ use std::hint::black_box;
 use burn::prelude::*;
 use burn::tensor::{Distribution, Tensor};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use flowcore::layers::{ImageShape, Mask};
-use flowcore::nets::{Activation, NetSpec};
+use flowcore::layers::{ActNormSpec, CouplingSpec, ImageShape, InvConvSpec, Mask, SqueezeSpec};
+use flowcore::nets::{Activation, ConvSpec, MlpSpec, NetSpec};
 use flowcore::transform::{ScaleFn, Transform};
 use flowcore::{Bijector, Layer, LayerSpec};
 
@@ -64,7 +64,7 @@ fn couplings(c: &mut Criterion) {
     forward_and_backward(
         c,
         "coupling/glow_affine_conv64_12x16x16",
-        &LayerSpec::Coupling {
+        &LayerSpec::Coupling(CouplingSpec {
             mask: Mask::Channel {
                 shape: glow_shape(),
                 flip: false,
@@ -72,11 +72,11 @@ fn couplings(c: &mut Criterion) {
             transform: Transform::Affine {
                 scale: ScaleFn::Sigmoid,
             },
-            net: NetSpec::Conv {
+            net: NetSpec::Conv(ConvSpec {
                 hidden_channels: 64,
-            },
+            }),
             cond_dim: 0,
-        },
+        }),
         BATCH,
     );
     for (name, dim, hidden, rows) in [
@@ -86,17 +86,17 @@ fn couplings(c: &mut Criterion) {
         forward_and_backward(
             c,
             name,
-            &LayerSpec::Coupling {
+            &LayerSpec::Coupling(CouplingSpec {
                 mask: Mask::Half { dim, flip: false },
                 transform: Transform::Affine {
                     scale: ScaleFn::Tanh { clamp: 2.0 },
                 },
-                net: NetSpec::Mlp {
+                net: NetSpec::Mlp(MlpSpec {
                     hidden: vec![hidden, hidden],
                     activation: Activation::Relu,
-                },
+                }),
                 cond_dim: 0,
-            },
+            }),
             rows,
         );
     }
@@ -107,28 +107,28 @@ fn glow_step_layers(c: &mut Criterion) {
     forward_and_backward(
         c,
         "inv_conv_1x1/12x16x16",
-        &LayerSpec::InvConv {
+        &LayerSpec::InvConv(InvConvSpec {
             channels,
             spatial: h * w,
             seed: 0,
-        },
+        }),
         BATCH,
     );
     forward_and_backward(
         c,
         "actnorm/12x16x16",
-        &LayerSpec::ActNorm {
+        &LayerSpec::ActNorm(ActNormSpec {
             channels,
             spatial: h * w,
-        },
+        }),
         BATCH,
     );
     forward_and_backward(
         c,
         "squeeze/3x32x32",
-        &LayerSpec::Squeeze {
+        &LayerSpec::Squeeze(SqueezeSpec {
             shape: ImageShape::new(3, 32, 32),
-        },
+        }),
         BATCH,
     );
 }

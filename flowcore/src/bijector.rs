@@ -10,7 +10,7 @@
 use burn::module::Module;
 use burn::prelude::*;
 
-/// An invertible map with a tractable Jacobian determinant.
+/// An invertible map with a tractable Jacobian determinant: the two maps and their size.
 pub trait Bijector {
     /// Data to latent: `(z, log|det dz/dx|)`. `cond` is an optional `[batch, cond_dim]`
     /// condition, ignored by layers that take none.
@@ -21,14 +21,15 @@ pub trait Bijector {
 
     /// The number of features it maps.
     fn dim(&self) -> usize;
+}
 
-    /// Data-dependent initialisation (ActNorm) from a first batch: returns the initialised
-    /// bijector and `forward(x)` of the initialised bijector, so a chain can pass it on.
-    /// Layers with nothing to initialise just run forward.
-    fn initialize(self, x: Tensor<2>, cond: Option<&Tensor<2>>) -> (Self, Tensor<2>)
-    where
-        Self: Sized,
-    {
+/// Data-dependent initialisation (ActNorm): a layer whose first values come from a first batch
+/// of data. Every layer implements it; the defaults are those of a layer with nothing to
+/// initialise, so most implementations are empty.
+pub trait DataInit: Bijector + Sized {
+    /// Initialise from a first batch: returns the initialised bijector and `forward(x)` of it,
+    /// so that a chain can pass the batch on.
+    fn initialize(self, x: Tensor<2>, cond: Option<&Tensor<2>>) -> (Self, Tensor<2>) {
         let z = self.forward(x, cond).0;
         (self, z)
     }
@@ -37,7 +38,7 @@ pub trait Bijector {
     /// initialised. Saved in checkpoints so a loaded model is not initialised again.
     fn init_flags(&self, _flags: &mut Vec<bool>) {}
 
-    /// Restores flags written by [`Bijector::init_flags`], in the same order.
+    /// Restores flags written by [`DataInit::init_flags`], in the same order.
     fn set_init_flags(&mut self, _flags: &mut dyn Iterator<Item = bool>) {}
 }
 
@@ -88,7 +89,9 @@ impl<T: Module + Bijector> Bijector for Chain<T> {
     fn dim(&self) -> usize {
         self.layers.first().map_or(0, Bijector::dim)
     }
+}
 
+impl<T: Module + DataInit> DataInit for Chain<T> {
     fn initialize(self, mut x: Tensor<2>, cond: Option<&Tensor<2>>) -> (Self, Tensor<2>) {
         let mut layers = Vec::with_capacity(self.layers.len());
         for layer in self.layers {
@@ -127,10 +130,12 @@ impl<T: Module + Bijector> Bijector for Invert<T> {
     fn dim(&self) -> usize {
         self.inner.dim()
     }
+}
 
-    // Data-dependent initialisation is defined for the forward direction of a layer; an
-    // inverted one keeps its parameters, so the default (no initialisation) applies, but the
-    // flags still travel with checkpoints.
+// Data-dependent initialisation is defined for the forward direction of a layer; an inverted
+// one keeps its parameters, so the default (no initialisation) applies, but the flags still
+// travel with checkpoints.
+impl<T: Module + DataInit> DataInit for Invert<T> {
     fn init_flags(&self, flags: &mut Vec<bool>) {
         self.inner.init_flags(flags);
     }

@@ -6,7 +6,7 @@
 //! leaves a half-written checkpoint under the real name.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use burn::module::{Module, ModuleMapper, ModuleVisitor, Param, ParamId};
 use burn::prelude::*;
@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use crate::arch::ArchitectureConfig;
 use crate::base::BaseConfig;
 use crate::flow::Flow;
+use crate::io::write_atomic;
 use crate::{FlowError, Result};
 
 /// The checkpoint format this build writes, and the newest it reads.
@@ -243,29 +244,6 @@ fn module_to_bytes<M: Module>(
         .collect::<Result<Vec<_>>>()?;
     safetensors::tensor::serialize(views, Some(metadata))
         .map_err(|e| FlowError::checkpoint(path, format!("cannot encode: {e}")))
-}
-
-/// Write `bytes` to a temporary file beside `path`, flush it to disk, then rename it over
-/// `path`.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    use std::io::Write;
-    let io = |source| FlowError::Io {
-        path: path.to_path_buf(),
-        source,
-    };
-    let mut tmp_name = path.file_name().unwrap_or_default().to_os_string();
-    tmp_name.push(format!(".tmp.{}", std::process::id()));
-    let tmp: PathBuf = path.with_file_name(tmp_name);
-    let result = (|| {
-        let mut file = std::fs::File::create(&tmp)?;
-        file.write_all(bytes)?;
-        file.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result.map_err(io)
 }
 
 /// Load the parameters of `module` from a file written by [`save_module`]. Every parameter

@@ -15,7 +15,7 @@ use crate::base::{
     BaseConfig, class_log_likelihoods, class_log_posterior, log_sum_exp, standard_normal_log_prob,
 };
 use crate::layer::{Layer, build_chain};
-use crate::{Bijector, Chain, FlowError, Result};
+use crate::{Bijector, Chain, DataInit, FlowError, Result};
 
 /// Held while a flow's parameters are drawn from burn's process-wide generator.
 static BUILD: Mutex<()> = Mutex::new(());

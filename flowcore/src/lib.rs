@@ -4,35 +4,39 @@
 //! to `x`; both return the per-sample `log|det J|` of the map they compute.
 //!
 //! - [`Bijector`], [`Chain`], [`Invert`]: the abstraction and its combinators.
-//! - [`layers`]: couplings, permutations, ActNorm, 1x1 convolution, squeeze, logit; and
-//!   [`layer::FactorOut`] for multiscale flows.
+//! - [`layers`]: couplings, permutations, ActNorm, 1x1 convolution, squeeze, logit,
+//!   multiscale factor-out, one file each; [`layer`]: the registry that gathers them.
 //! - [`nets`]: the parameter networks, separate from the [`transform`]s they parametrise.
 //! - [`arch`]: RealNVP-dense and Glow from config; [`Flow`]: base distribution + bijector.
 //! - [`Partition`]: the named blocks on both sides of an invertible network; [`inn`]: the
 //!   INN objective on it (Ardizzone et al.) and the conditional (cINN) alternative.
-//! - [`checkpoint`]: safetensors with a JSON header, written atomically.
+//! - [`checkpoint`]: safetensors with a JSON header, written atomically ([`io`]).
+//! - [`train`]: the training engine.
+//!
+//! Run tracking (MLflow) is the crate `flowtrack`, beside this one.
 
 pub mod arch;
 pub mod base;
 mod bijector;
 pub mod checkpoint;
 pub mod classify;
+pub mod conv;
 mod error;
 mod flow;
 pub mod inn;
+pub mod io;
 pub mod layer;
 pub mod layers;
 pub mod nets;
 pub mod partition;
 pub mod tensor_util;
 pub mod testing;
-pub mod tracking;
 pub mod train;
 pub mod transform;
 
-pub use arch::{ArchitectureConfig, GlowConfig, RealNvpConfig};
+pub use arch::{ArchitectureConfig, DataShape, GlowConfig, LayerList, RealNvpConfig};
 pub use base::BaseConfig;
-pub use bijector::{Bijector, Chain, Invert};
+pub use bijector::{Bijector, Chain, DataInit, Invert};
 pub use error::{FlowError, Result};
 pub use flow::{Flow, standard_normal};
 pub use layer::{Layer, LayerSpec};

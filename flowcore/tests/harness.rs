@@ -2,21 +2,24 @@
 //! (`flowcore::testing::check_architecture`). A new layer adds its cases here.
 
 use flowcore::arch::{DenseNet, ImageMask, Mixing};
-use flowcore::layers::{ImageShape, Mask, PermutationKind};
-use flowcore::nets::{Activation, NetSpec};
+use flowcore::layers::{
+    ActNormSpec, ChainSpec, CouplingSpec, FactorOutSpec, ImageShape, InvConvSpec, InvertSpec,
+    LogitSpec, Mask, PermutationKind, PermuteSpec, SqueezeSpec,
+};
+use flowcore::nets::{Activation, ConvSpec, MlpSpec, NetSpec, ResMlpSpec};
 use flowcore::testing::{HarnessSettings, Inputs, check_architecture};
 use flowcore::transform::{ScaleFn, Transform};
-use flowcore::{ArchitectureConfig, GlowConfig, LayerSpec, RealNvpConfig};
+use flowcore::{ArchitectureConfig, GlowConfig, LayerList, LayerSpec, RealNvpConfig};
 
 fn mlp() -> NetSpec {
-    NetSpec::Mlp {
+    NetSpec::Mlp(MlpSpec {
         hidden: vec![16, 16],
         activation: Activation::Tanh,
-    }
+    })
 }
 
 fn conv() -> NetSpec {
-    NetSpec::Conv { hidden_channels: 8 }
+    NetSpec::Conv(ConvSpec { hidden_channels: 8 })
 }
 
 fn affine(scale: ScaleFn) -> Transform {
@@ -24,16 +27,20 @@ fn affine(scale: ScaleFn) -> Transform {
 }
 
 fn coupling(mask: Mask, transform: Transform, net: NetSpec) -> LayerSpec {
-    LayerSpec::Coupling {
+    LayerSpec::Coupling(CouplingSpec {
         mask,
         transform,
         net,
         cond_dim: 0,
-    }
+    })
 }
 
 fn run(name: &str, layers: Vec<LayerSpec>, inputs: Inputs) {
-    run_arch(name, ArchitectureConfig::Layers { layers }, inputs);
+    run_arch(
+        name,
+        ArchitectureConfig::Layers(LayerList { layers }),
+        inputs,
+    );
 }
 
 fn run_arch(name: &str, config: ArchitectureConfig, inputs: Inputs) {
@@ -83,17 +90,17 @@ fn additive_coupling_half_mask() {
 fn coupling_with_residual_net_and_condition() {
     run(
         "affine res_mlp norm cond",
-        vec![LayerSpec::Coupling {
+        vec![LayerSpec::Coupling(CouplingSpec {
             mask: Mask::Half { dim: 5, flip: true },
             transform: affine(TANH),
-            net: NetSpec::ResMlp {
+            net: NetSpec::ResMlp(ResMlpSpec {
                 width: 16,
                 blocks: 2,
                 norm: true,
                 activation: Activation::Gelu,
-            },
+            }),
             cond_dim: 2,
-        }],
+        })],
         Inputs::Normal,
     );
 }
@@ -135,7 +142,7 @@ fn channel_and_checkerboard_couplings() {
     );
     run(
         "conditional channel coupling",
-        vec![LayerSpec::Coupling {
+        vec![LayerSpec::Coupling(CouplingSpec {
             mask: Mask::Channel {
                 shape: ImageShape::new(4, 2, 2),
                 flip: false,
@@ -143,7 +150,7 @@ fn channel_and_checkerboard_couplings() {
             transform: affine(ScaleFn::Sigmoid),
             net: conv(),
             cond_dim: 3,
-        }],
+        })],
         Inputs::Normal,
     );
 }
@@ -154,11 +161,11 @@ fn permutations() {
         run(
             &format!("permute {kind:?} {dim}"),
             vec![
-                LayerSpec::Permute {
+                LayerSpec::Permute(PermuteSpec {
                     dim,
                     permutation: kind,
                     seed: 11,
-                },
+                }),
                 // A coupling after the permutation makes the check see which feature went where.
                 coupling(Mask::Half { dim, flip: false }, affine(TANH), mlp()),
             ],
@@ -171,18 +178,18 @@ fn permutations() {
 fn actnorm_dense_and_image() {
     run(
         "actnorm dense 3",
-        vec![LayerSpec::ActNorm {
+        vec![LayerSpec::ActNorm(ActNormSpec {
             channels: 3,
             spatial: 1,
-        }],
+        })],
         Inputs::Normal,
     );
     run(
         "actnorm 2 channels x 6 pixels",
-        vec![LayerSpec::ActNorm {
+        vec![LayerSpec::ActNorm(ActNormSpec {
             channels: 2,
             spatial: 6,
-        }],
+        })],
         Inputs::Normal,
     );
 }
@@ -193,11 +200,11 @@ fn invertible_1x1_conv() {
     for channels in [2, 4, 5, 12] {
         run(
             &format!("inv_conv {channels} channels"),
-            vec![LayerSpec::InvConv {
+            vec![LayerSpec::InvConv(InvConvSpec {
                 channels,
                 spatial: 4,
                 seed: 5,
-            }],
+            })],
             Inputs::Normal,
         );
     }
@@ -209,7 +216,7 @@ fn squeeze_then_coupling() {
     run(
         "squeeze 2x4x6",
         vec![
-            LayerSpec::Squeeze { shape },
+            LayerSpec::Squeeze(SqueezeSpec { shape }),
             coupling(
                 Mask::Channel {
                     shape: ImageShape::new(8, 2, 3),
@@ -228,7 +235,7 @@ fn logit_preprocessing() {
     for alpha in [0.0, 0.05] {
         run(
             &format!("logit alpha {alpha}"),
-            vec![LayerSpec::Logit { dim: 4, alpha }],
+            vec![LayerSpec::Logit(LogitSpec { dim: 4, alpha })],
             Inputs::UnitInterval,
         );
     }
@@ -248,36 +255,36 @@ fn factor_out_chain_and_invert() {
         "factor_out 5 -> 3",
         vec![
             coupling(Mask::Half { dim: 5, flip: true }, affine(TANH), mlp()),
-            LayerSpec::FactorOut {
+            LayerSpec::FactorOut(FactorOutSpec {
                 dim: 5,
                 active: 3,
                 layers: inner.clone(),
-            },
+            }),
         ],
         Inputs::Normal,
     );
     run(
         "nested chain and invert",
         vec![
-            LayerSpec::Chain {
+            LayerSpec::Chain(ChainSpec {
                 layers: vec![
-                    LayerSpec::ActNorm {
+                    LayerSpec::ActNorm(ActNormSpec {
                         channels: 3,
                         spatial: 1,
-                    },
+                    }),
                     inner[0].clone(),
                 ],
-            },
-            LayerSpec::Invert {
+            }),
+            LayerSpec::Invert(InvertSpec {
                 layers: vec![
                     coupling(Mask::Half { dim: 3, flip: true }, affine(ATAN), mlp()),
-                    LayerSpec::Permute {
+                    LayerSpec::Permute(PermuteSpec {
                         dim: 3,
                         permutation: PermutationKind::Random,
                         seed: 2,
-                    },
+                    }),
                 ],
-            },
+            }),
         ],
         Inputs::Normal,
     );

@@ -1,5 +1,5 @@
-//! Checkpoints written before the layer registry (commit "legacy checkpoint fixtures", by
-//! `make_legacy_fixtures.rs`) still load, give the log-densities they gave then, and their
+//! Checkpoints written before the layer registry (by the commit that added them, with the
+//! code of then) still load, give the log-densities they gave then, and their
 //! architecture configs serialize back to the JSON they were saved with: every layer kind, both
 //! architectures, a condition and a class-conditional base.
 
@@ -10,7 +10,9 @@ use burn::tensor::TensorData;
 use flowcore::checkpoint::{load_flow, read_checkpoint_header};
 
 fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/legacy").join(name)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/legacy")
+        .join(name)
 }
 
 fn floats(v: &serde_json::Value) -> Vec<f32> {

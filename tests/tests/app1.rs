@@ -48,7 +48,7 @@ fn check_quality(dataset: &str, reference_entropy: f64, extra: &[&str]) {
     let r = &s.report;
     eprintln!(
         "{dataset}: validation NLL {:.4}, entropy {reference_entropy}, {:.0} steps/s",
-        r.val_nll, r.steps_per_sec
+        r.val_nll, r.run.steps_per_sec
     );
     assert!(
         (r.val_nll - reference_entropy).abs() < 0.15,
@@ -60,7 +60,7 @@ fn check_quality(dataset: &str, reference_entropy: f64, extra: &[&str]) {
         "{dataset}: the two ways of computing log p differ by {}",
         r.change_of_variables_max_abs_diff
     );
-    for fig in &r.figures {
+    for fig in &r.run.figures {
         let bytes = std::fs::read(s.run_dir.join(fig)).unwrap();
         assert!(
             bytes.starts_with(b"\x89PNG") && bytes.len() > 10_000,
@@ -167,8 +167,9 @@ fn resuming_continues_the_same_curve() {
         ..Default::default()
     })
     .unwrap();
-    let curve =
-        |s: &TrainSummary| -> Vec<f64> { s.report.history.iter().map(|e| e.val_loss).collect() };
+    let curve = |s: &TrainSummary| -> Vec<f64> {
+        s.report.run.history.iter().map(|e| e.val_loss).collect()
+    };
     assert_eq!(curve(&resumed).len(), 4);
     assert_eq!(
         curve(&straight),
@@ -202,7 +203,7 @@ fn a_runs_config_reproduces_it() {
         ..Default::default()
     })
     .unwrap();
-    assert_eq!(again.report.history.len(), 2);
+    assert_eq!(again.report.run.history.len(), 2);
     assert_eq!(again.report.dataset, "gmm");
     assert_eq!(weights(&first.run_dir), weights(&again.run_dir));
     let _ = std::fs::remove_dir_all(&dir);
@@ -342,9 +343,9 @@ fn the_local_store_has_params_metrics_tags_and_artifacts() {
         ..Default::default()
     })
     .unwrap();
-    assert!(s.report.remote_run_id.is_none());
+    assert!(s.report.run.remote_run_id.is_none());
     let run = local_run(&dir.join("mlruns"));
-    assert_eq!(run, s.report.tracking_run);
+    assert_eq!(run, s.report.run.tracking_run);
     let meta = read(&run.join("meta.yaml"));
     assert!(meta.contains("status: 3"), "run not FINISHED:\n{meta}");
     assert_eq!(read(&run.join("params/training.batch_size")), "256");
@@ -363,6 +364,7 @@ fn the_local_store_has_params_metrics_tags_and_artifacts() {
         .collect();
     let expected: Vec<(f64, u64)> = s
         .report
+        .run
         .history
         .iter()
         .map(|e| (e.val_loss, e.epoch as u64))
@@ -422,6 +424,7 @@ fn a_run_appears_on_a_real_mlflow_server() {
     .unwrap();
     let id = s
         .report
+        .run
         .remote_run_id
         .clone()
         .expect("the run was not created on the server");
@@ -456,6 +459,7 @@ fn a_run_appears_on_a_real_mlflow_server() {
     got.sort_by_key(|m| m.0);
     let expected: Vec<(u64, f64)> = s
         .report
+        .run
         .history
         .iter()
         .map(|e| (e.epoch as u64, e.val_loss))

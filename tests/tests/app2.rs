@@ -77,6 +77,7 @@ fn a_short_run_scores_bags_above_sneakers() {
     assert_eq!(csv.lines().count(), 401);
     assert!(csv.starts_with("path,folder,outlier,bits_per_dim,complexity_corrected,typicality"));
     for f in r
+        .run
         .figures
         .iter()
         .map(|f| s.run_dir.join(f))

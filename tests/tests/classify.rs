@@ -43,7 +43,7 @@ fn the_ring_of_8_gaussians_is_classified_and_sampled_per_class() {
         r.metrics.accuracy,
         r.metrics.expected_calibration_error,
         r.samples_in_their_cluster,
-        r.train_seconds
+        r.run.train_seconds
     );
     // The components barely overlap: the Bayes classifier is right about 99.9% of the time.
     assert!(
@@ -59,7 +59,7 @@ fn the_ring_of_8_gaussians_is_classified_and_sampled_per_class() {
         inside >= 0.7,
         "only {inside} of the class samples land in their cluster"
     );
-    for f in &r.figures {
+    for f in &r.run.figures {
         let png = std::fs::read(s.run_dir.join(f)).unwrap();
         assert!(png.starts_with(b"\x89PNG") && png.len() > 10_000, "{f}");
     }
@@ -170,7 +170,7 @@ fn fashion_mnist_classes_are_told_apart_far_above_chance() {
     let r = &s.report;
     eprintln!(
         "images: accuracy {:.4}, ECE {:.4}, OOD {:?}, {:.0} s",
-        r.metrics.accuracy, r.metrics.expected_calibration_error, r.ood, r.train_seconds
+        r.metrics.accuracy, r.metrics.expected_calibration_error, r.ood, r.run.train_seconds
     );
     assert_eq!(r.classes, ["bag", "sneaker", "trouser", "tshirt"]);
     assert!(

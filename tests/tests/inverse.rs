@@ -71,7 +71,7 @@ fn the_cinn_posterior_of_the_robot_arm_is_far_closer_to_rejection_sampling_than_
         "re-simulation error {}",
         e.resimulation_error
     );
-    for f in &s.report.figures {
+    for f in &s.report.run.figures {
         let png = std::fs::read(s.run_dir.join(f)).unwrap();
         assert!(png.starts_with(b"\x89PNG") && png.len() > 10_000, "{f}");
     }
@@ -112,7 +112,7 @@ fn the_inn_posterior_of_the_robot_arm_beats_the_prior() {
         e.mmd,
         e.prior_mmd
     );
-    let parts: Vec<&str> = s.report.history[0]
+    let parts: Vec<&str> = s.report.run.history[0]
         .val_parts
         .iter()
         .map(|p| p.0.as_str())
@@ -150,8 +150,9 @@ fn resuming_the_inn_objective_continues_the_same_curve() {
         },
     )
     .unwrap();
-    let curve =
-        |s: &TrainSummary| -> Vec<f64> { s.report.history.iter().map(|e| e.val_loss).collect() };
+    let curve = |s: &TrainSummary| -> Vec<f64> {
+        s.report.run.history.iter().map(|e| e.val_loss).collect()
+    };
     assert_eq!(curve(&resumed), curve(&straight));
     let y = [1.5, 0.2];
     assert_eq!(

@@ -89,7 +89,7 @@ fn run(cli: Cli) -> Result<()> {
     }
     print!("{}", format_table(&rows, peak));
     if let Some(path) = cli.json {
-        flowcore::checkpoint::write_atomic(&path, serde_json::to_string_pretty(&rows)?.as_bytes())?;
+        flowcore::io::write_atomic(&path, serde_json::to_string_pretty(&rows)?.as_bytes())?;
     }
     Ok(())
 }

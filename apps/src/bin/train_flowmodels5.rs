@@ -4,8 +4,8 @@
 //! rejection sampling; `train_flowmodels5 compare` trains both methods and prints a table;
 //! `train_flowmodels5 posterior --run RUN_DIR --y VALUES --n N` samples a trained posterior.
 
-use flowapps::inverse::{Problem, cli};
+use flowapps::inverse::{InverseApp, Problem};
 
 fn main() -> std::process::ExitCode {
-    cli::main(Problem::RobotArm)
+    flowapps::run::cli::main(&InverseApp(Problem::RobotArm))
 }

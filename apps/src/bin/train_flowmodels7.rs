@@ -4,8 +4,8 @@
 //! rejection sampling; `train_flowmodels7 compare` trains both methods and prints a table;
 //! `train_flowmodels7 posterior --run RUN_DIR --y VALUES --n N` samples a trained posterior.
 
-use flowapps::inverse::{Problem, cli};
+use flowapps::inverse::{InverseApp, Problem};
 
 fn main() -> std::process::ExitCode {
-    cli::main(Problem::Seismic)
+    flowapps::run::cli::main(&InverseApp(Problem::Seismic))
 }

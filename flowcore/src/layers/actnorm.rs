@@ -3,9 +3,36 @@
 
 use burn::module::Param;
 use burn::prelude::*;
+use serde::{Deserialize, Serialize};
 
-use crate::Bijector;
+use crate::layer::{BuildLayer, positive};
 use crate::tensor_util::broadcast_logdet;
+use crate::{Bijector, DataInit, Result};
+
+fn one() -> usize {
+    1
+}
+
+/// ActNorm over `channels` channels of `spatial` values each.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ActNormSpec {
+    /// Channels (features, for dense data).
+    pub channels: usize,
+    /// Values per channel (1 for dense data).
+    #[serde(default = "one")]
+    pub spatial: usize,
+}
+
+impl BuildLayer for ActNormSpec {
+    type Layer = ActNorm;
+
+    fn build(&self, device: &Device) -> Result<ActNorm> {
+        positive("act_norm channels", self.channels)?;
+        positive("act_norm spatial", self.spatial)?;
+        Ok(ActNorm::new(self.channels, self.spatial, device))
+    }
+}
 
 /// `z = (x + bias) * exp(log_scale)` per channel; for dense input every feature is a channel.
 #[derive(Module, Debug)]
@@ -68,7 +95,9 @@ impl Bijector for ActNorm {
     fn dim(&self) -> usize {
         self.channels * self.spatial
     }
+}
 
+impl DataInit for ActNorm {
     fn initialize(mut self, x: Tensor<2>, cond: Option<&Tensor<2>>) -> (Self, Tensor<2>) {
         if !self.initialized {
             let [batch, _] = x.dims();

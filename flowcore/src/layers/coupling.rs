@@ -5,10 +5,11 @@ use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::ImageShape;
+use crate::layer::BuildLayer;
 use crate::nets::{NetIo, NetSpec, ParamNet};
 use crate::tensor_util::{constant, row_sum, zero_logdet};
 use crate::transform::Transform;
-use crate::{Bijector, FlowError, Result};
+use crate::{Bijector, DataInit, FlowError, Result};
 
 /// Which features condition and which are transformed.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -61,6 +62,41 @@ enum Layout {
     },
     /// A 0/1 pattern over all features, 1 where a feature conditions.
     Pattern(Vec<f32>),
+}
+
+/// A coupling layer: one part of the input, through `net`, sets the parameters of `transform`
+/// on the other part.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CouplingSpec {
+    /// Which features condition, which are transformed.
+    pub mask: Mask,
+    /// The elementwise transform.
+    #[serde(default)]
+    pub transform: Transform,
+    /// The parameter network.
+    pub net: NetSpec,
+    /// Size of the optional condition `c` (0: unconditional).
+    #[serde(default)]
+    pub cond_dim: usize,
+}
+
+impl BuildLayer for CouplingSpec {
+    type Layer = Coupling;
+
+    fn build(&self, device: &Device) -> Result<Coupling> {
+        Coupling::new(
+            self.mask.clone(),
+            self.transform,
+            &self.net,
+            self.cond_dim,
+            device,
+        )
+    }
+
+    fn cond_dim(&self) -> usize {
+        self.cond_dim
+    }
 }
 
 /// A coupling layer: `z_active = T(x_active; net(x_cond, c))`, `z_cond = x_cond`.
@@ -238,3 +274,5 @@ impl Bijector for Coupling {
         self.mask.dim()
     }
 }
+
+impl DataInit for Coupling {}

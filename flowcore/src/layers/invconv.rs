@@ -5,10 +5,41 @@
 use burn::module::Param;
 use burn::prelude::*;
 
+use serde::{Deserialize, Serialize};
+
 use super::PermutationKind;
 use super::Permute;
-use crate::Bijector;
+use crate::layer::{BuildLayer, positive};
 use crate::tensor_util::{broadcast_logdet, constant, indices};
+use crate::{Bijector, DataInit, Result};
+
+/// Invertible 1x1 convolution, LU-parametrised.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InvConvSpec {
+    /// Channels.
+    pub channels: usize,
+    /// Pixels per channel.
+    pub spatial: usize,
+    /// Seed of the fixed permutation `P`.
+    #[serde(default)]
+    pub seed: u64,
+}
+
+impl BuildLayer for InvConvSpec {
+    type Layer = InvConv1x1;
+
+    fn build(&self, device: &Device) -> Result<InvConv1x1> {
+        positive("inv_conv channels", self.channels)?;
+        positive("inv_conv spatial", self.spatial)?;
+        Ok(InvConv1x1::new(
+            self.channels,
+            self.spatial,
+            self.seed,
+            device,
+        ))
+    }
+}
 
 /// An invertible 1x1 convolution over `channels` channels of `spatial` pixels.
 #[derive(Module, Debug)]
@@ -115,3 +146,5 @@ impl Bijector for InvConv1x1 {
         self.channels * self.spatial
     }
 }
+
+impl DataInit for InvConv1x1 {}

@@ -4,9 +4,30 @@
 
 use burn::prelude::*;
 use burn::tensor::activation::{log_sigmoid, sigmoid};
+use serde::{Deserialize, Serialize};
 
+use crate::layer::{BuildLayer, positive};
 use crate::tensor_util::row_sum;
-use crate::{Bijector, FlowError, Result};
+use crate::{Bijector, DataInit, FlowError, Result};
+
+/// Logit preprocessing.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogitSpec {
+    /// Features.
+    pub dim: usize,
+    /// Squeeze into `(alpha, 1 - alpha)` first.
+    pub alpha: f64,
+}
+
+impl BuildLayer for LogitSpec {
+    type Layer = Logit;
+
+    fn build(&self, _device: &Device) -> Result<Logit> {
+        positive("logit dim", self.dim)?;
+        Logit::new(self.dim, self.alpha)
+    }
+}
 
 /// `z = logit(alpha + (1 - 2 alpha) x)`, for `x` in `(0, 1)`.
 #[derive(Module, Debug)]
@@ -59,3 +80,5 @@ impl Bijector for Logit {
         self.dim
     }
 }
+
+impl DataInit for Logit {}

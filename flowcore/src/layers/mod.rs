@@ -1,19 +1,23 @@
-//! The invertible layers. Each is one idea; [`crate::layer::Layer`] gathers them so a flow is a
-//! plain list of layers that derives `Module`.
+//! The invertible layers, one type per file, each with its spec. The registry in
+//! [`crate::layer`] gathers them so that a flow is a plain list of layers that derives `Module`.
 
 mod actnorm;
+mod chain;
 mod coupling;
+mod factor_out;
 mod invconv;
 mod logit;
 mod permute;
 mod squeeze;
 
-pub use actnorm::ActNorm;
-pub use coupling::{Coupling, Mask};
-pub use invconv::InvConv1x1;
-pub use logit::Logit;
-pub use permute::{PermutationKind, Permute};
-pub use squeeze::Squeeze;
+pub use actnorm::{ActNorm, ActNormSpec};
+pub use chain::{ChainSpec, InvertSpec};
+pub use coupling::{Coupling, CouplingSpec, Mask};
+pub use factor_out::{FactorOut, FactorOutSpec};
+pub use invconv::{InvConv1x1, InvConvSpec};
+pub use logit::{Logit, LogitSpec};
+pub use permute::{PermutationKind, Permute, PermuteSpec};
+pub use squeeze::{Squeeze, SqueezeSpec};
 
 use serde::{Deserialize, Serialize};
 

@@ -6,8 +6,9 @@ use rand_chacha::ChaCha8Rng;
 use rand_chacha::rand_core::{RngCore, SeedableRng};
 use serde::{Deserialize, Serialize};
 
-use crate::Bijector;
+use crate::layer::{BuildLayer, positive};
 use crate::tensor_util::{indices, zero_logdet};
+use crate::{Bijector, DataInit, Result};
 
 /// How the permutation is chosen.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -18,6 +19,29 @@ pub enum PermutationKind {
     Reverse,
     /// A uniformly random permutation drawn from the seed.
     Random,
+}
+
+/// A fixed permutation of `dim` features.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PermuteSpec {
+    /// Features.
+    pub dim: usize,
+    /// Reverse or random.
+    #[serde(default)]
+    pub permutation: PermutationKind,
+    /// Seed of a random permutation.
+    #[serde(default)]
+    pub seed: u64,
+}
+
+impl BuildLayer for PermuteSpec {
+    type Layer = Permute;
+
+    fn build(&self, _device: &Device) -> Result<Permute> {
+        positive("permute dim", self.dim)?;
+        Ok(Permute::new(self.dim, self.permutation, self.seed))
+    }
 }
 
 /// A permutation of the features; `forward` computes `z[i] = x[perm[i]]`. Volume preserving.
@@ -81,3 +105,5 @@ impl Bijector for Permute {
         self.perm.len()
     }
 }
+
+impl DataInit for Permute {}

@@ -2,10 +2,28 @@
 //! preserving; it lets later couplings mix neighbouring pixels.
 
 use burn::prelude::*;
+use serde::{Deserialize, Serialize};
 
 use super::ImageShape;
+use crate::layer::BuildLayer;
 use crate::tensor_util::zero_logdet;
-use crate::{Bijector, FlowError, Result};
+use crate::{Bijector, DataInit, FlowError, Result};
+
+/// 2x2 space-to-depth of images of `shape`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SqueezeSpec {
+    /// Input shape.
+    pub shape: ImageShape,
+}
+
+impl BuildLayer for SqueezeSpec {
+    type Layer = Squeeze;
+
+    fn build(&self, _device: &Device) -> Result<Squeeze> {
+        Squeeze::new(self.shape)
+    }
+}
 
 /// Space-to-depth of images of the given (input) shape. Output channel `4c + 2i + j` holds the
 /// pixels at row offset `i`, column offset `j` of input channel `c`.
@@ -69,3 +87,5 @@ impl Bijector for Squeeze {
         self.shape.numel()
     }
 }
+
+impl DataInit for Squeeze {}

@@ -13,7 +13,8 @@ use serde::{Deserialize, Serialize};
 
 use super::{EpochStats, ScheduleState};
 use crate::arch::ArchitectureConfig;
-use crate::checkpoint::{load_flow_expecting, save_flow, write_atomic};
+use crate::checkpoint::{load_flow_expecting, save_flow};
+use crate::io::write_atomic;
 use crate::{Flow, FlowError, Result};
 
 pub(crate) const MODEL_FILE: &str = "model.safetensors";

@@ -3,52 +3,9 @@
 //! objective of Ardizzone et al. in [`crate::inn`].
 
 use burn::prelude::*;
-use burn::tensor::TensorData;
 
+use super::Batch;
 use crate::Flow;
-
-/// A batch of samples, row-major: `x` holds `n` rows of the data's features and `y`, when the
-/// data carry them, `n` rows of observations, labels or conditions (empty otherwise).
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct Batch {
-    /// `[n, dim]`.
-    pub x: Vec<f32>,
-    /// `[n, y_dim]`, or empty.
-    pub y: Vec<f32>,
-}
-
-impl Batch {
-    /// A batch without observations.
-    pub fn unlabelled(x: Vec<f32>) -> Self {
-        Self { x, y: Vec::new() }
-    }
-
-    /// Rows `start..start + n`, for features `dim` and `y_dim`.
-    pub fn rows(&self, start: usize, n: usize, dim: usize, y_dim: usize) -> Self {
-        Self {
-            x: self.x[start * dim..(start + n) * dim].to_vec(),
-            y: if y_dim == 0 {
-                Vec::new()
-            } else {
-                self.y[start * y_dim..(start + n) * y_dim].to_vec()
-            },
-        }
-    }
-
-    /// As tensors on `device`: `x` as `[n, dim]`, `y` as `[n, y_dim]` when there is one.
-    pub fn to_tensors(
-        &self,
-        dim: usize,
-        y_dim: usize,
-        device: &Device,
-    ) -> (Tensor<2>, Option<Tensor<2>>) {
-        let n = self.x.len() / dim.max(1);
-        let x = Tensor::<2>::from_data(TensorData::new(self.x.clone(), [n, dim]), device);
-        let y = (y_dim > 0)
-            .then(|| Tensor::<2>::from_data(TensorData::new(self.y.clone(), [n, y_dim]), device));
-        (x, y)
-    }
-}
 
 /// A loss and its named parts (for logging; the parts need not add up to the total when they
 /// are weighted).
@@ -172,4 +129,10 @@ pub fn mean_nll_batch(flow: &Flow, data: &Batch, dim: usize, y_dim: usize, devic
             .into_scalar::<f64>();
     }
     -total / n as f64
+}
+
+/// Mean NLL of `values` (`[n, dim]`) under an unconditional `flow`, in batches, without
+/// gradients.
+pub fn mean_nll(flow: &Flow, values: &[f32], dim: usize, device: &Device) -> f64 {
+    mean_nll_batch(flow, &Batch::unlabelled(values.to_vec()), dim, 0, device)
 }

@@ -1,0 +1,170 @@
+//! Application 1: distribution mapping of 2-D and 3-D points. A flow learns toy distributions
+//! (or the points of a CSV file) by maximum likelihood; the run directory gets the model,
+//! scatter plots in data and latent space with the lowest-density points marked, samples,
+//! training curves and a report with the change-of-variables check.
+
+mod cli;
+mod data;
+mod report;
+
+use std::path::Path;
+
+use anyhow::{Context, Result, bail};
+use flowcore::checkpoint::load_flow;
+use flowcore::train::{Collective, DataSource, MaximumLikelihood, SingleProcess, TrainingConfig};
+use flowcore::{ArchitectureConfig, BaseConfig, DataShape, Flow};
+use flowdata::read_points_csv;
+use serde::{Deserialize, Serialize};
+
+pub use crate::run::TrainOptions;
+use crate::run::{AppInfo, AppRun, ResolvedConfig, RunRecord, Training, train_app};
+pub use crate::shared::csv::write_csv;
+use crate::shared::infer::to_vec;
+pub use cli::App1;
+use data::Points;
+
+/// Application 1 to the harness.
+pub const APP: AppInfo = AppInfo {
+    name: "train_flowmodels1",
+    default_config: include_str!("../../configs/app1.toml"),
+    data_parallel: true,
+};
+
+/// The `[run]` keys of application 1 (beside [`crate::run::RunHeader`]'s).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunGroup {
+    /// Toy dataset: `moons`, `moons:NOISE`, `mvn`, `gmm`, `helix`, `helix:NOISE`, `gmm3d`.
+    pub dataset: String,
+    /// A CSV of points to learn instead of the toy dataset ("" for none).
+    #[serde(default)]
+    pub points: String,
+    /// Validation points (toy data: drawn once; CSV: this many held out, at most a fifth).
+    pub validation_size: usize,
+    /// Points in each scatter plot.
+    pub plot_points: usize,
+    /// How many lowest-density points the plots mark.
+    pub lowest_density: usize,
+}
+
+/// The whole app-1 config.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct App1Config {
+    /// Data and output settings.
+    pub run: RunGroup,
+    /// The training engine.
+    pub training: TrainingConfig,
+    /// The flow; its `dim` comes from the data.
+    pub model: ArchitectureConfig,
+}
+
+/// The outcome of a training run, also written as `report.json`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Report {
+    /// The data.
+    pub dataset: String,
+    /// Features per point.
+    pub dim: usize,
+    /// Entropy of the data in nats, where known: the best NLL a model can reach.
+    pub entropy: Option<f64>,
+    /// Validation NLL of the final model, nats per point.
+    pub val_nll: f64,
+    /// The same in bits per dimension.
+    pub val_bits_per_dim: f64,
+    /// `val_nll - entropy`.
+    pub gap_to_entropy: Option<f64>,
+    /// Largest |log p(x) by the forward pass - log p(x) by the inverse pass| over the plotted
+    /// points, nats.
+    pub change_of_variables_max_abs_diff: f64,
+    /// Largest |x - inverse(forward(x))| over the plotted points.
+    pub round_trip_max_abs_err: f64,
+    /// How training went and where the outputs are.
+    #[serde(flatten)]
+    pub run: RunRecord,
+}
+
+/// The result of [`train`].
+pub type TrainSummary = crate::run::TrainSummary<Report>;
+
+/// Train application 1 as configured; everything goes into the run directory and tracking.
+pub fn train(opts: &TrainOptions) -> Result<TrainSummary> {
+    train_ranked(opts, &SingleProcess)?.context("one process is rank 0")
+}
+
+/// [`train`] as one rank of a data-parallel run over `ranks`: rank 0 trains, writes the run
+/// and returns its summary; the others train their share of each batch and return `None`.
+pub fn train_ranked(opts: &TrainOptions, ranks: &dyn Collective) -> Result<Option<TrainSummary>> {
+    let resolved = ResolvedConfig::new(&APP, opts)?;
+    let config: App1Config = resolved.config()?;
+    let mut points = Points::new(&config.run, config.training.seed)?;
+    let model = config
+        .model
+        .clone()
+        .with_data_shape(&DataShape::features(points.dim()));
+    tracing::info!("{} ({} features)", points.name(), points.dim());
+    train_app(
+        opts,
+        ranks,
+        AppRun {
+            config: &resolved,
+            tags: vec![("dataset".into(), points.name())],
+            files: Vec::new(),
+        },
+        Training {
+            model: &model,
+            base: BaseConfig::default(),
+            objective: &MaximumLikelihood,
+            data: &mut points,
+            config: &config.training,
+        },
+        |r, points| report::report(&config, points, r),
+    )
+}
+
+fn load_model(run: &Path) -> Result<Flow> {
+    let path = run.join("model.safetensors");
+    if !path.exists() {
+        bail!(
+            "{} has no model.safetensors: is it a finished app-1 run directory?",
+            run.display()
+        );
+    }
+    let (flow, _) = load_flow(&path, &crate::run::device())?;
+    Ok(flow)
+}
+
+/// `n` samples, row-major, from the model of the run in `run`, with the base scaled by
+/// `temperature`; and the features per sample.
+pub fn sample(run: &Path, n: usize, temperature: f64, seed: u64) -> Result<(Vec<f32>, usize)> {
+    if !(temperature.is_finite() && temperature > 0.0) {
+        bail!("--temperature must be a positive number, got {temperature}");
+    }
+    let flow = load_model(run)?;
+    let x = flow.sample(n, temperature, seed, None, &crate::run::device());
+    Ok((to_vec(x.into_data()), flow.dim()))
+}
+
+/// log p(x) in nats of every point of `points` (CSV) under the model of the run in `run`;
+/// returns the points, their column names and the log-densities.
+pub fn logprob(run: &Path, points: &Path) -> Result<(Vec<f32>, Vec<String>, Vec<f32>)> {
+    let flow = load_model(run)?;
+    let pts = read_points_csv(points)?;
+    if pts.dim != flow.dim() {
+        bail!(
+            "{}: the points have {} columns but the model of {} maps {} features",
+            points.display(),
+            pts.dim,
+            run.display(),
+            flow.dim()
+        );
+    }
+    let lp =
+        crate::shared::infer::log_prob_rows(&flow, &pts.values, pts.dim, &crate::run::device());
+    Ok((pts.values, pts.columns, lp))
+}
+
+/// Column names `x0, x1, ...`.
+pub fn default_columns(dim: usize) -> Vec<String> {
+    crate::shared::csv::axis_names(dim, "x")
+}

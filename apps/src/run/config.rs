@@ -1,0 +1,300 @@
+//! Application configs: one TOML file per application in `apps/configs/`, embedded in its
+//! binary as the defaults, with the groups `run`, `training` and `model`. A user file given with
+//! `--config` is merged over the defaults (so a partial file works, and a run's resolved
+//! `config.toml` reproduces that run), then `--set group.key=value` overrides are applied.
+//! Unknown keys and wrong types are errors that name the key.
+//!
+//! A group's keys may belong to several parts: the harness takes the [`RunHeader`] keys of
+//! `[run]` (and an application may take a shared part, such as the image keys of applications
+//! 2 and 3) before the application's own config reads the rest, so that each part is one
+//! struct and every part still refuses unknown keys.
+
+use std::path::Path;
+
+use anyhow::{Context, Result, bail};
+use serde::de::{DeserializeOwned, Visitor};
+use toml::{Table, Value};
+
+use super::{AppInfo, RunHeader, TrainOptions};
+
+/// Merge `over` into `base`, recursing into tables.
+pub fn merge(base: &mut Table, over: Table) {
+    for (k, v) in over {
+        match (base.get_mut(&k), v) {
+            (Some(Value::Table(b)), Value::Table(o)) => merge(b, o),
+            (_, v) => {
+                base.insert(k, v);
+            }
+        }
+    }
+}
+
+/// Parse the value of a `--set`: any TOML value (`256`, `1e-3`, `true`, `[64, 64]`,
+/// `"text"`), or else the bare text as a string (`--set run.dataset=moons`).
+fn parse_value(text: &str) -> Value {
+    match format!("v = {text}").parse::<Table>() {
+        Ok(mut t) => t.remove("v").unwrap_or_else(|| Value::String(text.into())),
+        Err(_) => Value::String(text.to_string()),
+    }
+}
+
+/// Apply one `group.key=value` (any depth of dotted keys) to `table`.
+pub fn apply_set(table: &mut Table, assignment: &str) -> Result<()> {
+    let Some((path, value)) = assignment.split_once('=') else {
+        bail!("--set `{assignment}`: expected KEY=VALUE, for example training.batch_size=256");
+    };
+    let keys: Vec<&str> = path.trim().split('.').collect();
+    if keys.iter().any(|k| k.is_empty()) {
+        bail!("--set `{assignment}`: `{path}` is not a dotted key like training.batch_size");
+    }
+    let mut cursor = table;
+    for (i, key) in keys[..keys.len() - 1].iter().enumerate() {
+        let entry = cursor
+            .entry(key.to_string())
+            .or_insert_with(|| Value::Table(Table::new()));
+        cursor = match entry {
+            Value::Table(t) => t,
+            _ => bail!(
+                "--set `{assignment}`: `{}` is a value, not a group",
+                keys[..=i].join(".")
+            ),
+        };
+    }
+    cursor.insert(keys[keys.len() - 1].to_string(), parse_value(value.trim()));
+    Ok(())
+}
+
+/// The config table: `defaults`, merged with `file` when given, then the `sets`.
+pub fn resolve_table(defaults: &str, file: Option<&Path>, sets: &[String]) -> Result<Table> {
+    let mut table: Table = defaults
+        .parse()
+        .context("the embedded default config does not parse")?;
+    if let Some(path) = file {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read config {}", path.display()))?;
+        let user: Table = text
+            .parse()
+            .with_context(|| format!("config {} is not valid TOML", path.display()))?;
+        merge(&mut table, user);
+    }
+    for s in sets {
+        apply_set(&mut table, s)?;
+    }
+    Ok(table)
+}
+
+/// Deserialize a config table, the group `prefix` ("" for the whole config); errors name the
+/// key (`config: key `training.batch_size`: invalid type ...`).
+pub fn from_table<T: DeserializeOwned>(table: &Table, origin: &str, prefix: &str) -> Result<T> {
+    let value = Value::Table(table.clone());
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        let key = match (prefix.is_empty(), path == "." || path.is_empty()) {
+            (true, true) => String::new(),
+            (true, false) => path,
+            (false, true) => prefix.to_string(),
+            (false, false) => format!("{prefix}.{path}"),
+        };
+        if key.is_empty() {
+            anyhow::anyhow!("{origin}: {inner}")
+        } else {
+            anyhow::anyhow!("{origin}: key `{key}`: {inner}")
+        }
+    })
+}
+
+/// The table of a run's options over `defaults` (the resumed run's `config.toml` or the
+/// `--config` file, then the `--set`s), and a name of where it came from for messages.
+pub fn resolve_options(defaults: &str, opts: &TrainOptions) -> Result<(Table, String)> {
+    let file = match &opts.resume {
+        Some(dir) => Some(dir.join("config.toml")),
+        None => opts.config.clone(),
+    };
+    let table = resolve_table(defaults, file.as_deref(), &opts.sets)?;
+    let origin = file.as_ref().map_or_else(
+        || "config".to_string(),
+        |f| format!("config {}", f.display()),
+    );
+    Ok((table, origin))
+}
+
+/// Deserialize the group `name` of a config table (an absent group as an empty one).
+pub fn group<T: DeserializeOwned>(table: &Table, name: &str, origin: &str) -> Result<T> {
+    let empty = Table::new();
+    let t = table.get(name).and_then(|v| v.as_table()).unwrap_or(&empty);
+    from_table(t, origin, name)
+}
+
+/// A run's resolved config: the application, the whole table (saved beside the run as
+/// `config.toml`), where it came from, the [`RunHeader`], and the keys no part has taken yet.
+#[derive(Clone, Debug)]
+pub struct ResolvedConfig {
+    /// The application it configures.
+    pub app: &'static AppInfo,
+    /// The whole resolved table.
+    pub table: Table,
+    /// Where it came from, for messages (`config`, or `config FILE`).
+    pub origin: String,
+    /// The `[run]` keys every application has.
+    pub header: RunHeader,
+    rest: Table,
+}
+
+impl ResolvedConfig {
+    /// The config of `opts` for `app`, with the run header taken; first of all, a check that
+    /// `app` can run as `opts` asks.
+    pub fn new(app: &'static AppInfo, opts: &TrainOptions) -> Result<Self> {
+        opts.check_for(app)?;
+        let (table, origin) = resolve_options(app.default_config, opts)?;
+        let mut rest = table.clone();
+        let header = take(&mut rest, "run", &origin)?;
+        Ok(Self {
+            app,
+            table,
+            origin,
+            header,
+            rest,
+        })
+    }
+
+    /// Take the keys of the struct `T` out of the group `group` and deserialize them.
+    pub fn take<T: DeserializeOwned>(&mut self, group: &str) -> Result<T> {
+        take(&mut self.rest, group, &self.origin)
+    }
+
+    /// The keys not taken, as the application's config `C`; unknown keys are errors.
+    pub fn config<C: DeserializeOwned>(&self) -> Result<C> {
+        from_table(&self.rest, &self.origin, "")
+    }
+
+    /// The value of a key not taken yet, for checks that need to know whether the user gave
+    /// it: `group.key`.
+    pub fn get(&self, group: &str, key: &str) -> Option<&Value> {
+        self.rest.get(group)?.get(key)
+    }
+}
+
+/// Remove the keys of `T` from the group `group` of `table` and deserialize them; errors name
+/// the key as `group.key`.
+pub fn take<T: DeserializeOwned>(table: &mut Table, group: &str, origin: &str) -> Result<T> {
+    let mut part = Table::new();
+    if let Some(Value::Table(g)) = table.get_mut(group) {
+        for name in field_names::<T>() {
+            if let Some(v) = g.remove(*name) {
+                part.insert(name.to_string(), v);
+            }
+        }
+    }
+    from_table(&part, origin, group)
+}
+
+/// The field names of a struct that derives `Deserialize`, as serde gives them to a
+/// deserializer (aliases not included).
+pub fn field_names<T: DeserializeOwned>() -> &'static [&'static str] {
+    struct Fields(Option<&'static [&'static str]>);
+    impl<'de> serde::Deserializer<'de> for &mut Fields {
+        type Error = serde::de::value::Error;
+
+        fn deserialize_any<V: Visitor<'de>>(self, _visitor: V) -> Result<V::Value, Self::Error> {
+            Err(serde::de::Error::custom("not a struct"))
+        }
+
+        fn deserialize_struct<V: Visitor<'de>>(
+            self,
+            _name: &'static str,
+            fields: &'static [&'static str],
+            _visitor: V,
+        ) -> Result<V::Value, Self::Error> {
+            self.0 = Some(fields);
+            Err(serde::de::Error::custom("fields read"))
+        }
+
+        serde::forward_to_deserialize_any! {
+            bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes
+            byte_buf option unit unit_struct newtype_struct seq tuple tuple_struct map enum
+            identifier ignored_any
+        }
+    }
+    let mut fields = Fields(None);
+    let _ = T::deserialize(&mut fields);
+    fields.0.unwrap_or(&[])
+}
+
+/// Turn a config table into flat `group.key` = value pairs, for tracking params.
+pub fn flatten(table: &Table) -> Vec<(String, String)> {
+    fn walk(prefix: &str, t: &Table, out: &mut Vec<(String, String)>) {
+        for (k, v) in t {
+            let key = if prefix.is_empty() {
+                k.clone()
+            } else {
+                format!("{prefix}.{k}")
+            };
+            match v {
+                Value::Table(inner) => walk(&key, inner, out),
+                Value::String(s) => out.push((key, s.clone())),
+                other => out.push((key, other.to_string())),
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk("", table, &mut out);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sets_parse_toml_values_and_fall_back_to_strings() {
+        let mut t: Table = "[training]\nbatch_size = 128\n".parse().unwrap();
+        apply_set(&mut t, "training.batch_size=256").unwrap();
+        apply_set(&mut t, "model.hidden_units=[64, 64]").unwrap();
+        apply_set(&mut t, "run.dataset=moons:0.05").unwrap();
+        assert_eq!(t["training"]["batch_size"].as_integer(), Some(256));
+        assert_eq!(t["model"]["hidden_units"].as_array().unwrap().len(), 2);
+        assert_eq!(t["run"]["dataset"].as_str(), Some("moons:0.05"));
+        let err = apply_set(&mut t, "training.batch_size.x=1").unwrap_err();
+        assert!(err.to_string().contains("training.batch_size"), "{err}");
+        assert!(apply_set(&mut t, "nokey").is_err());
+    }
+
+    #[test]
+    fn a_part_takes_its_keys_and_the_rest_refuses_unknown_ones() {
+        #[derive(serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Part {
+            a: i64,
+        }
+        #[derive(serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Rest {
+            run: RestRun,
+        }
+        #[derive(serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct RestRun {
+            b: i64,
+        }
+        assert_eq!(field_names::<Part>(), ["a"]);
+        let mut t: Table = "[run]\na = 1\nb = 2\n".parse().unwrap();
+        let part: Part = take(&mut t, "run", "config").unwrap();
+        assert_eq!(part.a, 1);
+        let rest: Rest = from_table(&t, "config", "").unwrap();
+        assert_eq!(rest.run.b, 2);
+        let mut t: Table = "[run]\na = \"x\"\nc = 3\n".parse().unwrap();
+        let e = format!("{:#}", take::<Part>(&mut t, "run", "config").err().unwrap());
+        assert!(e.contains("key `run.a`"), "{e}");
+        let e = format!("{:#}", from_table::<Rest>(&t, "config", "").err().unwrap());
+        assert!(e.contains("unknown field `c`"), "{e}");
+    }
+
+    #[test]
+    fn merge_keeps_defaults_not_overridden() {
+        let mut base: Table = "[a]\nx = 1\ny = 2\n".parse().unwrap();
+        merge(&mut base, "[a]\ny = 3\n".parse().unwrap());
+        assert_eq!(base["a"]["x"].as_integer(), Some(1));
+        assert_eq!(base["a"]["y"].as_integer(), Some(3));
+    }
+}

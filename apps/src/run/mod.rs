@@ -1,0 +1,129 @@
+//! The application harness: what every application does around its own data, objective and
+//! report, defined once.
+//!
+//! - [`AppInfo`]: an application's name, embedded config and whether it trains data-parallel.
+//! - [`ResolvedConfig`] ([`config`]): the config from defaults, file and `--set`s, with the
+//!   [`RunHeader`] keys of `[run]` every application has.
+//! - [`train_app`] ([`app`]): open the run, train (one process or one rank), save the model,
+//!   report through a [`Reporter`], close the run; every report ends with a [`RunRecord`].
+//! - [`place`]: run directories, tags and tracking; [`device`]: `--device`;
+//!   [`distributed`]: `--distributed mpi`; [`progress`]: progress bars.
+//! - [`cli`]: the command line of every binary.
+
+pub mod app;
+pub mod cli;
+pub mod config;
+pub mod device;
+pub mod distributed;
+pub mod place;
+pub mod progress;
+
+use std::path::PathBuf;
+
+use anyhow::{Result, bail};
+use flowcore::train::EpochStats;
+use serde::{Deserialize, Serialize};
+
+pub use app::{AppRun, Reporter, Training, train_app};
+pub use config::ResolvedConfig;
+pub use device::{device, select_device};
+pub use distributed::{Distributed, Ranks};
+pub use place::{git_commit, standard_tags, tracking_from_env};
+
+/// What identifies an application to the harness.
+#[derive(Debug)]
+pub struct AppInfo {
+    /// The binary's name, the `app` tag of its runs: `train_flowmodelsN`.
+    pub name: &'static str,
+    /// The embedded default config, `apps/configs/appN.toml`.
+    pub default_config: &'static str,
+    /// Whether it may train as one rank of several (`--distributed`).
+    pub data_parallel: bool,
+}
+
+/// What `train` is asked to do.
+#[derive(Clone, Debug, Default)]
+pub struct TrainOptions {
+    /// A config file merged over the defaults.
+    pub config: Option<PathBuf>,
+    /// `group.key=value` overrides, applied last.
+    pub sets: Vec<String>,
+    /// Write the run here instead of a new directory under `run.output_dir`.
+    pub run_dir: Option<PathBuf>,
+    /// Continue the run in this directory from its newest checkpoint, with its config.
+    pub resume: Option<PathBuf>,
+    /// An MLflow tracking server (`http://host:port`).
+    pub tracking_uri: Option<String>,
+    /// Override `run.tracking_dir`.
+    pub tracking_dir: Option<PathBuf>,
+    /// Draw progress bars when on a terminal.
+    pub progress: bool,
+    /// One process, or one rank of a data-parallel run.
+    pub distributed: Distributed,
+}
+
+impl TrainOptions {
+    /// Refuse `--distributed` for an application that trains in one process only.
+    pub fn check_for(&self, app: &AppInfo) -> Result<()> {
+        if !app.data_parallel && self.distributed != Distributed::None {
+            bail!(
+                "--distributed: {} trains in one process; data-parallel training is in \
+                 train_flowmodels1 and train_flowmodels2",
+                app.name
+            );
+        }
+        Ok(())
+    }
+}
+
+/// The keys of `[run]` every application has: where its runs go and how they are tracked.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunHeader {
+    /// Run directories are `output_dir/<name>-<timestamp>`.
+    pub name: String,
+    /// Where run directories go.
+    pub output_dir: PathBuf,
+    /// The local MLflow store.
+    pub tracking_dir: PathBuf,
+    /// MLflow experiment name.
+    pub experiment: String,
+    /// Log step metrics every this many steps.
+    pub log_every: u64,
+}
+
+/// What every application's report ends with: how training went and where its outputs are.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct RunRecord {
+    /// Mean optimizer steps per second over the epochs of this process.
+    pub steps_per_sec: f64,
+    /// Wall time of training, seconds.
+    pub train_seconds: f64,
+    /// Epochs trained in all, resumed ones included.
+    pub epochs: usize,
+    /// Whether early stopping ended the run.
+    pub stopped_early: bool,
+    /// Per-epoch statistics.
+    pub history: Vec<EpochStats>,
+    /// The figures, relative to the run directory.
+    pub figures: Vec<String>,
+    /// The local tracking run.
+    pub tracking_run: PathBuf,
+    /// The run on the tracking server, if any.
+    pub remote_run_id: Option<String>,
+}
+
+/// The result of an application's `train`: where the run went and its report.
+#[derive(Debug)]
+pub struct TrainSummary<R> {
+    /// The run directory.
+    pub run_dir: PathBuf,
+    /// The report, also in `run_dir/report.json`.
+    pub report: R,
+}
+
+/// The resolved config of `opts` over `defaults`, as TOML.
+pub fn resolved_config(defaults: &str, opts: &TrainOptions) -> Result<String> {
+    let (table, _) = config::resolve_options(defaults, opts)?;
+    Ok(toml::to_string(&table)?)
+}

@@ -1,0 +1,95 @@
+//! What the image applications (2 and 3) share: the `[run]` keys that say which images, at
+//! what size and how they are read ([`ImageRun`]), loading `train/` and `val/`, and bits per
+//! dimension of 8-bit images.
+
+use std::sync::Arc;
+
+use anyhow::Result;
+use burn::prelude::*;
+use flowcore::layers::ImageShape;
+use flowcore::train::{self, TrainingConfig};
+use flowcore::{DataShape, Flow};
+use flowdata::images::{
+    Augment, ImageBatches, ImageRoot, ImageSet, ImageSpec, OnBadImage, load_split, to_unit,
+};
+use serde::{Deserialize, Serialize};
+
+use super::infer::log_prob_rows;
+
+/// The `[run]` keys of the image applications.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImageRun {
+    /// The image root with `train/<class>/` and `val/<class>/`: a folder,
+    /// `s3://bucket/prefix`, or `embedded:fashion-mnist` (`embedded:fashion-mnist-classes`).
+    pub images: String,
+    /// 1 (grey) or 3 (RGB).
+    pub channels: usize,
+    /// Images are resized to `height x width`.
+    pub height: usize,
+    /// See `height`.
+    pub width: usize,
+    /// `skip` (report and go on) or `stop`.
+    pub on_bad_image: OnBadImage,
+    /// Training augmentation.
+    #[serde(default)]
+    pub augment: Augment,
+    /// Batches prepared ahead of the training step.
+    pub prefetch: usize,
+    /// Held out of `train/` for validation when `val/` has none of the training classes.
+    pub validation_fraction: f64,
+}
+
+impl ImageRun {
+    /// The size images are read at.
+    pub fn spec(&self) -> ImageSpec {
+        ImageSpec {
+            channels: self.channels,
+            height: self.height,
+            width: self.width,
+        }
+    }
+
+    /// The shape of the data, for the model.
+    pub fn data_shape(&self) -> DataShape {
+        DataShape::image(ImageShape::new(self.channels, self.height, self.width))
+    }
+
+    /// The images of `train/`, and those of `val/` when the root has that folder.
+    pub fn load(&self) -> Result<(ImageSet, Option<ImageSet>)> {
+        let root = ImageRoot::parse(&self.images)?;
+        let spec = self.spec();
+        let train_set = load_split(&root, "train", spec, self.on_bad_image)?;
+        let val_set = match load_split(&root, "val", spec, self.on_bad_image) {
+            Ok(v) => Some(v),
+            Err(flowdata::DataError::Invalid(msg)) if msg.contains("no `val/`") => None,
+            Err(e) => return Err(e.into()),
+        };
+        Ok((train_set, val_set))
+    }
+
+    /// Seeded, augmented, dequantised training batches of `set`, prepared ahead.
+    pub fn batches(&self, set: Arc<ImageSet>, training: &TrainingConfig) -> ImageBatches {
+        ImageBatches::new(
+            set,
+            self.augment,
+            training.seed,
+            training.batch_size,
+            self.prefetch,
+        )
+    }
+}
+
+/// Bits per dimension of 8-bit data from `log p(x)` of its `[0, 1)` scaling.
+pub fn bits_per_dim_8bit(log_prob: f64, dim: usize) -> f64 {
+    train::bits_per_dim(-log_prob + dim as f64 * 256f64.ln(), dim)
+}
+
+/// Bits per dimension of each image of `pixels` (8-bit, `spec`) under `flow`.
+pub fn bits_per_dim_rows(flow: &Flow, pixels: &[u8], spec: ImageSpec, device: &Device) -> Vec<f64> {
+    let dim = spec.len();
+    log_prob_rows(flow, &to_unit(pixels), dim, device)
+        .into_iter()
+        .map(|lp| bits_per_dim_8bit(f64::from(lp), dim))
+        .collect()
+}

@@ -1,0 +1,208 @@
+//! RealNVP on dense vectors, in the layout of TensorFlow Probability's `RealNVP` bijector (its
+//! key names are accepted as aliases).
+
+use serde::{Deserialize, Serialize};
+
+use super::{Architecture, DataShape, derive_seed};
+use crate::layer::LayerSpec;
+use crate::layers::{ActNormSpec, CouplingSpec, Mask, PermutationKind, PermuteSpec};
+use crate::nets::{Activation, MlpSpec, ResMlpSpec};
+use crate::transform::Transform;
+use crate::{FlowError, Result};
+
+/// What mixes the features between two dense couplings.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mixing {
+    /// Reverse the features (TFP's `Permute` with a reversed order).
+    #[default]
+    Reverse,
+    /// A seeded random permutation per gap.
+    Random,
+    /// No permutation; the mask alternates halves instead (the original RealNVP).
+    Alternate,
+}
+
+/// The parameter network of a dense coupling.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DenseNet {
+    /// Plain MLP with the hidden widths of the coupling.
+    #[default]
+    Mlp,
+    /// Residual MLP: width = first hidden width, one block per further hidden width.
+    ResMlp,
+}
+
+fn default_layers() -> usize {
+    8
+}
+fn default_hidden() -> Vec<usize> {
+    vec![256, 256]
+}
+
+/// RealNVP on dense vectors: `num_layers` couplings with a half mask (any `dim >= 2`, odd
+/// included), permutations or alternating masks between them.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RealNvpConfig {
+    /// Features; 0 (or absent): those of the data ([`Architecture::with_data_shape`]).
+    #[serde(default)]
+    pub dim: usize,
+    /// Number of couplings.
+    #[serde(default = "default_layers", alias = "num_couplings")]
+    pub num_layers: usize,
+    /// Hidden widths of every coupling's network (TFP's `hidden_layers`).
+    #[serde(default = "default_hidden", alias = "hidden_layers")]
+    pub hidden_units: Vec<usize>,
+    /// Per-coupling hidden widths; overrides `hidden_units` and must have `num_layers` entries.
+    #[serde(default)]
+    pub hidden_per_layer: Option<Vec<Vec<usize>>>,
+    /// MLP or residual MLP.
+    #[serde(default)]
+    pub net: DenseNet,
+    /// Layer normalisation in residual blocks.
+    #[serde(default)]
+    pub layer_norm: bool,
+    /// Hidden nonlinearity.
+    #[serde(default)]
+    pub activation: Activation,
+    /// Affine (RealNVP) or additive (NICE).
+    #[serde(default)]
+    pub transform: Transform,
+    /// What mixes features between couplings.
+    #[serde(default)]
+    pub permutation: Mixing,
+    /// An ActNorm before every coupling.
+    #[serde(default)]
+    pub actnorm: bool,
+    /// Seed of the random permutations.
+    #[serde(default)]
+    pub seed: u64,
+    /// Size of the optional condition (0: unconditional).
+    #[serde(default)]
+    pub cond_dim: usize,
+}
+
+impl RealNvpConfig {
+    /// Defaults for `dim` features: 8 couplings of [256, 256], affine, reversed between.
+    pub fn new(dim: usize) -> Self {
+        Self {
+            dim,
+            num_layers: default_layers(),
+            hidden_units: default_hidden(),
+            hidden_per_layer: None,
+            net: DenseNet::Mlp,
+            layer_norm: false,
+            activation: Activation::Relu,
+            transform: Transform::default(),
+            permutation: Mixing::Reverse,
+            actnorm: false,
+            seed: 0,
+            cond_dim: 0,
+        }
+    }
+}
+
+impl Architecture for RealNvpConfig {
+    fn to_specs(&self) -> Result<Vec<LayerSpec>> {
+        if self.dim < 2 {
+            return Err(FlowError::config(format!(
+                "real_nvp_dense: dim must be at least 2, got {}",
+                self.dim
+            )));
+        }
+        if self.num_layers == 0 {
+            return Err(FlowError::config(
+                "real_nvp_dense: num_layers must be at least 1",
+            ));
+        }
+        if let Some(per) = &self.hidden_per_layer
+            && per.len() != self.num_layers
+        {
+            return Err(FlowError::config(format!(
+                "real_nvp_dense: hidden_per_layer has {} entries but num_layers is {}",
+                per.len(),
+                self.num_layers
+            )));
+        }
+        let mut specs = Vec::new();
+        for i in 0..self.num_layers {
+            let hidden = match &self.hidden_per_layer {
+                Some(per) => per[i].clone(),
+                None => self.hidden_units.clone(),
+            };
+            let net = match self.net {
+                DenseNet::Mlp => MlpSpec {
+                    hidden,
+                    activation: self.activation,
+                }
+                .into(),
+                DenseNet::ResMlp => {
+                    let width = *hidden.first().ok_or_else(|| {
+                        FlowError::config("real_nvp_dense: res_mlp needs at least one hidden width")
+                    })?;
+                    ResMlpSpec {
+                        width,
+                        blocks: hidden.len().saturating_sub(1).max(1),
+                        norm: self.layer_norm,
+                        activation: self.activation,
+                    }
+                    .into()
+                }
+            };
+            if self.actnorm {
+                specs.push(
+                    ActNormSpec {
+                        channels: self.dim,
+                        spatial: 1,
+                    }
+                    .into(),
+                );
+            }
+            specs.push(
+                CouplingSpec {
+                    mask: Mask::Half {
+                        dim: self.dim,
+                        flip: self.permutation == Mixing::Alternate && i % 2 == 1,
+                    },
+                    transform: self.transform,
+                    net,
+                    cond_dim: self.cond_dim,
+                }
+                .into(),
+            );
+            let last = i + 1 == self.num_layers;
+            match self.permutation {
+                Mixing::Reverse | Mixing::Random if !last => specs.push(
+                    PermuteSpec {
+                        dim: self.dim,
+                        permutation: if self.permutation == Mixing::Random {
+                            PermutationKind::Random
+                        } else {
+                            PermutationKind::Reverse
+                        },
+                        seed: derive_seed(self.seed, i),
+                    }
+                    .into(),
+                ),
+                _ => {}
+            }
+        }
+        Ok(specs)
+    }
+
+    fn with_data_shape(mut self, shape: &DataShape) -> Self {
+        if self.dim == 0 {
+            self.dim = shape.features;
+        }
+        if self.cond_dim == 0 {
+            self.cond_dim = shape.cond_dim;
+        }
+        self
+    }
+
+    fn cond_dim(&self) -> usize {
+        self.cond_dim
+    }
+}

@@ -1,0 +1,108 @@
+//! Glow's convolutional parameter network of image couplings.
+
+use burn::nn::conv::{Conv2d, Conv2dConfig};
+use burn::nn::{Initializer, PaddingConfig2d};
+use burn::prelude::*;
+use burn::tensor::activation;
+use serde::{Deserialize, Serialize};
+
+use super::{BuildNet, Conditioner, NetIo};
+use crate::conv::{conv3x3_same, pointwise};
+use crate::{FlowError, Result};
+
+/// Glow's network: 3x3 conv, ReLU, 1x1 conv, ReLU, zero-initialised 3x3 conv.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConvSpec {
+    /// Hidden channels.
+    pub hidden_channels: usize,
+}
+
+impl BuildNet for ConvSpec {
+    type Net = GlowConvNet;
+
+    fn build(&self, io: NetIo, cond_dim: usize, device: &Device) -> Result<GlowConvNet> {
+        let NetIo::Image {
+            in_channels,
+            out_channels,
+            height,
+            width,
+        } = io
+        else {
+            return Err(FlowError::config(
+                "a conv network needs an image mask (channel or checkerboard), not a dense one",
+            ));
+        };
+        if self.hidden_channels == 0 {
+            return Err(FlowError::config("conv hidden_channels must be positive"));
+        }
+        Ok(GlowConvNet::new(
+            in_channels + cond_dim,
+            self.hidden_channels,
+            out_channels,
+            [height, width],
+            device,
+        ))
+    }
+}
+
+/// Glow's coupling network on images: 3x3 conv, ReLU, 1x1 conv, ReLU, 3x3 conv that starts at
+/// zero. Input and output are flattened NCHW.
+#[derive(Module, Debug)]
+pub struct GlowConvNet {
+    first: Conv2d,
+    hidden: Conv2d,
+    last: Conv2d,
+    #[module(skip)]
+    in_channels: usize,
+    #[module(skip)]
+    size: [usize; 2],
+}
+
+impl GlowConvNet {
+    /// `in_channels -> hidden -> hidden -> out_channels` at spatial size `size = [h, w]`.
+    pub fn new(
+        in_channels: usize,
+        hidden: usize,
+        out_channels: usize,
+        size: [usize; 2],
+        device: &Device,
+    ) -> Self {
+        Self {
+            first: Conv2dConfig::new([in_channels, hidden], [3, 3])
+                .with_padding(PaddingConfig2d::Same)
+                .init(device),
+            hidden: Conv2dConfig::new([hidden, hidden], [1, 1]).init(device),
+            last: Conv2dConfig::new([hidden, out_channels], [3, 3])
+                .with_padding(PaddingConfig2d::Same)
+                .with_initializer(Initializer::Zeros)
+                .init(device),
+            in_channels,
+            size,
+        }
+    }
+
+    /// `[batch, in_channels * h * w]` (the condition already appended as channels) to
+    /// `[batch, out_channels * h * w]`.
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
+        let h = activation::relu(conv3x3_same(&self.first, x));
+        let h = activation::relu(pointwise(&self.hidden, h));
+        conv3x3_same(&self.last, h).flatten(1, 3)
+    }
+}
+
+impl Conditioner for GlowConvNet {
+    /// The condition, when given, is broadcast as extra channels.
+    fn predict(&self, x: Tensor<2>, cond: Option<&Tensor<2>>) -> Tensor<2> {
+        let [batch, _] = x.dims();
+        let [h, w] = self.size;
+        let channels = self.in_channels - cond.map_or(0, |c| c.dims()[1]);
+        let mut image = x.reshape([batch, channels, h, w]);
+        if let Some(c) = cond {
+            let k = c.dims()[1];
+            let planes = c.clone().reshape([batch, k, 1, 1]).expand([batch, k, h, w]);
+            image = Tensor::cat(vec![image, planes], 1);
+        }
+        self.forward(image)
+    }
+}

@@ -1,0 +1,142 @@
+//! What the engine reports while it trains and when it stops: step and epoch statistics for
+//! [`Observer`]s, the [`FitOutcome`], and why training could not go on ([`TrainError`]).
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::{Flow, FlowError};
+
+/// One optimizer step, as reported to observers.
+#[derive(Clone, Debug, Serialize)]
+pub struct StepStats {
+    /// Epoch, 1-based.
+    pub epoch: usize,
+    /// Step within the epoch, 1-based.
+    pub step_in_epoch: usize,
+    /// Global step, 1-based.
+    pub step: u64,
+    /// The objective's loss on the batch (mean NLL in nats per sample for maximum likelihood).
+    pub loss: f64,
+    /// The loss in bits per dimension, for a likelihood.
+    pub bits_per_dim: Option<f64>,
+    /// The loss's named parts.
+    pub parts: Vec<(String, f64)>,
+    /// Learning rate of the step.
+    pub learning_rate: f64,
+    /// Global gradient norm before clipping.
+    pub grad_norm: f64,
+    /// Global gradient norm after clipping.
+    pub grad_norm_clipped: f64,
+    /// Training throughput since the epoch started.
+    pub samples_per_sec: f64,
+}
+
+fn nll() -> String {
+    "nll".into()
+}
+
+/// One epoch, as reported to observers and kept in the run's history.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EpochStats {
+    /// Epoch, 1-based.
+    pub epoch: usize,
+    /// The objective's name (`nll` for maximum likelihood): metrics are `val_<loss>` and
+    /// `epoch_train_<loss>`.
+    #[serde(default = "nll")]
+    pub loss: String,
+    /// Mean training loss over the epoch.
+    #[serde(alias = "train_nll")]
+    pub train_loss: f64,
+    /// Validation loss (NLL in nats per sample for maximum likelihood).
+    #[serde(alias = "val_nll")]
+    pub val_loss: f64,
+    /// Validation bits per dimension, for a likelihood.
+    pub val_bits_per_dim: Option<f64>,
+    /// The validation loss's named parts.
+    #[serde(default)]
+    pub val_parts: Vec<(String, f64)>,
+    /// Learning rate at the end of the epoch.
+    pub learning_rate: f64,
+    /// Training throughput.
+    pub samples_per_sec: f64,
+    /// Whether this epoch has the best validation loss so far.
+    pub best: bool,
+}
+
+/// Receives reports from the trainer.
+pub trait Observer {
+    /// An epoch of `steps` steps begins.
+    fn on_epoch_start(&mut self, _epoch: usize, _steps: usize) {}
+    /// A step finished.
+    fn on_step(&mut self, _stats: &StepStats) {}
+    /// An epoch finished and was validated (and checkpointed, if due).
+    fn on_epoch_end(&mut self, _stats: &EpochStats) {}
+}
+
+/// Why training stopped early or could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    /// A bad `[training]` value.
+    #[error("invalid config: {0}")]
+    Config(String),
+    /// A NaN or infinite loss, gradient or validation loss.
+    #[error(
+        "{what} is {value} at epoch {epoch}, step {step}: training stopped; {}",
+        match checkpoint {
+            Some(p) => format!("the last good checkpoint is {}", p.display()),
+            None => "no epoch had finished, so there is no checkpoint".to_string(),
+        }
+    )]
+    NonFinite {
+        /// `loss`, `gradient norm` or `validation loss`.
+        what: &'static str,
+        /// The value.
+        value: f64,
+        /// Epoch, 1-based.
+        epoch: usize,
+        /// Global step, 1-based.
+        step: u64,
+        /// The last checkpoint written, intact.
+        checkpoint: Option<PathBuf>,
+    },
+    /// The data source failed.
+    #[error("data: {0}")]
+    Data(String),
+    /// Saving or loading a checkpoint failed.
+    #[error(transparent)]
+    Flow(#[from] FlowError),
+}
+
+/// The result of [`fit`].
+#[derive(Debug)]
+pub struct FitOutcome {
+    /// The trained flow: the best by validation loss when early stopping is on, else the last.
+    pub flow: Flow,
+    /// Every epoch, resumed ones included.
+    pub history: Vec<EpochStats>,
+    /// Whether early stopping ended the run.
+    pub stopped_early: bool,
+    /// The best validation loss and its epoch.
+    pub best: (f64, usize),
+    /// Ranks that trained it (1: one process).
+    pub ranks: usize,
+}
+
+impl FitOutcome {
+    /// Mean optimizer steps per second over the epochs trained, for batches of `batch_size`
+    /// rows per rank.
+    pub fn steps_per_sec(&self, batch_size: usize) -> f64 {
+        if self.history.is_empty() {
+            return 0.0;
+        }
+        self.history.iter().map(|e| e.samples_per_sec).sum::<f64>()
+            / self.history.len() as f64
+            / (batch_size * self.ranks) as f64
+    }
+}
+
+/// `nll` nats per sample of `dim` features in bits per dimension.
+pub fn bits_per_dim(nll: f64, dim: usize) -> f64 {
+    nll / (dim as f64 * std::f64::consts::LN_2)
+}
