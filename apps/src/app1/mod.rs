@@ -4,15 +4,14 @@
 //! training curves and a report with the change-of-variables check.
 
 mod cli;
-mod data;
 mod report;
 
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
 use flowcore::checkpoint::load_flow;
-use flowcore::train::{Collective, DataSource, MaximumLikelihood, SingleProcess, TrainingConfig};
-use flowcore::{ArchitectureConfig, BaseConfig, DataShape, Flow};
+use flowcore::train::{Collective, DataSource, MaximumLikelihood, SingleProcess};
+use flowcore::{BaseConfig, DataShape, Flow};
 use flowdata::read_points_csv;
 use serde::{Deserialize, Serialize};
 
@@ -20,43 +19,23 @@ pub use crate::run::TrainOptions;
 use crate::run::{AppInfo, AppRun, ResolvedConfig, RunRecord, Training, train_app};
 pub use crate::shared::csv::write_csv;
 use crate::shared::infer::to_vec;
+use crate::shared::points::{PointRun, PointSet};
 pub use cli::App1;
-use data::Points;
 
 /// Application 1 to the harness.
 pub const APP: AppInfo = AppInfo {
     name: "train_flowmodels1",
+    about: "Distribution mapping of 2-D/3-D points with a normalizing flow",
     default_config: include_str!("../../configs/app1.toml"),
     data_parallel: true,
 };
 
-/// The `[run]` keys of application 1 (beside [`crate::run::RunHeader`]'s).
+/// The `[run]` keys of application 1 beside [`crate::run::RunHeader`]'s and [`PointRun`]'s.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RunGroup {
-    /// Toy dataset: `moons`, `moons:NOISE`, `mvn`, `gmm`, `helix`, `helix:NOISE`, `gmm3d`.
-    pub dataset: String,
-    /// A CSV of points to learn instead of the toy dataset ("" for none).
-    #[serde(default)]
-    pub points: String,
-    /// Validation points (toy data: drawn once; CSV: this many held out, at most a fifth).
-    pub validation_size: usize,
-    /// Points in each scatter plot.
-    pub plot_points: usize,
     /// How many lowest-density points the plots mark.
     pub lowest_density: usize,
-}
-
-/// The whole app-1 config.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct App1Config {
-    /// Data and output settings.
-    pub run: RunGroup,
-    /// The training engine.
-    pub training: TrainingConfig,
-    /// The flow; its `dim` comes from the data.
-    pub model: ArchitectureConfig,
 }
 
 /// The outcome of a training run, also written as `report.json`.
@@ -95,10 +74,12 @@ pub fn train(opts: &TrainOptions) -> Result<TrainSummary> {
 /// [`train`] as one rank of a data-parallel run over `ranks`: rank 0 trains, writes the run
 /// and returns its summary; the others train their share of each batch and return `None`.
 pub fn train_ranked(opts: &TrainOptions, ranks: &dyn Collective) -> Result<Option<TrainSummary>> {
-    let resolved = ResolvedConfig::new(&APP, opts)?;
-    let config: App1Config = resolved.config()?;
-    let mut points = Points::new(&config.run, config.training.seed)?;
-    let model = config
+    let mut resolved = ResolvedConfig::new(&APP, opts)?;
+    let point_run: PointRun = resolved.take("run")?;
+    let run: RunGroup = resolved.group("run")?;
+    resolved.finish()?;
+    let mut points = PointSet::unlabelled(&point_run, resolved.training.seed)?;
+    let model = resolved
         .model
         .clone()
         .with_data_shape(&DataShape::features(points.dim()));
@@ -116,9 +97,9 @@ pub fn train_ranked(opts: &TrainOptions, ranks: &dyn Collective) -> Result<Optio
             base: BaseConfig::default(),
             objective: &MaximumLikelihood,
             data: &mut points,
-            config: &config.training,
+            config: &resolved.training,
         },
-        |r, points| report::report(&config, points, r),
+        |r, points| report::report(&point_run, &run, points, r),
     )
 }
 

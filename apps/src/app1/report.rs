@@ -7,20 +7,25 @@ use burn::tensor::TensorData;
 use flowcore::train::{self, DataSource};
 use flowcore::{Bijector, standard_normal};
 
-use super::data::Points;
-use super::{App1Config, Report};
+use super::{Report, RunGroup};
 use crate::run::Reporter;
 use crate::shared::csv::{axis_names, write_csv};
 use crate::shared::infer::to_vec;
 use crate::shared::plot::{ScatterSet, nll_curves, scatter};
+use crate::shared::points::{PointRun, PointSet};
 
-pub(super) fn report(config: &App1Config, points: &mut Points, r: &mut Reporter) -> Result<Report> {
+pub(super) fn report(
+    point_run: &PointRun,
+    run: &RunGroup,
+    points: &mut PointSet,
+    r: &mut Reporter,
+) -> Result<Report> {
     let dim = points.dim();
     let device = crate::run::device();
     let flow = r.flow.clone();
     let validation = points.validation().map_err(anyhow::Error::msg)?.x;
     let val_nll = train::mean_nll(&flow, &validation, dim, &device);
-    let n = config.run.plot_points.min(validation.len() / dim).max(1);
+    let n = point_run.plot_points.min(validation.len() / dim).max(1);
     let shown = &validation[..n * dim];
     let x = Tensor::<2>::from_data(TensorData::new(shown.to_vec(), [n, dim]), &device);
 
@@ -38,12 +43,9 @@ pub(super) fn report(config: &App1Config, points: &mut Points, r: &mut Reporter)
     let lp = to_vec(lp_forward.into_data());
     let mut order: Vec<usize> = (0..n).collect();
     order.sort_by(|&a, &b| lp[a].total_cmp(&lp[b]));
-    let lowest: Vec<usize> = order
-        .into_iter()
-        .take(config.run.lowest_density.min(n))
-        .collect();
+    let lowest: Vec<usize> = order.into_iter().take(run.lowest_density.min(n)).collect();
 
-    let z_samples = standard_normal(n, dim, config.training.seed, &device);
+    let z_samples = standard_normal(n, dim, r.training.seed, &device);
     let x_samples = flow.decode(z_samples.clone(), None);
     let z_points = to_vec(z.into_data());
     let z_samples = to_vec(z_samples.into_data());

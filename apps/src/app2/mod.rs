@@ -10,8 +10,8 @@ mod report;
 mod score;
 
 use anyhow::{Context, Result};
-use flowcore::train::{Collective, MaximumLikelihood, SingleProcess, TrainingConfig};
-use flowcore::{ArchitectureConfig, BaseConfig};
+use flowcore::BaseConfig;
+use flowcore::train::{Collective, MaximumLikelihood, SingleProcess};
 use serde::{Deserialize, Serialize};
 
 pub use crate::run::TrainOptions;
@@ -28,6 +28,7 @@ pub use score::{
 /// Application 2 to the harness.
 pub const APP: AppInfo = AppInfo {
     name: "train_flowmodels2",
+    about: "Image generation and anomaly detection with a normalizing flow",
     default_config: include_str!("../../configs/app2.toml"),
     data_parallel: true,
 };
@@ -42,18 +43,6 @@ pub struct RunGroup {
     pub score_quantile: f64,
     /// Training images scored for the thresholds and the typicality reference.
     pub reference_images: usize,
-}
-
-/// The whole app-2 config but the image keys of `[run]` ([`ImageRun`]).
-#[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct App2Config {
-    /// Report and scoring settings.
-    pub run: RunGroup,
-    /// The training engine.
-    pub training: TrainingConfig,
-    /// The flow; the image shape comes from `[run]`.
-    pub model: ArchitectureConfig,
 }
 
 /// The outcome of a training run, also written as `report.json`.
@@ -92,10 +81,11 @@ pub fn train(opts: &TrainOptions) -> Result<TrainSummary> {
 pub fn train_ranked(opts: &TrainOptions, ranks: &dyn Collective) -> Result<Option<TrainSummary>> {
     let mut resolved = ResolvedConfig::new(&APP, opts)?;
     let images: ImageRun = resolved.take("run")?;
-    let config: App2Config = resolved.config()?;
-    let model = config.model.clone().with_data_shape(&images.data_shape());
+    let run: RunGroup = resolved.group("run")?;
+    resolved.finish()?;
+    let model = resolved.model.clone().with_data_shape(&images.data_shape());
     let data = RunImages::load(&images)?;
-    let mut source = data.source(&images, &config.training);
+    let mut source = data.source(&images, &resolved.training);
     train_app(
         opts,
         ranks,
@@ -109,8 +99,8 @@ pub fn train_ranked(opts: &TrainOptions, ranks: &dyn Collective) -> Result<Optio
             base: BaseConfig::default(),
             objective: &MaximumLikelihood,
             data: &mut source,
-            config: &config.training,
+            config: &resolved.training,
         },
-        |r, _| report::report(&images, &config, &data, r),
+        |r, _| report::report(&images, &run, &data, r),
     )
 }

@@ -7,7 +7,7 @@ use flowdata::images::{save_grid, to_pixels, to_unit};
 
 use super::data::RunImages;
 use super::score::{reference, score_set};
-use super::{App2Config, Report};
+use super::{Report, RunGroup};
 use crate::run::Reporter;
 use crate::shared::images::{ImageRun, bits_per_dim_8bit};
 use crate::shared::infer::{encode_rows, log_prob_rows, rows, to_vec};
@@ -15,7 +15,7 @@ use crate::shared::plot::nll_curves;
 
 pub(super) fn report(
     images: &ImageRun,
-    config: &App2Config,
+    run: &RunGroup,
     data: &RunImages,
     r: &mut Reporter,
 ) -> Result<Report> {
@@ -36,8 +36,8 @@ pub(super) fn report(
     // Samples at each temperature, one row per temperature.
     let per_row = 8;
     let mut grid = Vec::new();
-    for (row, &t) in config.run.temperatures.iter().enumerate() {
-        let x = flow.sample(per_row, t, config.training.seed + row as u64, None, &device);
+    for (row, &t) in run.temperatures.iter().enumerate() {
+        let x = flow.sample(per_row, t, r.training.seed + row as u64, None, &device);
         grid.extend(to_vec(x.into_data()).chunks(dim).map(to_pixels));
     }
     save_grid(&r.figure("samples.png"), &grid, spec, per_row, 3)?;
@@ -129,8 +129,8 @@ pub(super) fn report(
         &data.train,
         spec,
         &data.normal,
-        config.run.reference_images,
-        config.run.score_quantile,
+        run.reference_images,
+        run.score_quantile,
     );
     r.write_json("reference.json", &reference)?;
 

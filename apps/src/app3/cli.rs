@@ -1,78 +1,46 @@
 //! Application 3's command line: `train` with `--images` and `--mode`, and `predict`.
 
 use std::fmt::Write;
-use std::path::PathBuf;
 
 use anyhow::Result;
-use clap::{Args, Subcommand};
+use clap::Subcommand;
 use flowcore::train::Collective;
 
-use super::{APP, Report, TrainSummary, predict, train};
-use crate::run::cli::{App, write_output};
+use super::{APP, predict, train};
+use crate::run::cli::{App, OutArg, RunArg};
 use crate::run::{AppInfo, TrainOptions};
-use crate::shared::classify::format_metrics;
+use crate::shared::classify::{ClassifierAppFlags, format_metrics};
 use crate::shared::csv::csv_field;
+use crate::shared::images::ImageFlags;
 
 /// Application 3 as its binary runs it.
 pub struct App3;
-
-/// The flags of `train`.
-#[derive(Args, Clone, Debug, Default)]
-pub struct Flags {
-    /// The image root with train/<class>/ and val/<class>/ (run.images).
-    #[arg(long)]
-    images: Option<String>,
-    /// `ib` or `inn` (classifier.mode).
-    #[arg(long)]
-    mode: Option<String>,
-}
 
 /// The subcommands beside `train`.
 #[derive(Subcommand)]
 pub enum Command {
     /// Class probabilities of images under a trained run's model, as CSV.
     Predict {
-        /// The run directory.
-        #[arg(long)]
-        run: PathBuf,
+        #[command(flatten)]
+        run: RunArg,
         /// A folder of `<class>/` subfolders or of images, `embedded:<set>/val`, or s3://...
         #[arg(long)]
         images: String,
-        /// Write here instead of to stdout.
-        #[arg(long)]
-        out: Option<PathBuf>,
+        #[command(flatten)]
+        out: OutArg,
     },
 }
 
 impl App for App3 {
-    type Flags = Flags;
+    type Flags = ClassifierAppFlags<ImageFlags>;
     type Command = Command;
-    type Report = Report;
 
     fn info(&self) -> &'static AppInfo {
         &APP
     }
 
-    fn about(&self) -> &'static str {
-        "Generative classification of images with a normalizing flow"
-    }
-
-    fn sets(&self, flags: Flags) -> Vec<String> {
-        let mut sets = Vec::new();
-        if let Some(i) = flags.images {
-            sets.push(format!("run.images={}", toml::Value::String(i)));
-        }
-        if let Some(m) = flags.mode {
-            sets.push(format!("classifier.mode={m}"));
-        }
-        sets
-    }
-
-    fn train(&self, opts: &TrainOptions, _ranks: &dyn Collective) -> Result<Option<TrainSummary>> {
-        train(opts).map(Some)
-    }
-
-    fn summary(&self, s: &TrainSummary) -> String {
+    fn train(&self, opts: &TrainOptions, _ranks: &dyn Collective) -> Result<Option<String>> {
+        let s = train(opts)?;
         let mut out = format!("run directory: {}\n", s.run_dir.display());
         out.push_str(&format_metrics(&s.report.metrics));
         if let Some(o) = &s.report.ood {
@@ -92,15 +60,13 @@ impl App for App3 {
             "{:.1} steps/s, {:.0} s of training",
             s.report.run.steps_per_sec, s.report.run.train_seconds
         );
-        for f in &s.report.run.figures {
-            let _ = writeln!(out, "figure: {}", s.run_dir.join(f).display());
-        }
-        out
+        out.push_str(&s.report.run.listing(&s.run_dir));
+        Ok(Some(out))
     }
 
     fn command(&self, command: Command) -> Result<()> {
         let Command::Predict { run, images, out } = command;
-        let (predictions, classes) = predict(&run, &images)?;
+        let (predictions, classes) = predict(&run.run, &images)?;
         let mut text = String::from("path,folder,predicted,bits_per_dim");
         for c in &classes {
             text.push_str(&format!(",p_{c}"));
@@ -119,6 +85,6 @@ impl App for App3 {
             }
             text.push('\n');
         }
-        write_output(out.as_deref(), &text)
+        out.write(&text)
     }
 }

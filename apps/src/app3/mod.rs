@@ -13,8 +13,6 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use flowcore::ArchitectureConfig;
 use flowcore::checkpoint::load_flow;
-use flowcore::inn::InnLossConfig;
-use flowcore::train::TrainingConfig;
 use flowcore::transform::{ScaleFn, Transform};
 use flowdata::images::{load_any, to_unit};
 use serde::{Deserialize, Serialize};
@@ -22,7 +20,7 @@ use serde::{Deserialize, Serialize};
 pub use crate::run::TrainOptions;
 use crate::run::config::take;
 use crate::run::{AppInfo, AppRun, ResolvedConfig, RunRecord, Training, train_app};
-use crate::shared::classify::{ClassMetrics, ClassesFile, ClassifierGroup, Mode, class_log_probs};
+use crate::shared::classify::{ClassMetrics, ClassesFile, Classification, Mode, class_log_probs};
 use crate::shared::images::{ImageRun, bits_per_dim_rows};
 pub use cli::App3;
 use data::RunImages;
@@ -31,6 +29,7 @@ pub use report::OodReport;
 /// Application 3 to the harness.
 pub const APP: AppInfo = AppInfo {
     name: "train_flowmodels3",
+    about: "Generative classification of images with a normalizing flow",
     default_config: include_str!("../../configs/app3.toml"),
     data_parallel: false,
 };
@@ -43,23 +42,6 @@ pub struct RunGroup {
     pub samples_per_class: usize,
     /// Temperature of the class-conditional samples.
     pub temperature: f64,
-}
-
-/// The whole app-3 config but the image keys of `[run]` ([`ImageRun`]).
-#[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct App3Config {
-    /// Report settings.
-    pub run: RunGroup,
-    /// How the flow classifies.
-    pub classifier: ClassifierGroup,
-    /// The INN objective (`classifier.mode = "inn"`).
-    #[serde(default)]
-    pub inn: InnLossConfig,
-    /// The training engine.
-    pub training: TrainingConfig,
-    /// The flow; the image shape comes from `[run]`.
-    pub model: ArchitectureConfig,
 }
 
 /// The outcome of a training run, also written as `report.json`.
@@ -87,36 +69,35 @@ pub type TrainSummary = crate::run::TrainSummary<Report>;
 pub fn train(opts: &TrainOptions) -> Result<TrainSummary> {
     let mut resolved = ResolvedConfig::new(&APP, opts)?;
     let images: ImageRun = resolved.take("run")?;
-    let config: App3Config = resolved.config()?;
-    let mut model = config.model.clone().with_data_shape(&images.data_shape());
+    let run: RunGroup = resolved.group("run")?;
+    let classification = Classification::take(&mut resolved)?;
+    resolved.finish()?;
+    let mode = classification.group.mode;
+    let mut model = resolved.model.clone().with_data_shape(&images.data_shape());
     // The INN objective runs the network backwards on random z: Glow's sigmoid scale, whose
     // inverse is unbounded, overflowed within 50 steps in our runs, a soft-clamped one did
     // not. Unless the config names a transform, the INN mode gets the clamped one.
     if let ArchitectureConfig::Glow(glow) = &mut model
-        && config.classifier.mode == Mode::Inn
-        && resolved.get("model", "transform").is_none()
+        && mode == Mode::Inn
+        && !resolved.gives("model", "transform")
     {
         glow.transform = Transform::Affine {
             scale: ScaleFn::Atan { clamp: 1.0 },
         };
         tracing::info!("classifier.mode = \"inn\": Glow couplings with an atan-clamped scale");
     }
-    let data = RunImages::load(&images, config.training.seed)?;
+    let data = RunImages::load(&images, resolved.training.seed)?;
     let classes = &data.classes;
-    let (objective, classifier) =
-        config
-            .classifier
-            .objective(images.spec().len(), classes.len(), false, &config.inn)?;
+    let trained = classification.start(images.spec().len(), classes, false)?;
     tracing::info!(
         "{}: {} training images of {:?}, {} validation images, {}",
         images.images,
         data.train.len(),
         classes,
         data.val_labels.len(),
-        config.classifier.mode.name()
+        mode.name()
     );
-    let file = ClassesFile::new(&config.classifier, classes, &classifier, &config.inn);
-    let mut source = data.source(&images, &config.training);
+    let mut source = data.source(&images, &resolved.training);
     let summary = train_app(
         opts,
         &flowcore::train::SingleProcess,
@@ -124,18 +105,18 @@ pub fn train(opts: &TrainOptions) -> Result<TrainSummary> {
             config: &resolved,
             tags: vec![
                 ("images".into(), images.images.clone()),
-                ("mode".into(), config.classifier.mode.name().into()),
+                classification.tag(),
             ],
-            files: vec![file.to_json()?],
+            files: vec![trained.file.clone()],
         },
         Training {
             model: &model,
-            base: config.classifier.base(classes.len()),
-            objective: objective.as_ref(),
+            base: classification.group.base(classes.len()),
+            objective: trained.objective.as_ref(),
             data: &mut source,
-            config: &config.training,
+            config: &resolved.training,
         },
-        |r, _| report::report(&images, &config, &data, &classifier, r),
+        |r, _| report::report(&images, &run, mode, &data, &trained.classifier, r),
     )?;
     summary.context("one process is rank 0")
 }

@@ -8,9 +8,9 @@ use flowdata::images::{save_grid, to_pixels, to_unit};
 use serde::{Deserialize, Serialize};
 
 use super::data::RunImages;
-use super::{App3Config, Report};
+use super::{Report, RunGroup};
 use crate::run::Reporter;
-use crate::shared::classify::{class_log_probs, metrics};
+use crate::shared::classify::{Mode, class_log_probs, metrics};
 use crate::shared::images::{ImageRun, bits_per_dim_rows};
 use crate::shared::infer::to_vec;
 use crate::shared::plot::{RocCurve, histograms, history_curves, roc_curves};
@@ -34,7 +34,8 @@ pub struct OodReport {
 
 pub(super) fn report(
     images: &ImageRun,
-    config: &App3Config,
+    run: &RunGroup,
+    mode: Mode,
     data: &RunImages,
     classifier: &Classifier,
     r: &mut Reporter,
@@ -49,7 +50,7 @@ pub(super) fn report(
     let m = metrics(&lp, &data.val_labels, classes);
 
     // Class-conditional samples: a row per class.
-    let per_row = config.run.samples_per_class.max(1);
+    let per_row = run.samples_per_class.max(1);
     let mut grid = Vec::new();
     for c in 0..classes.len() {
         if let Some(x) = classifier.sample_class(
@@ -57,8 +58,8 @@ pub(super) fn report(
             c,
             classes.len(),
             per_row,
-            config.run.temperature,
-            config.training.seed + c as u64,
+            run.temperature,
+            r.training.seed + c as u64,
             &device,
         ) {
             grid.extend(to_vec(x.into_data()).chunks(dim).map(to_pixels));
@@ -127,7 +128,7 @@ pub(super) fn report(
     );
     Ok(Report {
         images: images.images.clone(),
-        mode: config.classifier.mode,
+        mode,
         classes: classes.clone(),
         metrics: m,
         ood,

@@ -5,84 +5,43 @@ use std::fmt::Write;
 use std::path::PathBuf;
 
 use anyhow::Result;
-use clap::{Args, Subcommand};
+use clap::Subcommand;
 use flowcore::train::Collective;
 
-use super::{APP, PointPredictions, Report, TrainSummary, predict, train};
-use crate::run::cli::{App, write_output};
+use super::{APP, PointPredictions, predict, train};
+use crate::run::cli::{App, OutArg, RunArg};
 use crate::run::{AppInfo, TrainOptions};
-use crate::shared::classify::format_metrics;
+use crate::shared::classify::{ClassifierAppFlags, format_metrics};
+use crate::shared::points::PointFlags;
 
 /// Application 4 as its binary runs it.
 pub struct App4;
-
-/// The flags of `train`.
-#[derive(Args, Clone, Debug, Default)]
-pub struct Flags {
-    /// Labelled toy set (run.dataset): gmm, moons, gmm3d.
-    #[arg(long)]
-    dataset: Option<String>,
-    /// Learn the points of this CSV, with a label column, instead (run.points).
-    #[arg(long)]
-    points: Option<PathBuf>,
-    /// `ib` or `inn` (classifier.mode).
-    #[arg(long)]
-    mode: Option<String>,
-}
 
 /// The subcommands beside `train`.
 #[derive(Subcommand)]
 pub enum Command {
     /// Class probabilities of the points of a CSV under a trained run's model, as CSV.
     Predict {
-        /// The run directory.
-        #[arg(long)]
-        run: PathBuf,
+        #[command(flatten)]
+        run: RunArg,
         /// The points, one per line (a label column is ignored).
         #[arg(long)]
         points: PathBuf,
-        /// Write here instead of to stdout.
-        #[arg(long)]
-        out: Option<PathBuf>,
+        #[command(flatten)]
+        out: OutArg,
     },
 }
 
 impl App for App4 {
-    type Flags = Flags;
+    type Flags = ClassifierAppFlags<PointFlags>;
     type Command = Command;
-    type Report = Report;
 
     fn info(&self) -> &'static AppInfo {
         &APP
     }
 
-    fn about(&self) -> &'static str {
-        "Generative classification of points with a normalizing flow"
-    }
-
-    fn sets(&self, flags: Flags) -> Vec<String> {
-        let mut sets = Vec::new();
-        if let Some(d) = flags.dataset {
-            sets.push(format!("run.dataset={d}"));
-            sets.push("run.points=\"\"".to_string());
-        }
-        if let Some(p) = flags.points {
-            sets.push(format!(
-                "run.points={}",
-                toml::Value::String(p.display().to_string())
-            ));
-        }
-        if let Some(m) = flags.mode {
-            sets.push(format!("classifier.mode={m}"));
-        }
-        sets
-    }
-
-    fn train(&self, opts: &TrainOptions, _ranks: &dyn Collective) -> Result<Option<TrainSummary>> {
-        train(opts).map(Some)
-    }
-
-    fn summary(&self, s: &TrainSummary) -> String {
+    fn train(&self, opts: &TrainOptions, _ranks: &dyn Collective) -> Result<Option<String>> {
+        let s = train(opts)?;
         let mut out = format!("run directory: {}\n", s.run_dir.display());
         out.push_str(&format_metrics(&s.report.metrics));
         if let Some(f) = s.report.samples_in_their_cluster {
@@ -97,10 +56,8 @@ impl App for App4 {
             "{:.1} steps/s, {:.0} s of training",
             s.report.run.steps_per_sec, s.report.run.train_seconds
         );
-        for f in &s.report.run.figures {
-            let _ = writeln!(out, "figure: {}", s.run_dir.join(f).display());
-        }
-        out
+        out.push_str(&s.report.run.listing(&s.run_dir));
+        Ok(Some(out))
     }
 
     fn command(&self, command: Command) -> Result<()> {
@@ -110,7 +67,7 @@ impl App for App4 {
             columns,
             classes,
             probabilities: probs,
-        } = predict(&run, &points)?;
+        } = predict(&run.run, &points)?;
         let dim = columns.len();
         let k = classes.len();
         let mut text = columns.join(",") + ",predicted";
@@ -133,6 +90,6 @@ impl App for App4 {
             }
             text.push('\n');
         }
-        write_output(out.as_deref(), &text)
+        out.write(&text)
     }
 }

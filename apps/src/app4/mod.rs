@@ -5,67 +5,40 @@
 //! confusion, calibration, a map of the decision regions and class-conditional samples.
 
 mod cli;
-mod data;
 mod report;
 
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
+use flowcore::DataShape;
 use flowcore::checkpoint::load_flow;
 use flowcore::classify::Classifier;
-use flowcore::inn::InnLossConfig;
-use flowcore::train::{DataSource, SingleProcess, TrainingConfig};
-use flowcore::{ArchitectureConfig, DataShape};
+use flowcore::train::{DataSource, SingleProcess};
 use flowdata::read_labelled_points_csv;
 use serde::{Deserialize, Serialize};
 
 pub use crate::run::TrainOptions;
 use crate::run::{AppInfo, AppRun, ResolvedConfig, RunRecord, Training, train_app};
-use crate::shared::classify::{ClassMetrics, ClassesFile, ClassifierGroup, Mode, class_log_probs};
+use crate::shared::classify::{ClassMetrics, ClassesFile, Classification, Mode, class_log_probs};
+use crate::shared::points::{PointRun, PointSet};
 pub use cli::App4;
-use data::Labelled;
 
 /// Application 4 to the harness.
 pub const APP: AppInfo = AppInfo {
     name: "train_flowmodels4",
+    about: "Generative classification of points with a normalizing flow",
     default_config: include_str!("../../configs/app4.toml"),
     data_parallel: false,
 };
 
-/// The `[run]` keys of application 4 (beside [`crate::run::RunHeader`]'s).
+/// The `[run]` keys of application 4 beside [`crate::run::RunHeader`]'s and [`PointRun`]'s.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RunGroup {
-    /// A toy set with classes: `gmm` (8), `moons` (2), `gmm3d` (6).
-    pub dataset: String,
-    /// A CSV of labelled points instead ("" for none).
-    #[serde(default)]
-    pub points: String,
     /// The CSV's label column.
     pub label_column: String,
-    /// Validation points (toy data: drawn once; CSV: this many held out, at most a fifth).
-    pub validation_size: usize,
-    /// Points in the figures.
-    pub plot_points: usize,
     /// Class-conditional samples drawn per class.
     pub samples_per_class: usize,
-}
-
-/// The whole app-4 config.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct App4Config {
-    /// Run, data and output settings.
-    pub run: RunGroup,
-    /// How the flow classifies.
-    pub classifier: ClassifierGroup,
-    /// The INN objective (`classifier.mode = "inn"`).
-    #[serde(default)]
-    pub inn: InnLossConfig,
-    /// The training engine.
-    pub training: TrainingConfig,
-    /// The flow; `dim` comes from the data (and the padding of the `inn` mode).
-    pub model: ArchitectureConfig,
 }
 
 /// The outcome of a training run, also written as `report.json`.
@@ -92,53 +65,50 @@ pub type TrainSummary = crate::run::TrainSummary<Report>;
 
 /// Train application 4 as configured; everything goes into the run directory and tracking.
 pub fn train(opts: &TrainOptions) -> Result<TrainSummary> {
-    let resolved = ResolvedConfig::new(&APP, opts)?;
-    let config: App4Config = resolved.config()?;
-    let mut data = Labelled::new(&config.run, config.training.seed)?;
+    let mut resolved = ResolvedConfig::new(&APP, opts)?;
+    let point_run: PointRun = resolved.take("run")?;
+    let run: RunGroup = resolved.group("run")?;
+    let classification = Classification::take(&mut resolved)?;
+    resolved.finish()?;
+    let mut data = PointSet::labelled(&point_run, &run.label_column, resolved.training.seed)?;
     let classes = data.classes();
+    let mode = classification.group.mode;
     // The INN mode pads the points with one value per class.
-    let dim = match config.classifier.mode {
+    let dim = match mode {
         Mode::Ib => data.dim(),
-        Mode::Inn => config
-            .classifier
+        Mode::Inn => classification
+            .group
             .partition(data.dim(), classes.len(), true)?
             .dim(),
     };
-    let model = config
+    let model = resolved
         .model
         .clone()
         .with_data_shape(&DataShape::features(dim));
-    let (objective, classifier) =
-        config
-            .classifier
-            .objective(data.dim(), classes.len(), true, &config.inn)?;
+    let trained = classification.start(data.dim(), &classes, true)?;
     tracing::info!(
         "{} ({} features, {} classes), {}",
         data.name(),
         data.dim(),
         classes.len(),
-        config.classifier.mode.name()
+        mode.name()
     );
-    let file = ClassesFile::new(&config.classifier, &classes, &classifier, &config.inn);
     let summary = train_app(
         opts,
         &SingleProcess,
         AppRun {
             config: &resolved,
-            tags: vec![
-                ("dataset".into(), data.name()),
-                ("mode".into(), config.classifier.mode.name().into()),
-            ],
-            files: vec![file.to_json()?],
+            tags: vec![("dataset".into(), data.name()), classification.tag()],
+            files: vec![trained.file.clone()],
         },
         Training {
             model: &model,
-            base: config.classifier.base(classes.len()),
-            objective: objective.as_ref(),
+            base: classification.group.base(classes.len()),
+            objective: trained.objective.as_ref(),
             data: &mut data,
-            config: &config.training,
+            config: &resolved.training,
         },
-        |r, data| report::report(&config, data, &classifier, r),
+        |r, data| report::report(&point_run, &run, mode, data, &trained.classifier, r),
     )?;
     summary.context("one process is rank 0")
 }

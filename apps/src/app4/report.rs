@@ -5,16 +5,18 @@ use anyhow::Result;
 use flowcore::classify::Classifier;
 use flowcore::train::DataSource;
 
-use super::data::Labelled;
-use super::{App4Config, Report};
+use super::{Report, RunGroup};
 use crate::run::Reporter;
-use crate::shared::classify::{class_log_probs, metrics, predictions};
+use crate::shared::classify::{Mode, class_log_probs, metrics, predictions};
 use crate::shared::infer::to_vec;
 use crate::shared::plot::{Panel, Series, decision_map, history_curves, panels};
+use crate::shared::points::{PointRun, PointSet};
 
 pub(super) fn report(
-    config: &App4Config,
-    data: &Labelled,
+    point_run: &PointRun,
+    run: &RunGroup,
+    mode: Mode,
+    data: &PointSet,
     classifier: &Classifier,
     r: &mut Reporter,
 ) -> Result<Report> {
@@ -28,7 +30,7 @@ pub(super) fn report(
     let m = metrics(&lp, &val_y, &classes);
 
     // Class-conditional samples, and for toy mixtures whether they land in their cluster.
-    let per_class = config.run.samples_per_class.max(1);
+    let per_class = run.samples_per_class.max(1);
     let mut samples: Vec<(Vec<f32>, usize)> = Vec::new();
     for c in 0..k {
         if let Some(x) = classifier.sample_class(
@@ -37,14 +39,14 @@ pub(super) fn report(
             k,
             per_class,
             1.0,
-            config.training.seed + c as u64,
+            r.training.seed + c as u64,
             &device,
         ) {
             samples.push((to_vec(x.into_data()), c));
         }
     }
-    let in_cluster = match data {
-        Labelled::Toy { toy, .. } if toy.class_centre(0).is_some() => {
+    let in_cluster = match data.toy() {
+        Some(toy) if toy.class_centre(0).is_some() => {
             let centres: Vec<Vec<f64>> = (0..k).filter_map(|c| toy.class_centre(c)).collect();
             let mut hits = 0usize;
             let mut total = 0usize;
@@ -72,7 +74,7 @@ pub(super) fn report(
         _ => None,
     };
 
-    let shown = config.run.plot_points.min(val_y.len());
+    let shown = point_run.plot_points.min(val_y.len());
     let points: Vec<(f64, f64, usize)> = val_x
         .chunks(dim)
         .zip(&val_y)
@@ -110,7 +112,7 @@ pub(super) fn report(
             &format!(
                 "{}: decision regions ({}), accuracy {:.3}",
                 data.name(),
-                config.classifier.mode.name(),
+                mode.name(),
                 m.accuracy
             ),
             xr,
@@ -189,7 +191,7 @@ pub(super) fn report(
     );
     Ok(Report {
         dataset: data.name(),
-        mode: config.classifier.mode,
+        mode,
         dim,
         metrics: m,
         samples_in_their_cluster: in_cluster,

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use super::data::Normalization;
 use super::figures::{calibration_figure, posterior_figure};
-use super::{InverseConfig, Posterior, Problem, Report, RunGroup};
+use super::{Posterior, Problem, Report, RunGroup};
 use crate::run::Reporter;
 use crate::shared::plot::history_curves;
 
@@ -219,18 +219,18 @@ pub fn evaluate(
 /// Judge the trained posterior, draw the figures and make the report.
 pub(super) fn report(
     problem: Problem,
-    config: &InverseConfig,
+    run: &RunGroup,
     posterior: &Posterior,
     r: &mut Reporter,
 ) -> Result<Report> {
-    let (evaluation, checks) = evaluate(problem, &config.run, posterior, config.training.seed)?;
+    let (evaluation, checks) = evaluate(problem, run, posterior, r.training.seed)?;
     let history = &r.outcome.history;
     let last = history.last();
     let loss = last.map_or_else(|| "loss".to_string(), |e| e.loss.clone());
     let val_loss = last.map_or(f64::NAN, |e| e.val_loss);
     history_curves(
         &r.figure("loss.png"),
-        &format!("{} loss per epoch", config.run.method.name()),
+        &format!("{} loss per epoch", run.method.name()),
         history,
     )?;
     calibration_figure(&r.figure("calibration.png"), &evaluation)?;
@@ -240,7 +240,7 @@ pub(super) fn report(
             problem,
             sim.as_ref(),
             &r.figure(&format!("posterior_{k}.png")),
-            config.run.method,
+            run.method,
             c,
         )?;
     }
@@ -257,7 +257,7 @@ pub(super) fn report(
     tracing::info!(
         "{}: posterior MMD {:.4} (prior {:.4}, ratio {:.3}), re-simulation error {:.4} \
          (noise floor {:.4}), calibration error {:.4}",
-        config.run.method.name(),
+        run.method.name(),
         evaluation.mmd,
         evaluation.prior_mmd,
         evaluation.mmd_ratio,
@@ -267,8 +267,8 @@ pub(super) fn report(
     );
     Ok(Report {
         problem,
-        method: config.run.method,
-        partition: config.run.partition.clone(),
+        method: run.method,
+        partition: run.partition.clone(),
         val_loss,
         loss,
         evaluation,

@@ -21,8 +21,8 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use flowcore::inn::{ConditionalObjective, InnLossConfig, InnObjective};
-use flowcore::train::{Objective, SingleProcess, TrainingConfig};
-use flowcore::{ArchitectureConfig, BaseConfig, DataShape};
+use flowcore::train::{Objective, SingleProcess};
+use flowcore::{BaseConfig, DataShape};
 use flowdata::inverse::{Glacier, JointSample, RobotArm, Seismic, Simulator};
 use serde::{Deserialize, Serialize};
 
@@ -49,6 +49,7 @@ pub enum Problem {
 /// Application 5 to the harness.
 pub const APP5: AppInfo = AppInfo {
     name: "train_flowmodels5",
+    about: "Parameter estimation (the robot arm) with an invertible network",
     default_config: include_str!("../../configs/app5.toml"),
     data_parallel: false,
 };
@@ -56,6 +57,7 @@ pub const APP5: AppInfo = AppInfo {
 /// Application 6 to the harness.
 pub const APP6: AppInfo = AppInfo {
     name: "train_flowmodels6",
+    about: "An ill-posed inverse problem without noise (glacier bedrock from gravity)",
     default_config: include_str!("../../configs/app6.toml"),
     data_parallel: false,
 };
@@ -63,6 +65,7 @@ pub const APP6: AppInfo = AppInfo {
 /// Application 7 to the harness.
 pub const APP7: AppInfo = AppInfo {
     name: "train_flowmodels7",
+    about: "An ill-posed inverse problem with noise (layered earth from a seismogram)",
     default_config: include_str!("../../configs/app7.toml"),
     data_parallel: false,
 };
@@ -147,21 +150,6 @@ pub struct RunGroup {
     pub calibration_samples: usize,
 }
 
-/// The whole config of applications 5 to 7.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct InverseConfig {
-    /// Run, data and evaluation settings.
-    pub run: RunGroup,
-    /// The INN objective (used by `method = "inn"`).
-    #[serde(default)]
-    pub inn: InnLossConfig,
-    /// The training engine.
-    pub training: TrainingConfig,
-    /// The flow; `dim` (and `cond_dim` for the cINN) come from the problem.
-    pub model: ArchitectureConfig,
-}
-
 /// The outcome of a training run, also written as `report.json`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Report {
@@ -188,28 +176,29 @@ pub type TrainSummary = crate::run::TrainSummary<Report>;
 /// Train one method on one problem as configured; everything goes into the run directory and
 /// tracking.
 pub fn train(problem: Problem, opts: &TrainOptions) -> Result<TrainSummary> {
-    let resolved = ResolvedConfig::new(problem.info(), opts)?;
-    let config: InverseConfig = resolved.config()?;
-    config
-        .inn
+    let mut resolved = ResolvedConfig::new(problem.info(), opts)?;
+    let run: RunGroup = resolved.group("run")?;
+    let inn_config: InnLossConfig = resolved.group("inn")?;
+    resolved.finish()?;
+    inn_config
         .validate()
         .map_err(|e| anyhow::anyhow!("{}: inn.{e}", resolved.origin))?;
     let sim = problem.simulator();
-    let partition = parse_partition(&config.run.partition, sim.as_ref())?;
-    let shape = match config.run.method {
+    let partition = parse_partition(&run.partition, sim.as_ref())?;
+    let shape = match run.method {
         Method::Inn => DataShape::features(partition.dim()),
         Method::Cinn => DataShape::features(sim.x_dim()).with_cond_dim(sim.y_dim()),
     };
-    let model = config.model.clone().with_data_shape(&shape);
-    let seed = config.training.seed;
+    let model = resolved.model.clone().with_data_shape(&shape);
+    let seed = resolved.training.seed;
     let norm = Normalization::from_joint(&JointSample::draw(
         sim.as_ref(),
-        config.run.normalization_draws.max(2),
+        run.normalization_draws.max(2),
         seed ^ 0x4E4F_524D,
     ));
     let file = ProblemFile {
         problem,
-        method: config.run.method,
+        method: run.method,
         partition: partition.to_string(),
         x_names: sim.x_names(),
         y_names: sim.y_names(),
@@ -219,23 +208,23 @@ pub fn train(problem: Problem, opts: &TrainOptions) -> Result<TrainSummary> {
         "{} ({}): {} on {partition}",
         problem.title(),
         problem.app(),
-        config.run.method.name(),
+        run.method.name(),
     );
     let mut data = Simulated {
         sim: sim.as_ref(),
         norm: &norm,
         seed,
-        validation_size: config.run.validation_size.max(2),
+        validation_size: run.validation_size.max(2),
     };
     let inn = InnObjective {
         partition: partition.clone(),
-        config: config.inn.clone(),
+        config: inn_config,
     };
     let cinn = ConditionalObjective {
         x_dim: inn.x_dim(),
         noise_dim: inn.noise_dim(),
     };
-    let objective: &dyn Objective = match config.run.method {
+    let objective: &dyn Objective = match run.method {
         Method::Inn => &inn,
         Method::Cinn => &cinn,
     };
@@ -245,7 +234,7 @@ pub fn train(problem: Problem, opts: &TrainOptions) -> Result<TrainSummary> {
         AppRun {
             config: &resolved,
             tags: vec![
-                ("method".into(), config.run.method.name().into()),
+                ("method".into(), run.method.name().into()),
                 ("partition".into(), partition.to_string()),
             ],
             files: vec![("problem.json", serde_json::to_string_pretty(&file)?)],
@@ -255,11 +244,11 @@ pub fn train(problem: Problem, opts: &TrainOptions) -> Result<TrainSummary> {
             base: BaseConfig::default(),
             objective,
             data: &mut data,
-            config: &config.training,
+            config: &resolved.training,
         },
         |r, _| {
             let posterior = Posterior::new(r.flow.clone(), &file, partition.clone());
-            evaluation::report(problem, &config, &posterior, r)
+            evaluation::report(problem, &run, &posterior, r)
         },
     )?;
     summary.context("one process is rank 0")
@@ -280,6 +269,19 @@ pub struct ComparisonRow {
     pub steps_per_sec: f64,
 }
 
+impl ComparisonRow {
+    /// The row of a trained run.
+    pub fn of(s: TrainSummary) -> Self {
+        Self {
+            method: s.report.method,
+            run_dir: s.run_dir,
+            evaluation: s.report.evaluation,
+            train_seconds: s.report.run.train_seconds,
+            steps_per_sec: s.report.run.steps_per_sec,
+        }
+    }
+}
+
 /// Train both methods with the same settings (the `--set`s apply to both) and compare them.
 pub fn compare(problem: Problem, opts: &TrainOptions) -> Result<Vec<ComparisonRow>> {
     let mut rows = Vec::new();
@@ -298,14 +300,7 @@ pub fn compare(problem: Problem, opts: &TrainOptions) -> Result<Vec<ComparisonRo
         if let Some(dir) = &opts.run_dir {
             o.run_dir = Some(dir.join(method.name().to_lowercase()));
         }
-        let s = train(problem, &o)?;
-        rows.push(ComparisonRow {
-            method,
-            run_dir: s.run_dir,
-            evaluation: s.report.evaluation,
-            train_seconds: s.report.run.train_seconds,
-            steps_per_sec: s.report.run.steps_per_sec,
-        });
+        rows.push(ComparisonRow::of(train(problem, &o)?));
     }
     Ok(rows)
 }

@@ -9,46 +9,57 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use super::{
+    AppInfo, Distributed, Ranks, TrainOptions, resolved_config, select_device, tracking_from_env,
+};
 use anyhow::Result;
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use flowcore::train::Collective;
-use serde::Serialize;
-
-use super::{
-    AppInfo, Distributed, Ranks, TrainOptions, TrainSummary, resolved_config, select_device,
-    tracking_from_env,
-};
 
 /// An application as its binary runs it.
 pub trait App {
     /// The flags of `train` beyond [`CommonArgs`], each a config key.
-    type Flags: Args;
+    type Flags: ConfigFlags;
     /// The subcommands beside `train`.
     type Command: Subcommand;
-    /// The report `train` returns.
-    type Report: Serialize;
 
-    /// Its name, config and whether it trains data-parallel.
+    /// Its name, description, config and whether it trains data-parallel.
     fn info(&self) -> &'static AppInfo;
 
-    /// One line for `--help`.
-    fn about(&self) -> &'static str;
-
-    /// The `--set`s that `flags` stand for.
-    fn sets(&self, flags: Self::Flags) -> Vec<String>;
-
-    /// Train as configured: rank 0 (or the one process) returns the summary.
-    fn train(
-        &self,
-        opts: &TrainOptions,
-        ranks: &dyn Collective,
-    ) -> Result<Option<TrainSummary<Self::Report>>>;
-
-    /// What a finished training prints.
-    fn summary(&self, summary: &TrainSummary<Self::Report>) -> String;
+    /// Train as configured: rank 0 (or the one process) returns what it prints.
+    fn train(&self, opts: &TrainOptions, ranks: &dyn Collective) -> Result<Option<String>>;
 
     /// Run one of the other subcommands.
     fn command(&self, command: Self::Command) -> Result<()>;
+}
+
+/// Flags that stand for config keys.
+pub trait ConfigFlags: Args {
+    /// The `--set`s the flags stand for.
+    fn sets(self) -> Vec<String>;
+}
+
+/// The run directory a command reads: `--run RUN_DIR`.
+#[derive(Args, Clone, Debug)]
+pub struct RunArg {
+    /// The run directory.
+    #[arg(long)]
+    pub run: PathBuf,
+}
+
+/// Where a command writes: `--out FILE`, else stdout.
+#[derive(Args, Clone, Debug)]
+pub struct OutArg {
+    /// Write here instead of to stdout.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+impl OutArg {
+    /// Write `text` there, atomically, or to stdout.
+    pub fn write(&self, text: &str) -> Result<()> {
+        write_output(self.out.as_deref(), text)
+    }
 }
 
 /// The flags every application's `train` takes.
@@ -116,12 +127,12 @@ pub struct TrainArgs<F: Args> {
     common: CommonArgs,
 }
 
-impl<F: Args> TrainArgs<F> {
-    /// The training options these arguments give `app`, and whether to print the resolved
-    /// config instead of training.
-    pub fn options<A: App<Flags = F>>(self, app: &A) -> Result<(TrainOptions, bool)> {
+impl<F: ConfigFlags> TrainArgs<F> {
+    /// The training options these arguments give, and whether to print the resolved config
+    /// instead of training.
+    pub fn options(self) -> Result<(TrainOptions, bool)> {
         let print = self.common.print_config;
-        Ok((self.common.options(app.sets(self.flags))?, print))
+        Ok((self.common.options(self.flags.sets())?, print))
     }
 }
 
@@ -145,7 +156,7 @@ enum Command<F: Args, C: Subcommand> {
 /// `train`: print the resolved config, or train (as one rank when asked) and print the
 /// summary on rank 0.
 pub fn train<A: App>(app: &A, args: TrainArgs<A::Flags>) -> Result<()> {
-    let (opts, print) = args.options(app)?;
+    let (opts, print) = args.options()?;
     if print {
         print!("{}", resolved_config(app.info().default_config, &opts)?);
         return Ok(());
@@ -153,7 +164,7 @@ pub fn train<A: App>(app: &A, args: TrainArgs<A::Flags>) -> Result<()> {
     let ranks = Ranks::start(opts.distributed)?;
     let result = app.train(&opts, ranks.collective());
     if let Some(summary) = ranks.finish(result)? {
-        print!("{}", app.summary(&summary));
+        print!("{summary}");
     }
     Ok(())
 }
@@ -164,7 +175,7 @@ pub fn main<A: App>(app: &A) -> ExitCode {
     init_logging();
     let command = Cli::<A::Flags, A::Command>::command()
         .name(app.info().name)
-        .about(app.about());
+        .about(app.info().about);
     let cli = match Cli::<A::Flags, A::Command>::from_arg_matches(&command.get_matches()) {
         Ok(cli) => cli,
         Err(e) => e.exit(),

@@ -15,6 +15,9 @@ use anyhow::{Context, Result, bail};
 use serde::de::{DeserializeOwned, Visitor};
 use toml::{Table, Value};
 
+use flowcore::ArchitectureConfig;
+use flowcore::train::TrainingConfig;
+
 use super::{AppInfo, RunHeader, TrainOptions};
 
 /// Merge `over` into `base`, recursing into tables.
@@ -119,15 +122,11 @@ pub fn resolve_options(defaults: &str, opts: &TrainOptions) -> Result<(Table, St
     Ok((table, origin))
 }
 
-/// Deserialize the group `name` of a config table (an absent group as an empty one).
-pub fn group<T: DeserializeOwned>(table: &Table, name: &str, origin: &str) -> Result<T> {
-    let empty = Table::new();
-    let t = table.get(name).and_then(|v| v.as_table()).unwrap_or(&empty);
-    from_table(t, origin, name)
-}
-
 /// A run's resolved config: the application, the whole table (saved beside the run as
-/// `config.toml`), where it came from, the [`RunHeader`], and the keys no part has taken yet.
+/// `config.toml`), where it came from, the parts every application has ([`RunHeader`],
+/// `[training]`, `[model]`), and the keys no part has taken yet. An application takes its own
+/// parts with [`ResolvedConfig::take`] and [`ResolvedConfig::group`], then
+/// [`ResolvedConfig::finish`] refuses whatever is left.
 #[derive(Clone, Debug)]
 pub struct ResolvedConfig {
     /// The application it configures.
@@ -138,41 +137,84 @@ pub struct ResolvedConfig {
     pub origin: String,
     /// The `[run]` keys every application has.
     pub header: RunHeader,
+    /// The `[training]` group.
+    pub training: TrainingConfig,
+    /// The `[model]` group; the sizes it leaves to the data are filled in by the application.
+    pub model: ArchitectureConfig,
     rest: Table,
+    groups: Vec<String>,
 }
 
 impl ResolvedConfig {
-    /// The config of `opts` for `app`, with the run header taken; first of all, a check that
-    /// `app` can run as `opts` asks.
+    /// The config of `opts` for `app`, with the parts every application has taken; first of
+    /// all, a check that `app` can run as `opts` asks.
     pub fn new(app: &'static AppInfo, opts: &TrainOptions) -> Result<Self> {
         opts.check_for(app)?;
         let (table, origin) = resolve_options(app.default_config, opts)?;
         let mut rest = table.clone();
         let header = take(&mut rest, "run", &origin)?;
+        let training = take_group(&mut rest, "training", &origin)?;
+        let model = take_group(&mut rest, "model", &origin)?;
         Ok(Self {
             app,
             table,
             origin,
             header,
+            training,
+            model,
             rest,
+            groups: ["run", "training", "model"].map(String::from).to_vec(),
         })
     }
 
     /// Take the keys of the struct `T` out of the group `group` and deserialize them.
     pub fn take<T: DeserializeOwned>(&mut self, group: &str) -> Result<T> {
+        self.groups.push(group.to_string());
         take(&mut self.rest, group, &self.origin)
     }
 
-    /// The keys not taken, as the application's config `C`; unknown keys are errors.
-    pub fn config<C: DeserializeOwned>(&self) -> Result<C> {
-        from_table(&self.rest, &self.origin, "")
+    /// Take what is left of the group `group` (absent: empty) as `T`; unknown keys are errors.
+    pub fn group<T: DeserializeOwned>(&mut self, group: &str) -> Result<T> {
+        self.groups.push(group.to_string());
+        take_group(&mut self.rest, group, &self.origin)
     }
 
-    /// The value of a key not taken yet, for checks that need to know whether the user gave
-    /// it: `group.key`.
-    pub fn get(&self, group: &str, key: &str) -> Option<&Value> {
-        self.rest.get(group)?.get(key)
+    /// Whether the user's config or `--set`s gave `group.key` (the defaults included).
+    pub fn gives(&self, group: &str, key: &str) -> bool {
+        self.table.get(group).and_then(|g| g.get(key)).is_some()
     }
+
+    /// Refuse the groups no part took (a misspelt group, say), naming them.
+    pub fn finish(&self) -> Result<()> {
+        let left: Vec<&String> = self
+            .rest
+            .iter()
+            .filter(|(_, v)| !matches!(v, Value::Table(t) if t.is_empty()))
+            .map(|(k, _)| k)
+            .collect();
+        if let Some(key) = left.first() {
+            bail!(
+                "{}: key `{key}`: unknown group, expected one of {}",
+                self.origin,
+                self.groups
+                    .iter()
+                    .map(|g| format!("`{g}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        }
+        Ok(())
+    }
+}
+
+/// Remove the group `group` from `table` and deserialize it (absent: an empty group).
+fn take_group<T: DeserializeOwned>(table: &mut Table, group: &str, origin: &str) -> Result<T> {
+    let part = match table.remove(group) {
+        Some(Value::Table(t)) => t,
+        Some(other) => bail!("{origin}: `{group}` must be a group of keys, got {other}"),
+        None => Table::new(),
+    };
+    from_table(&part, origin, group)
 }
 
 /// Remove the keys of `T` from the group `group` of `table` and deserialize them; errors name

@@ -35,6 +35,8 @@ pub use place::{git_commit, standard_tags, tracking_from_env};
 pub struct AppInfo {
     /// The binary's name, the `app` tag of its runs: `train_flowmodelsN`.
     pub name: &'static str,
+    /// What it does, in a line (its `--help`).
+    pub about: &'static str,
     /// The embedded default config, `apps/configs/appN.toml`.
     pub default_config: &'static str,
     /// Whether it may train as one rank of several (`--distributed`).
@@ -111,6 +113,18 @@ pub struct RunRecord {
     pub tracking_run: PathBuf,
     /// The run on the tracking server, if any.
     pub remote_run_id: Option<String>,
+}
+
+impl RunRecord {
+    /// The figures (in `run_dir`) and the tracking run, a line each, for a terminal.
+    pub fn listing(&self, run_dir: &std::path::Path) -> String {
+        let mut out = String::new();
+        for f in &self.figures {
+            out.push_str(&format!("figure: {}\n", run_dir.join(f).display()));
+        }
+        out.push_str(&format!("tracking: {}\n", self.tracking_run.display()));
+        out
+    }
 }
 
 /// The result of an application's `train`: where the run went and its report.

@@ -13,6 +13,39 @@ use flowcore::{BaseConfig, Flow, Partition};
 use serde::{Deserialize, Serialize};
 
 use super::infer::{rows, to_vec};
+use crate::run::ResolvedConfig;
+use crate::run::cli::ConfigFlags;
+
+/// The flag of `train` that chooses how the flow classifies.
+#[derive(clap::Args, Clone, Debug, Default)]
+pub struct ClassifierFlags {
+    /// `ib` or `inn` (classifier.mode).
+    #[arg(long)]
+    mode: Option<String>,
+}
+
+impl ConfigFlags for ClassifierFlags {
+    fn sets(self) -> Vec<String> {
+        self.mode
+            .map(|m| vec![format!("classifier.mode={m}")])
+            .unwrap_or_default()
+    }
+}
+
+/// The flags of a classifier application's `train`: those that choose its data, and the mode.
+#[derive(clap::Args, Clone, Debug, Default)]
+pub struct ClassifierAppFlags<D: clap::Args> {
+    #[command(flatten)]
+    data: D,
+    #[command(flatten)]
+    classifier: ClassifierFlags,
+}
+
+impl<D: ConfigFlags> ConfigFlags for ClassifierAppFlags<D> {
+    fn sets(self) -> Vec<String> {
+        [self.data.sets(), self.classifier.sets()].concat()
+    }
+}
 
 /// How the flow classifies.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -131,6 +164,54 @@ impl ClassifierGroup {
     }
 }
 
+/// The config groups of a classifier application: `[classifier]`, and `[inn]` for its INN
+/// mode.
+#[derive(Clone, Debug)]
+pub struct Classification {
+    /// How the flow classifies.
+    pub group: ClassifierGroup,
+    /// The INN objective (`classifier.mode = "inn"`).
+    pub inn: InnLossConfig,
+}
+
+/// What a classifier run trains: the objective, the classifier it makes, and the contents of
+/// the run's `classes.json`.
+pub struct ClassifierRun {
+    /// The training objective.
+    pub objective: Box<dyn Objective>,
+    /// The classifier.
+    pub classifier: Classifier,
+    /// `("classes.json", contents)`.
+    pub file: (&'static str, String),
+}
+
+impl Classification {
+    /// The groups, taken from `resolved`.
+    pub fn take(resolved: &mut ResolvedConfig) -> Result<Self> {
+        Ok(Self {
+            group: resolved.group("classifier")?,
+            inn: resolved.group("inn")?,
+        })
+    }
+
+    /// The objective and classifier for `dim` features of `classes`; `pad` pads the input of
+    /// the INN mode (points) instead of taking the labels out of the features (images).
+    pub fn start(&self, dim: usize, classes: &[String], pad: bool) -> Result<ClassifierRun> {
+        let (objective, classifier) = self.group.objective(dim, classes.len(), pad, &self.inn)?;
+        let file = ClassesFile::new(&self.group, classes, &classifier, &self.inn);
+        Ok(ClassifierRun {
+            objective,
+            classifier,
+            file: ("classes.json", serde_json::to_string_pretty(&file)?),
+        })
+    }
+
+    /// The run tag of the mode.
+    pub fn tag(&self) -> (String, String) {
+        ("mode".into(), self.group.mode.name().into())
+    }
+}
+
 /// What a classifier run saves besides its model, so that `predict` can use it alone.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ClassesFile {
@@ -146,7 +227,7 @@ pub struct ClassesFile {
 
 impl ClassesFile {
     /// What a run of `group` with `classes`, training `classifier`, saves.
-    pub fn new(
+    fn new(
         group: &ClassifierGroup,
         classes: &[String],
         classifier: &Classifier,
@@ -161,11 +242,6 @@ impl ClassesFile {
             },
             label_noise: inn.y_noise,
         }
-    }
-
-    /// As the contents of `classes.json`.
-    pub fn to_json(&self) -> Result<(&'static str, String)> {
-        Ok(("classes.json", serde_json::to_string_pretty(self)?))
     }
 
     /// The classifier it describes.

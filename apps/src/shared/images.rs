@@ -15,6 +15,23 @@ use flowdata::images::{
 use serde::{Deserialize, Serialize};
 
 use super::infer::log_prob_rows;
+use crate::run::cli::ConfigFlags;
+
+/// The flags of `train` that choose the images.
+#[derive(clap::Args, Clone, Debug, Default)]
+pub struct ImageFlags {
+    /// Image root with train/<class>/ and val/<class>/ (run.images).
+    #[arg(long)]
+    images: Option<String>,
+}
+
+impl ConfigFlags for ImageFlags {
+    fn sets(self) -> Vec<String> {
+        self.images
+            .map(|i| vec![format!("run.images={}", toml::Value::String(i))])
+            .unwrap_or_default()
+    }
+}
 
 /// The `[run]` keys of the image applications.
 #[derive(Clone, Debug, Serialize, Deserialize)]
