@@ -47,16 +47,30 @@ fi
 case "$nodes" in
   '' | *[!0-9]*) echo "submit: --nodes must be a number of nodes, got '$nodes'" >&2; exit 2 ;;
 esac
-if [ "$nodes" -gt 0 ]; then
-  case "$app" in
-    train_flowmodels[12]) ;;
-    *) echo "submit: --nodes: data-parallel training is in train_flowmodels1 and 2, not '$app'" >&2; exit 2 ;;
-  esac
+# The apps of this repository (a binary each in apps/src/bin), and those that train
+# data-parallel (their AppInfo says `data_parallel: true`).
+repo=$(cd "$(dirname "$0")/.." && pwd)
+numbers() { sed -n 's/.*train_flowmodels\([0-9][0-9]*\).*/\1/p' | sort -n -u; }
+all=$(ls "$repo"/apps/src/bin/ | numbers)
+parallel=$(grep -rh -B4 'data_parallel: true' "$repo"/apps/src --include='*.rs' | numbers)
+known=0
+for n in $all; do [ "$app" = "train_flowmodels$n" ] && known=1; done
+if [ "$app" != bench ] && [ "$known" = 0 ]; then
+  echo "submit: --app must be an app of this repository (train_flowmodels$(echo "$all" | head -1) ... train_flowmodels$(echo "$all" | tail -1), bench), got '$app'" >&2
+  exit 2
 fi
-case "$app" in
-  train_flowmodels[1-7]) ;;
-  *) echo "submit: --app must be train_flowmodels1 ... train_flowmodels7, got '$app'" >&2; exit 2 ;;
-esac
+if [ "$nodes" -gt 0 ]; then
+  ok=0
+  for n in $parallel; do [ "$app" = "train_flowmodels$n" ] && ok=1; done
+  if [ "$ok" = 0 ]; then
+    p=($parallel)
+    list=${p[0]}
+    for ((i = 1; i < ${#p[@]} - 1; i++)); do list+=", ${p[i]}"; done
+    if [ ${#p[@]} -gt 1 ]; then list+=" and ${p[${#p[@]} - 1]}"; fi
+    echo "submit: --nodes: data-parallel training is in train_flowmodels$list, not '$app'" >&2
+    exit 2
+  fi
+fi
 # A JSON string literal of $1 (backslashes and quotes escaped; quoted replacements are literal).
 json_string() {
   local bs='\' dq='"' v=$1

@@ -383,3 +383,67 @@ fn mpi_run_starts_mpirun_with_the_app_as_every_rank() {
     assert_eq!(hostfile.trim(), "localhost slots=2");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn the_entrypoint_and_submit_take_every_app_there_is() {
+    // An app the scripts never heard of, as a later one would be: the entrypoint runs any
+    // train_flowmodelsN on PATH, and names what the image has when the app is not there.
+    let dir = std::env::temp_dir().join(format!("flowtests-anyapp-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for app in ["train_flowmodels3", "train_flowmodels12", "bench"] {
+        let p = dir.join(app);
+        std::fs::write(&p, format!("#!/bin/sh\necho {app} \"$@\"\n")).unwrap();
+        Command::new("chmod").arg("+x").arg(&p).status().unwrap();
+    }
+    let path = format!("{}:/usr/bin:/bin", dir.display());
+    let entry = root().join("docker/entrypoint.sh");
+    for app in ["train_flowmodels12", "bench"] {
+        let (ok, out, err) = run(Command::new("sh")
+            .arg(&entry)
+            .env("PATH", &path)
+            .args([app, "--epochs", "1"]));
+        assert!(
+            ok && out.starts_with(&format!("{app} --epochs 1")),
+            "{out}{err}"
+        );
+    }
+    let (ok, _, err) = run(Command::new("sh")
+        .arg(&entry)
+        .env("PATH", &path)
+        .arg("train_flowmodels9"));
+    assert!(
+        !ok && err.contains("unknown app 'train_flowmodels9'")
+            && err.contains("train_flowmodels3 ... train_flowmodels12, bench"),
+        "{err}"
+    );
+    // submit.sh knows the apps of the repository from apps/src/bin, and the bench.
+    let bins: Vec<u32> = std::fs::read_dir(root().join("apps/src/bin"))
+        .unwrap()
+        .filter_map(|e| {
+            let name = e.unwrap().file_name().into_string().unwrap();
+            name.strip_prefix("train_flowmodels")?
+                .strip_suffix(".rs")?
+                .parse()
+                .ok()
+        })
+        .collect();
+    let last = bins.iter().max().unwrap();
+    for app in [format!("train_flowmodels{last}"), "bench".to_string()] {
+        let (ok, out, err) = run(Command::new("bash")
+            .arg(root().join("awsbatch/submit.sh"))
+            .args(["--app", &app, "--queue", "q", "--job-definition", "d"])
+            .arg("--dry-run"));
+        assert!(ok && out.contains(&format!("\\\"{app}\\\"")), "{out}{err}");
+    }
+    let (ok, _, err) = run(Command::new("bash")
+        .arg(root().join("awsbatch/submit.sh"))
+        .args(["--app", &format!("train_flowmodels{}", last + 1)])
+        .args(["--queue", "q", "--job-definition", "d"]));
+    assert!(
+        !ok && err.contains(&format!(
+            "train_flowmodels1 ... train_flowmodels{last}, bench"
+        )),
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
