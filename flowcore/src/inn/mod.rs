@@ -12,69 +12,19 @@
 //! its noise columns (`[x | eps]`, each in block order), and whose `y` rows are the
 //! observations. Padding is made here.
 
+mod conditional;
+mod mmd;
+
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
+
+pub use conditional::ConditionalObjective;
+pub use mmd::{mmd_imq, mmd_imq_host};
 
 use crate::Flow;
 use crate::flow::standard_normal;
 use crate::partition::{Partition, Role, Side};
-use crate::train::{Batch, Loss, MaximumLikelihood, Objective};
-
-/// The biased estimate of the squared MMD between the samples `a` (`[n, d]`) and `b`
-/// (`[m, d]`) with a sum of inverse multiquadric kernels `k(u, v) = c^2 / (c^2 + |u - v|^2)`,
-/// one per width `c`. Shape `[1]`.
-pub fn mmd_imq(a: Tensor<2>, b: Tensor<2>, widths: &[f64]) -> Tensor<1> {
-    let sq = |t: &Tensor<2>| t.clone().square().sum_dim(1); // [n, 1]
-    let dist = |u: &Tensor<2>, v: &Tensor<2>| {
-        let cross = u.clone().matmul(v.clone().transpose()).mul_scalar(2.0);
-        (sq(u) + sq(v).transpose() - cross).clamp_min(0.0)
-    };
-    let (daa, dbb, dab) = (dist(&a, &a), dist(&b, &b), dist(&a, &b));
-    let kernel = |d: Tensor<2>| {
-        widths
-            .iter()
-            .map(|&c| {
-                let c2 = c * c;
-                d.clone().add_scalar(c2).recip().mul_scalar(c2)
-            })
-            .reduce(|s, k| s + k)
-            .expect("at least one kernel width")
-            .mean()
-    };
-    kernel(daa) + kernel(dbb) - kernel(dab).mul_scalar(2.0)
-}
-
-/// The unbiased estimate of the squared MMD with the kernels of [`mmd_imq`], on host samples
-/// (row-major, `dim` columns), in f64; for evaluation. Pairs of a sample with itself are left
-/// out, so two samples of one distribution score 0 on average (and can score slightly below).
-pub fn mmd_imq_host(a: &[f32], b: &[f32], dim: usize, widths: &[f64]) -> f64 {
-    let kernel = |u: &[f32], v: &[f32]| {
-        let d: f64 = u
-            .iter()
-            .zip(v)
-            .map(|(p, q)| (f64::from(*p) - f64::from(*q)).powi(2))
-            .sum();
-        widths.iter().map(|c| c * c / (c * c + d)).sum::<f64>()
-    };
-    let (ra, rb): (Vec<&[f32]>, Vec<&[f32]>) = (a.chunks(dim).collect(), b.chunks(dim).collect());
-    let within = |r: &[&[f32]]| {
-        let n = r.len();
-        let mut total = 0.0;
-        for i in 0..n {
-            for j in i + 1..n {
-                total += kernel(r[i], r[j]);
-            }
-        }
-        2.0 * total / (n * n.saturating_sub(1)).max(1) as f64
-    };
-    let mut cross = 0.0;
-    for u in &ra {
-        for v in &rb {
-            cross += kernel(u, v);
-        }
-    }
-    within(&ra) + within(&rb) - 2.0 * cross / (ra.len() * rb.len()).max(1) as f64
-}
+use crate::train::{Batch, Loss, Objective};
 
 /// Weights and noise of the INN objective; defaults from Ardizzone et al.'s code.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -417,97 +367,6 @@ impl Objective for InnObjective {
         (
             total / c,
             parts.into_iter().map(|(k, v)| (k, v / c)).collect(),
-        )
-    }
-}
-
-/// The cINN alternative: a flow over the data columns `x` conditioned on `y`, trained by
-/// maximum likelihood; noise columns `eps` in the data are ignored (marginalised).
-#[derive(Clone, Debug)]
-pub struct ConditionalObjective {
-    /// Data columns per sample (the first columns of the data rows).
-    pub x_dim: usize,
-    /// Noise columns that follow them, ignored.
-    pub noise_dim: usize,
-}
-
-impl ConditionalObjective {
-    fn data_columns(&self, data: &Batch, dim: usize) -> Batch {
-        Batch {
-            x: data
-                .x
-                .chunks(dim)
-                .flat_map(|r| r[..self.x_dim].iter().copied())
-                .collect(),
-            y: data.y.clone(),
-        }
-    }
-
-    /// `n` samples of `p(x | y_obs)`: the flow's inverse of `z ~ N(0, I)` given `y_obs`.
-    pub fn posterior(
-        &self,
-        flow: &Flow,
-        y_obs: &[f32],
-        n: usize,
-        seed: u64,
-        device: &Device,
-    ) -> Tensor<2> {
-        let cond = Tensor::<2>::from_data(
-            burn::tensor::TensorData::new(y_obs.to_vec(), [1, y_obs.len()]),
-            device,
-        )
-        .expand([n, y_obs.len()]);
-        flow.sample(n, 1.0, seed, Some(&cond), device)
-    }
-}
-
-impl Objective for ConditionalObjective {
-    fn name(&self) -> &'static str {
-        "nll"
-    }
-
-    fn is_likelihood(&self) -> bool {
-        true
-    }
-
-    fn flow_dim(&self, dim: usize, y_dim: usize) -> Result<usize, String> {
-        if dim != self.x_dim + self.noise_dim || y_dim == 0 {
-            return Err(format!(
-                "a conditional flow takes rows of {} data and {} noise columns with \
-                 observations, but the data have {dim} columns and {y_dim} observations",
-                self.x_dim, self.noise_dim
-            ));
-        }
-        Ok(self.x_dim)
-    }
-
-    fn init_input(
-        &self,
-        x: Tensor<2>,
-        y: Option<Tensor<2>>,
-        _seed: u64,
-    ) -> (Tensor<2>, Option<Tensor<2>>) {
-        (x.narrow(1, 0, self.x_dim), y)
-    }
-
-    fn loss(&self, flow: &Flow, x: Tensor<2>, y: Option<Tensor<2>>, seed: u64, step: u64) -> Loss {
-        MaximumLikelihood.loss(flow, x.narrow(1, 0, self.x_dim), y, seed, step)
-    }
-
-    fn validate(
-        &self,
-        flow: &Flow,
-        data: &Batch,
-        dim: usize,
-        y_dim: usize,
-        device: &Device,
-    ) -> (f64, Vec<(String, f64)>) {
-        MaximumLikelihood.validate(
-            flow,
-            &self.data_columns(data, dim),
-            self.x_dim,
-            y_dim,
-            device,
         )
     }
 }
