@@ -7,10 +7,10 @@ use burn::prelude::*;
 
 use serde::{Deserialize, Serialize};
 
-use super::PermutationKind;
-use super::Permute;
+use super::lu::{lu_inverse, lu_matrix};
+use super::{PermutationKind, Permute};
 use crate::layer::{BuildLayer, positive};
-use crate::tensor_util::{broadcast_logdet, constant, indices};
+use crate::tensor_util::{broadcast_logdet, indices};
 use crate::{Bijector, DataInit, Result};
 
 /// Invertible 1x1 convolution, LU-parametrised.
@@ -72,34 +72,18 @@ impl InvConv1x1 {
         }
     }
 
-    fn eye(&self, like: &Tensor<2>) -> Tensor<2> {
-        let c = self.channels;
-        let mut values = vec![0.0f32; c * c];
-        (0..c).for_each(|i| values[i * c + i] = 1.0);
-        constant(values, [c, c], like)
-    }
-
     /// `W = P L (U + diag(s))`.
     pub fn weight(&self) -> Tensor<2> {
-        let lower = self.lower.val();
-        let eye = self.eye(&lower);
-        let l = lower.tril(-1) + eye.clone();
-        let u = self.upper.val().triu(1) + eye * self.log_s.val().exp().reshape([1, self.channels]);
-        l.matmul(u)
-            .select(0, indices(&self.perm, &self.log_s.val()))
+        let w = lu_matrix(self.lower.val(), self.upper.val(), self.log_s.val());
+        let perm = indices(&self.perm, &w);
+        w.select(0, perm)
     }
 
     /// `W^-1 = (U + diag(s))^-1 L^-1 P^T`, computed with differentiable operations.
     pub fn inverse_weight(&self) -> Tensor<2> {
-        let c = self.channels;
-        let lower = self.lower.val();
-        let eye = self.eye(&lower);
-        let l_inv = unipotent_inverse(lower.clone().tril(-1), eye.clone(), c);
-        let s_inv = self.log_s.val().neg().exp();
-        // U + diag(s) = (I + U diag(s)^-1) diag(s), and U diag(s)^-1 is nilpotent.
-        let n_u = self.upper.val().triu(1) * s_inv.clone().reshape([1, c]);
-        let u_inv = unipotent_inverse(n_u, eye, c) * s_inv.reshape([c, 1]);
-        u_inv.matmul(l_inv).select(1, indices(&self.perm, &lower))
+        let w = lu_inverse(self.lower.val(), self.upper.val(), self.log_s.val());
+        let perm = indices(&self.perm, &w);
+        w.select(1, perm)
     }
 
     fn apply(&self, w: Tensor<2>, x: Tensor<2>) -> Tensor<2> {
@@ -112,20 +96,6 @@ impl InvConv1x1 {
         let ld = self.log_s.val().sum().mul_scalar(self.spatial as f64);
         broadcast_logdet(ld, batch)
     }
-}
-
-/// `(I + N)^-1` for nilpotent `N` of size `c`: `(I - N)(I + N^2)(I + N^4)...`, exact once the
-/// powers reach `N^c = 0`, and differentiable, unlike a host-side solve.
-fn unipotent_inverse(n: Tensor<2>, eye: Tensor<2>, c: usize) -> Tensor<2> {
-    let mut result = eye.clone() - n.clone();
-    let mut power = n;
-    let mut covered = 2;
-    while covered < c {
-        power = power.clone().matmul(power);
-        result = result.matmul(eye.clone() + power.clone());
-        covered *= 2;
-    }
-    result
 }
 
 impl Bijector for InvConv1x1 {

@@ -7,6 +7,7 @@ mod coupling;
 mod factor_out;
 mod invconv;
 mod logit;
+mod lu;
 mod permute;
 mod squeeze;
 
