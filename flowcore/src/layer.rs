@@ -12,10 +12,8 @@ use burn::prelude::*;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::layers::{
-    ActNorm, ActNormSpec, ChainSpec, Coupling, CouplingSpec, FactorOut, FactorOutSpec, InvConv1x1,
-    InvConvSpec, InvertSpec, Logit, LogitSpec, Permute, PermuteSpec, Squeeze, SqueezeSpec,
-};
+// Every layer type and its spec, for the registry.
+use crate::layers::*;
 use crate::{Bijector, Chain, DataInit, FlowError, Invert, Result};
 
 /// What the spec of one layer type does: check its values and build the layer.
