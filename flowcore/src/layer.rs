@@ -141,6 +141,8 @@ registry! {
     Squeeze(SqueezeSpec => Squeeze) = "squeeze",
     /// Logit preprocessing ([`Logit`]).
     Logit(LogitSpec => Logit) = "logit",
+    /// An LU-parametrised linear map with a bias ([`LuLinear`]).
+    LuLinear(LuLinearSpec => LuLinear) = "lu_linear",
     /// Multiscale factor-out ([`FactorOut`]).
     FactorOut(FactorOutSpec => FactorOut) = "factor_out",
     /// Layers in sequence.

@@ -4,7 +4,7 @@
 use flowcore::arch::{DenseNet, ImageMask, Mixing};
 use flowcore::layers::{
     ActNormSpec, ChainSpec, CouplingSpec, FactorOutSpec, ImageShape, InvConvSpec, InvertSpec,
-    LogitSpec, Mask, PermutationKind, PermuteSpec, SqueezeSpec,
+    LogitSpec, LuLinearSpec, Mask, PermutationKind, PermuteSpec, SqueezeSpec,
 };
 use flowcore::nets::{Activation, ConvSpec, MlpSpec, NetSpec, ResMlpSpec};
 use flowcore::testing::{HarnessSettings, Inputs, check_architecture};
@@ -208,6 +208,28 @@ fn invertible_1x1_conv() {
             Inputs::Normal,
         );
     }
+}
+
+#[test]
+fn lu_linear_alone_and_between_couplings() {
+    // As with the 1x1 convolution, one feature would leave L and U without entries.
+    for dim in [2, 3, 8] {
+        run(
+            &format!("lu_linear dim {dim}"),
+            vec![LuLinearSpec { dim }.into()],
+            Inputs::Normal,
+        );
+    }
+    let half = |flip| Mask::Half { dim: 5, flip };
+    run(
+        "coupling, lu_linear, coupling",
+        vec![
+            coupling(half(false), affine(TANH), mlp()),
+            LuLinearSpec { dim: 5 }.into(),
+            coupling(half(true), affine(TANH), mlp()),
+        ],
+        Inputs::Normal,
+    );
 }
 
 #[test]

@@ -8,6 +8,7 @@ mod factor_out;
 mod invconv;
 mod logit;
 mod lu;
+mod lu_linear;
 mod permute;
 mod squeeze;
 
@@ -17,6 +18,7 @@ pub use coupling::{Coupling, CouplingSpec, Mask};
 pub use factor_out::{FactorOut, FactorOutSpec};
 pub use invconv::{InvConv1x1, InvConvSpec};
 pub use logit::{Logit, LogitSpec};
+pub use lu_linear::{LuLinear, LuLinearSpec};
 pub use permute::{PermutationKind, Permute, PermuteSpec};
 pub use squeeze::{Squeeze, SqueezeSpec};
 
