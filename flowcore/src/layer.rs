@@ -143,6 +143,8 @@ registry! {
     Logit(LogitSpec => Logit) = "logit",
     /// An LU-parametrised linear map with a bias ([`LuLinear`]).
     LuLinear(LuLinearSpec => LuLinear) = "lu_linear",
+    /// A masked autoregressive layer ([`Autoregressive`]).
+    Autoregressive(AutoregressiveSpec => Autoregressive) = "autoregressive",
     /// Multiscale factor-out ([`FactorOut`]).
     FactorOut(FactorOutSpec => FactorOut) = "factor_out",
     /// Layers in sequence.

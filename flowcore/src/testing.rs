@@ -202,6 +202,8 @@ pub enum Inputs {
     Normal,
     /// Uniform values in `(0.05, 0.95)`, for the logit preprocessing.
     UnitInterval,
+    /// Normal values of standard deviation 4: many beyond a spline's bound.
+    Wide,
 }
 
 /// What the harness measured, for the record.
@@ -222,6 +224,7 @@ fn sample_inputs(n: usize, dim: usize, inputs: Inputs, seed: u64) -> Vec<f32> {
     (0..n * dim)
         .map(|_| match inputs {
             Inputs::Normal => StandardNormal.sample(&mut rng),
+            Inputs::Wide => 4.0 * Distribution::<f32>::sample(&StandardNormal, &mut rng),
             Inputs::UnitInterval => {
                 let u: f32 = rng.random();
                 0.05 + 0.9 * u

@@ -1,14 +1,17 @@
 //! Every layer and both architectures through the one shared harness
 //! (`flowcore::testing::check_architecture`). A new layer adds its cases here.
 
-use flowcore::arch::{DenseNet, ImageMask, Mixing};
-use flowcore::layers::{
-    ActNormSpec, ChainSpec, CouplingSpec, FactorOutSpec, ImageShape, InvConvSpec, InvertSpec,
-    LogitSpec, LuLinearSpec, Mask, PermutationKind, PermuteSpec, SqueezeSpec,
+use flowcore::arch::{
+    DenseNet, ImageMask, MafConfig, Mixing, NsfAutoregressiveConfig, NsfConfig, NsfMixing,
 };
-use flowcore::nets::{Activation, ConvSpec, MlpSpec, NetSpec, ResMlpSpec};
+use flowcore::layers::{
+    ActNormSpec, AutoregressiveSpec, ChainSpec, CouplingSpec, FactorOutSpec, ImageShape,
+    InvConvSpec, InvertSpec, LogitSpec, LuLinearSpec, Mask, PermutationKind, PermuteSpec,
+    SqueezeSpec,
+};
+use flowcore::nets::{Activation, ConvSpec, MadeSpec, MlpSpec, NetSpec, ResMlpSpec};
 use flowcore::testing::{HarnessSettings, Inputs, check_architecture};
-use flowcore::transform::{ScaleFn, Transform};
+use flowcore::transform::{ScaleFn, Spline, Transform};
 use flowcore::{ArchitectureConfig, GlowConfig, LayerList, LayerSpec, RealNvpConfig};
 
 fn mlp() -> NetSpec {
@@ -232,6 +235,77 @@ fn lu_linear_alone_and_between_couplings() {
     );
 }
 
+fn spline(bins: usize, bound: f64) -> Transform {
+    Transform::RationalQuadratic(Spline {
+        bins,
+        bound,
+        ..Spline::default()
+    })
+}
+
+#[test]
+fn spline_couplings() {
+    for flip in [false, true] {
+        run(
+            &format!("spline half dim 3 flip {flip}"),
+            vec![coupling(Mask::Half { dim: 3, flip }, spline(8, 3.0), mlp())],
+            Inputs::Normal,
+        );
+    }
+    // Most inputs beyond the bound: the identity tails, and the values on both sides of it.
+    run(
+        "spline bound 1, wide inputs",
+        vec![coupling(
+            Mask::Half {
+                dim: 4,
+                flip: false,
+            },
+            spline(5, 1.0),
+            mlp(),
+        )],
+        Inputs::Wide,
+    );
+    run(
+        "spline 128 bins",
+        vec![coupling(
+            Mask::Half { dim: 4, flip: true },
+            spline(128, 3.0),
+            mlp(),
+        )],
+        Inputs::Normal,
+    );
+    let shape = ImageShape::new(2, 4, 4);
+    run(
+        "spline checkerboard image",
+        vec![coupling(
+            Mask::Checkerboard { shape, flip: false },
+            spline(6, 2.0),
+            conv(),
+        )],
+        Inputs::Normal,
+    );
+}
+
+#[test]
+fn conditional_spline_coupling_with_residual_net() {
+    run(
+        "conditional spline res_mlp",
+        vec![LayerSpec::Coupling(CouplingSpec {
+            mask: Mask::Half { dim: 5, flip: true },
+            transform: spline(8, 3.0),
+            net: ResMlpSpec {
+                width: 16,
+                blocks: 2,
+                norm: true,
+                activation: Activation::Relu,
+            }
+            .into(),
+            cond_dim: 3,
+        })],
+        Inputs::Normal,
+    );
+}
+
 #[test]
 fn squeeze_then_coupling() {
     let shape = ImageShape::new(2, 4, 6);
@@ -376,5 +450,115 @@ fn glow_architectures() {
         ArchitectureConfig::Glow(small),
         Inputs::UnitInterval,
         deep,
+    );
+}
+
+fn made(hidden: &[usize]) -> MadeSpec {
+    MadeSpec {
+        hidden: hidden.to_vec(),
+        activation: Activation::Tanh,
+    }
+}
+
+#[test]
+fn autoregressive_layers_affine_spline_conditional_and_inverted() {
+    let ar = |dim, transform, cond_dim| -> LayerSpec {
+        AutoregressiveSpec {
+            dim,
+            transform,
+            made: made(&[16, 16]),
+            cond_dim,
+        }
+        .into()
+    };
+    run(
+        "maf affine dim 4",
+        vec![ar(4, affine(TANH), 0)],
+        Inputs::Normal,
+    );
+    run(
+        "maf spline dim 3",
+        vec![ar(3, spline(6, 3.0), 0)],
+        Inputs::Normal,
+    );
+    run(
+        "maf spline wide inputs",
+        vec![ar(3, spline(4, 1.5), 0)],
+        Inputs::Wide,
+    );
+    run(
+        "maf affine conditional dim 3",
+        vec![ar(3, affine(ATAN), 2)],
+        Inputs::Normal,
+    );
+    // One feature: its transform depends on the condition alone.
+    run(
+        "maf conditional dim 1",
+        vec![ar(1, affine(TANH), 2)],
+        Inputs::Normal,
+    );
+    run(
+        "iaf: an inverted autoregressive layer",
+        vec![
+            InvertSpec {
+                layers: vec![ar(4, affine(TANH), 0)],
+            }
+            .into(),
+        ],
+        Inputs::Normal,
+    );
+}
+
+#[test]
+fn spline_and_autoregressive_architectures() {
+    let nsf = |dim, net, mixing, cond_dim| NsfConfig {
+        dim,
+        num_layers: 3,
+        hidden_units: vec![16, 16],
+        net,
+        layer_norm: false,
+        activation: Activation::Relu,
+        spline: Spline::default(),
+        mixing,
+        seed: 1,
+        cond_dim,
+    };
+    run_arch(
+        "nsf lu_linear",
+        nsf(3, DenseNet::Mlp, NsfMixing::LuLinear, 0).into(),
+        Inputs::Normal,
+    );
+    run_arch(
+        "nsf res_mlp random conditional",
+        nsf(4, DenseNet::ResMlp, NsfMixing::Random, 2).into(),
+        Inputs::Normal,
+    );
+    let maf = |dim, transform, inverse, cond_dim| MafConfig {
+        dim,
+        num_layers: 3,
+        hidden_units: vec![16, 16],
+        activation: Activation::Relu,
+        transform,
+        permutation: PermutationKind::Random,
+        inverse,
+        seed: 2,
+        cond_dim,
+    };
+    run_arch("maf", maf(3, None, false, 0).into(), Inputs::Normal);
+    run_arch(
+        "maf conditional",
+        maf(2, None, false, 2).into(),
+        Inputs::Normal,
+    );
+    run_arch("iaf", maf(3, None, true, 0).into(), Inputs::Normal);
+    run_arch(
+        "nsf_autoregressive",
+        NsfAutoregressiveConfig(maf(3, None, false, 1)).into(),
+        Inputs::Normal,
+    );
+    run_arch(
+        "maf with a spline given",
+        maf(2, Some(spline(5, 2.0)), false, 0).into(),
+        Inputs::Normal,
     );
 }

@@ -67,23 +67,56 @@ pub fn apply_set(table: &mut Table, assignment: &str) -> Result<()> {
     Ok(())
 }
 
-/// The config table: `defaults`, merged with `file` when given, then the `sets`.
+/// The config table: `defaults`, merged with `file` when given, then the `sets`. A `[model]`
+/// of another kind than the default's is what the file and the sets give, alone: the default's
+/// other model keys belong to its own kind (`--set model.kind=nsf` works without unsetting
+/// them).
 pub fn resolve_table(defaults: &str, file: Option<&Path>, sets: &[String]) -> Result<Table> {
     let mut table: Table = defaults
         .parse()
         .context("the embedded default config does not parse")?;
-    if let Some(path) = file {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read config {}", path.display()))?;
-        let user: Table = text
-            .parse()
-            .with_context(|| format!("config {} is not valid TOML", path.display()))?;
-        merge(&mut table, user);
+    let user: Option<Table> = match file {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read config {}", path.display()))?;
+            Some(
+                text.parse()
+                    .with_context(|| format!("config {} is not valid TOML", path.display()))?,
+            )
+        }
+        None => None,
+    };
+    let default_kind = model_kind(&table);
+    if let Some(user) = &user {
+        merge(&mut table, user.clone());
     }
     for s in sets {
         apply_set(&mut table, s)?;
     }
+    if model_kind(&table) != default_kind {
+        let mut own = Table::new();
+        if let Some(model) = user.as_ref().and_then(|u| u.get("model")) {
+            own.insert("model".into(), model.clone());
+        }
+        for s in sets {
+            let key = s.split_once('=').map_or(s.as_str(), |(k, _)| k).trim();
+            if key == "model" || key.starts_with("model.") {
+                apply_set(&mut own, s)?;
+            }
+        }
+        if let Some(model) = own.remove("model") {
+            table.insert("model".into(), model);
+        }
+    }
     Ok(table)
+}
+
+fn model_kind(table: &Table) -> Option<String> {
+    table
+        .get("model")?
+        .get("kind")?
+        .as_str()
+        .map(str::to_string)
 }
 
 /// Deserialize a config table, the group `prefix` ("" for the whole config); errors name the
@@ -330,6 +363,25 @@ mod tests {
         assert!(e.contains("key `run.a`"), "{e}");
         let e = format!("{:#}", from_table::<Rest>(&t, "config", "").err().unwrap());
         assert!(e.contains("unknown field `c`"), "{e}");
+    }
+
+    #[test]
+    fn a_model_of_another_kind_drops_the_default_model_keys() {
+        let defaults = "[model]\nkind = \"real_nvp_dense\"\nactnorm = true\nnum_layers = 12\n";
+        let sets: Vec<String> = ["model.num_layers=4", "model.kind=nsf"]
+            .map(String::from)
+            .to_vec();
+        let t = resolve_table(defaults, None, &sets).unwrap();
+        let model = t["model"].as_table().unwrap();
+        assert_eq!(model.get("kind").and_then(|v| v.as_str()), Some("nsf"));
+        assert_eq!(
+            model.get("num_layers").and_then(|v| v.as_integer()),
+            Some(4)
+        );
+        assert!(model.get("actnorm").is_none(), "{model:?}");
+        // The same kind keeps the defaults.
+        let t = resolve_table(defaults, None, &["model.num_layers=4".into()]).unwrap();
+        assert_eq!(t["model"]["actnorm"].as_bool(), Some(true));
     }
 
     #[test]

@@ -1,18 +1,23 @@
 //! Architectures from config, one kind per file, gathered by the registry below: the two of the
 //! original `flow_models` (RealNVP on dense vectors and Glow on images, in the layouts of
-//! TensorFlow Probability's bijectors, whose key names are accepted as aliases) and a free list
-//! of layers. An application gives an architecture the shape of its data with
+//! TensorFlow Probability's bijectors, whose key names are accepted as aliases), neural spline
+//! flows (`nsf`), masked autoregressive flows (`maf`, `nsf_autoregressive`, and IAF as their
+//! inverse) and a free list of layers. An application gives an architecture the shape of its data with
 //! [`ArchitectureConfig::with_data_shape`], as burn's layers take theirs with
 //! `with_num_features`.
 
 mod glow;
 mod layer_list;
+mod maf;
+mod nsf;
 mod real_nvp;
 
 use serde::{Deserialize, Serialize};
 
 pub use glow::{GlowConfig, ImageMask};
 pub use layer_list::LayerList;
+pub use maf::{MafConfig, NsfAutoregressiveConfig};
+pub use nsf::{NsfConfig, NsfMixing};
 pub use real_nvp::{DenseNet, Mixing, RealNvpConfig};
 
 use crate::Result;
@@ -128,6 +133,12 @@ registry! {
     Glow(GlowConfig) = "glow",
     /// Any list of layers ([`LayerList`]).
     Layers(LayerList) = "layers",
+    /// Neural spline flow: spline couplings ([`NsfConfig`]).
+    Nsf(NsfConfig) = "nsf",
+    /// Masked autoregressive flow ([`MafConfig`]).
+    Maf(MafConfig) = "maf",
+    /// Autoregressive neural spline flow ([`NsfAutoregressiveConfig`]).
+    NsfAutoregressive(NsfAutoregressiveConfig) = "nsf_autoregressive",
 }
 
 /// The seed of the `index`-th random choice of an architecture seeded with `seed`.

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use super::{Architecture, DataShape, derive_seed};
 use crate::layer::LayerSpec;
 use crate::layers::{ActNormSpec, CouplingSpec, Mask, PermutationKind, PermuteSpec};
-use crate::nets::{Activation, MlpSpec, ResMlpSpec};
+use crate::nets::{Activation, MlpSpec, NetSpec, ResMlpSpec};
 use crate::transform::Transform;
 use crate::{FlowError, Result};
 
@@ -39,6 +39,33 @@ fn default_layers() -> usize {
 }
 fn default_hidden() -> Vec<usize> {
     vec![256, 256]
+}
+
+impl DenseNet {
+    /// The network of these hidden widths: an MLP of them, or a residual MLP as wide as the
+    /// first with a block per further width (one at least).
+    pub fn spec(
+        self,
+        hidden: Vec<usize>,
+        layer_norm: bool,
+        activation: Activation,
+    ) -> std::result::Result<NetSpec, String> {
+        Ok(match self {
+            Self::Mlp => MlpSpec { hidden, activation }.into(),
+            Self::ResMlp => {
+                let width = *hidden
+                    .first()
+                    .ok_or("res_mlp needs at least one hidden width")?;
+                ResMlpSpec {
+                    width,
+                    blocks: hidden.len().saturating_sub(1).max(1),
+                    norm: layer_norm,
+                    activation,
+                }
+                .into()
+            }
+        })
+    }
 }
 
 /// RealNVP on dense vectors: `num_layers` couplings with a half mask (any `dim >= 2`, odd
@@ -132,25 +159,10 @@ impl Architecture for RealNvpConfig {
                 Some(per) => per[i].clone(),
                 None => self.hidden_units.clone(),
             };
-            let net = match self.net {
-                DenseNet::Mlp => MlpSpec {
-                    hidden,
-                    activation: self.activation,
-                }
-                .into(),
-                DenseNet::ResMlp => {
-                    let width = *hidden.first().ok_or_else(|| {
-                        FlowError::config("real_nvp_dense: res_mlp needs at least one hidden width")
-                    })?;
-                    ResMlpSpec {
-                        width,
-                        blocks: hidden.len().saturating_sub(1).max(1),
-                        norm: self.layer_norm,
-                        activation: self.activation,
-                    }
-                    .into()
-                }
-            };
+            let net = self
+                .net
+                .spec(hidden, self.layer_norm, self.activation)
+                .map_err(|e| FlowError::config(format!("real_nvp_dense: {e}")))?;
             if self.actnorm {
                 specs.push(
                     ActNormSpec {

@@ -208,7 +208,10 @@ impl Coupling {
         inverse: bool,
     ) -> (Tensor<2>, Tensor<1>) {
         let k = self.transform.num_params();
-        let apply = |t: Tensor<2>, params: Vec<Tensor<2>>| {
+        let apply = |t: Tensor<2>, params: Tensor<2>| {
+            // The network's `[batch, k * d]` holds parameter j of every feature in block j.
+            let [batch, d] = t.dims();
+            let params = params.reshape([batch, k, d]);
             if inverse {
                 self.transform.inverse(t, params)
             } else {
@@ -219,7 +222,7 @@ impl Coupling {
             Layout::Split { cond: c, active: a } => {
                 let x_cond = input.clone().narrow(1, c.0, c.1);
                 let x_active = input.narrow(1, a.0, a.1);
-                let params = self.net.forward(x_cond.clone(), cond).chunk(k, 1);
+                let params = self.net.forward(x_cond.clone(), cond);
                 let (out, ld) = apply(x_active, params);
                 let logdet = match ld {
                     Some(ld) => row_sum(ld),
@@ -236,13 +239,9 @@ impl Coupling {
                 let d = pattern.len();
                 let keep = constant(pattern.clone(), [1, d], &input);
                 let free = keep.clone().neg().add_scalar(1.0);
-                let params = self
-                    .net
-                    .forward(input.clone() * keep.clone(), cond)
-                    .chunk(k, 1)
-                    .into_iter()
-                    .map(|p| p * free.clone())
-                    .collect();
+                // Zero parameters, the identity, wherever a feature conditions.
+                let free_params = free.clone().repeat_dim(1, k);
+                let params = self.net.forward(input.clone() * keep.clone(), cond) * free_params;
                 let (out, ld) = apply(input.clone(), params);
                 // Conditioning features are copied, not recomputed, so the map inverts exactly.
                 let out = input * keep + out * free.clone();

@@ -2,6 +2,7 @@
 //! [`crate::layer`] gathers them so that a flow is a plain list of layers that derives `Module`.
 
 mod actnorm;
+mod autoregressive;
 mod chain;
 mod coupling;
 mod factor_out;
@@ -13,6 +14,7 @@ mod permute;
 mod squeeze;
 
 pub use actnorm::{ActNorm, ActNormSpec};
+pub use autoregressive::{Autoregressive, AutoregressiveSpec};
 pub use chain::{ChainSpec, InvertSpec};
 pub use coupling::{Coupling, CouplingSpec, Mask};
 pub use factor_out::{FactorOut, FactorOutSpec};

@@ -7,6 +7,7 @@
 
 mod activation;
 mod glow_conv;
+mod made;
 mod mlp;
 mod res_mlp;
 
@@ -16,6 +17,7 @@ use serde::{Deserialize, Serialize};
 
 pub use activation::Activation;
 pub use glow_conv::{ConvSpec, GlowConvNet};
+pub use made::{Made, MadeSpec, hidden_degrees};
 pub use mlp::{Mlp, MlpSpec};
 pub use res_mlp::{ResBlock, ResMlp, ResMlpSpec};
 

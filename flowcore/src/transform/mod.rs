@@ -1,13 +1,19 @@
 //! Elementwise invertible transforms whose parameters come from a network (the "inner"
-//! transforms of couplings, later of autoregressive layers).
+//! transforms of couplings and autoregressive layers): affine, additive, and the
+//! rational-quadratic spline ([`Spline`]). Parameters come as `[batch, k, d]`: `k` raw values
+//! for each of the `d` transformed features, in the layout of a network output `[batch, k * d]`.
 //!
 //! Every transform here is the identity when all its raw parameters are zero. Couplings rely on
 //! that twice: a zero-initialised last layer makes a new flow the identity, and a checkerboard
 //! coupling zeroes the parameters of the conditioning positions to leave them unchanged.
 
+mod spline;
+
 use burn::prelude::*;
 use burn::tensor::activation::log_sigmoid;
 use serde::{Deserialize, Serialize};
+
+pub use spline::Spline;
 
 /// How an affine transform turns the raw network output `h` into a log-scale.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
@@ -75,6 +81,8 @@ pub enum Transform {
     },
     /// `z = x + t` (NICE), volume preserving. Parameter: shift `t`.
     Additive,
+    /// The monotone rational-quadratic spline of neural spline flows. Parameters: `3K - 1`.
+    RationalQuadratic(Spline),
 }
 
 impl Default for Transform {
@@ -86,39 +94,46 @@ impl Default for Transform {
 }
 
 impl Transform {
-    /// How many parameter tensors, each the size of the transformed part, the network predicts.
+    /// How many raw values per transformed feature the network predicts.
     pub fn num_params(&self) -> usize {
         match self {
             Self::Affine { .. } => 2,
             Self::Additive => 1,
+            Self::RationalQuadratic(spline) => spline.num_params(),
         }
     }
 
-    /// Data to latent. Returns the output and the elementwise log|dz/dx| (`None` where it is
-    /// zero everywhere).
-    pub fn forward(&self, x: Tensor<2>, params: Vec<Tensor<2>>) -> (Tensor<2>, Option<Tensor<2>>) {
-        let mut params = params.into_iter();
-        let shift = params.next().expect("a shift parameter");
+    /// Data to latent, `x` `[batch, d]` with `params` `[batch, k, d]`. Returns the output and
+    /// the elementwise log|dz/dx| (`None` where it is zero everywhere).
+    pub fn forward(&self, x: Tensor<2>, params: Tensor<3>) -> (Tensor<2>, Option<Tensor<2>>) {
         match self {
             Self::Affine { scale } => {
-                let log_s = scale.log_scale(params.next().expect("a scale parameter"));
+                let (shift, h) = (param(&params, 0), param(&params, 1));
+                let log_s = scale.log_scale(h);
                 (x * log_s.clone().exp() + shift, Some(log_s))
             }
-            Self::Additive => (x + shift, None),
+            Self::Additive => (x + param(&params, 0), None),
+            Self::RationalQuadratic(spline) => {
+                let (z, ld) = spline.forward(x, params);
+                (z, Some(ld))
+            }
         }
     }
 
     /// Latent to data: the inverse of [`Transform::forward`] for the same parameters, with the
     /// elementwise log|dx/dz|.
-    pub fn inverse(&self, z: Tensor<2>, params: Vec<Tensor<2>>) -> (Tensor<2>, Option<Tensor<2>>) {
-        let mut params = params.into_iter();
-        let shift = params.next().expect("a shift parameter");
+    pub fn inverse(&self, z: Tensor<2>, params: Tensor<3>) -> (Tensor<2>, Option<Tensor<2>>) {
         match self {
             Self::Affine { scale } => {
-                let log_s = scale.log_scale(params.next().expect("a scale parameter"));
+                let (shift, h) = (param(&params, 0), param(&params, 1));
+                let log_s = scale.log_scale(h);
                 ((z - shift) * log_s.clone().neg().exp(), Some(log_s.neg()))
             }
-            Self::Additive => (z - shift, None),
+            Self::Additive => (z - param(&params, 0), None),
+            Self::RationalQuadratic(spline) => {
+                let (x, ld) = spline.inverse(z, params);
+                (x, Some(ld))
+            }
         }
     }
 
@@ -126,6 +141,13 @@ impl Transform {
         match self {
             Self::Affine { scale } => scale.validate(),
             Self::Additive => Ok(()),
+            Self::RationalQuadratic(spline) => spline.validate(),
         }
     }
+}
+
+/// Raw parameter `j` of every feature, `[batch, d]`.
+fn param(params: &Tensor<3>, j: usize) -> Tensor<2> {
+    let [batch, _, d] = params.dims();
+    params.clone().narrow(1, j, 1).reshape([batch, d])
 }
