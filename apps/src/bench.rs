@@ -8,8 +8,11 @@ use std::time::Instant;
 use anyhow::{Result, bail};
 use burn::optim::{AdamConfig, GradientsParams};
 use burn::prelude::*;
-use flowcore::arch::Mixing;
+use flowcore::arch::{DenseNet, MafConfig, Mixing, NsfConfig, NsfMixing};
+use flowcore::layers::PermutationKind;
+use flowcore::nets::Activation;
 use flowcore::train::TrainingConfig;
+use flowcore::transform::Spline;
 use flowcore::{ArchitectureConfig, Flow, GlowConfig, RealNvpConfig, standard_normal};
 use serde::{Deserialize, Serialize};
 
@@ -23,7 +26,7 @@ pub struct Case {
 }
 
 /// Every configuration, in table order.
-pub const CASES: [Case; 7] = [
+pub const CASES: [Case; 11] = [
     Case {
         id: "realnvp2d",
         what: "2-D RealNVP, 8 couplings, MLP 1-128-128-2, batch 1024, Adam: training",
@@ -52,7 +55,68 @@ pub const CASES: [Case; 7] = [
         id: "loader",
         what: "data loading: PNG decode + flip/rotate/zoom + dequantise, 32x32x3",
     },
+    Case {
+        id: "nsf-flashsim",
+        what: "FlashSim-shaped conditional NSF: 17 targets | 14 conditions, 6 spline couplings \
+               (16 bins) of MLP [128, 128], reversed between, batch 256: training",
+    },
+    Case {
+        id: "nsf-flashsim-sample",
+        what: "the FlashSim-shaped NSF: sampling 4096 targets for 4096 conditions",
+    },
+    Case {
+        id: "maf-fedhex",
+        what: "FEDHEX-shaped conditional MAF: 2-D data | 2-D labels, 10 MADE blocks [128, 128], \
+               affine, reversed between, batch 512: training",
+    },
+    Case {
+        id: "maf-fedhex-sample",
+        what: "the FEDHEX-shaped MAF: sampling 4096 points for 4096 labels",
+    },
 ];
+
+/// The FlashSim-shaped conditional neural spline flow of the bench.
+fn nsf_flashsim() -> ArchitectureConfig {
+    NsfConfig {
+        dim: 17,
+        num_layers: 6,
+        hidden_units: vec![128, 128],
+        net: DenseNet::Mlp,
+        layer_norm: false,
+        batch_norm: false,
+        cond_every_block: false,
+        activation: Activation::Relu,
+        spline: Spline {
+            bins: 16,
+            ..Spline::default()
+        },
+        mixing: NsfMixing::Reverse,
+        seed: 0,
+        cond_dim: 14,
+    }
+    .into()
+}
+
+/// The FEDHEX-shaped conditional masked autoregressive flow of the bench.
+fn maf_fedhex() -> ArchitectureConfig {
+    MafConfig {
+        dim: 2,
+        num_layers: 10,
+        hidden_units: vec![128, 128],
+        activation: Activation::Relu,
+        transform: None,
+        permutation: PermutationKind::Reverse,
+        inverse: false,
+        seed: 0,
+        cond_dim: 2,
+    }
+    .into()
+}
+
+/// Multiply-adds (times 2) of a dense network of these widths over `batch` rows.
+fn mlp_flops(widths: &[usize], batch: usize) -> f64 {
+    2.0 * (widths.windows(2).map(|w| w[0] * w[1]).sum::<usize>() * batch) as f64
+}
 
 /// One row of the table.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -156,12 +220,23 @@ fn time_training(
     steps: usize,
     input: &dyn Fn(u64) -> Tensor<2>,
 ) -> Result<f64> {
+    time_conditional_training(config, steps, &|i| (input(i), None))
+}
+
+/// [`time_training`] of a flow that may take a condition: `input` gives `(x, c)`.
+fn time_conditional_training(
+    config: ArchitectureConfig,
+    steps: usize,
+    input: &dyn Fn(u64) -> (Tensor<2>, Option<Tensor<2>>),
+) -> Result<f64> {
     // As the apps train: with gradient checkpointing (TrainingConfig's default).
     let device = TrainingConfig::default().autodiff_device(&Device::flex());
-    let mut flow = Flow::seeded(config, 0, &device)?.initialize(input(0), None);
+    let (x0, c0) = input(0);
+    let mut flow = Flow::seeded(config, 0, &device)?.initialize(x0, c0.as_ref());
     let mut optim = AdamConfig::new().init();
     let mut step = |flow: Flow, i: u64| {
-        let loss = flow.log_prob(input(i), None).mean().neg();
+        let (x, c) = input(i);
+        let loss = flow.log_prob(x, c.as_ref()).mean().neg();
         let grads = GradientsParams::from_grads(loss.backward(), &flow);
         optim.step(1e-4, flow, grads)
     };
@@ -270,6 +345,58 @@ pub fn run_case(id: &str, scale: f64, peak_gflops: f64) -> Result<Row> {
                 format!("{n} steps"),
             )
         }
+        "nsf-flashsim" | "maf-fedhex" => {
+            let (config, dim, cond, batch, n, nets) = if id == "nsf-flashsim" {
+                // 6 couplings: 8 + 14 inputs -> 128 -> 128 -> 9 x 47 spline parameters.
+                let widths = [8 + 14, 128, 128, 9 * 47];
+                (
+                    nsf_flashsim(),
+                    17,
+                    14,
+                    256,
+                    steps(40),
+                    6.0 * mlp_flops(&widths, 256),
+                )
+            } else {
+                // 10 MADE blocks: 2 + 2 inputs -> 128 -> 128 -> 2 x 2 (dense, then masked).
+                let widths = [2 + 2, 128, 128, 2 * 2];
+                (
+                    maf_fedhex(),
+                    2,
+                    2,
+                    512,
+                    steps(60),
+                    10.0 * mlp_flops(&widths, 512),
+                )
+            };
+            let (dx, dc) = (normal(dim, batch), normal(cond, batch));
+            let s = time_conditional_training(config, n, &|i| (dx(i), Some(dc(1_000_000 + i))))?;
+            (s, batch, 3.0 * nets, format!("{n} steps"))
+        }
+        "nsf-flashsim-sample" | "maf-fedhex-sample" => {
+            let (config, cond, n) = if id == "nsf-flashsim-sample" {
+                (nsf_flashsim(), 14, steps(10))
+            } else {
+                (maf_fedhex(), 2, steps(10))
+            };
+            let d = Device::flex();
+            let flow = Flow::seeded(config, 0, &d)?;
+            let batch = 4096;
+            let c = standard_normal(batch, cond, 5, &d);
+            let _ = flow
+                .sample(batch, 1.0, 0, Some(&c), &d)
+                .sum()
+                .into_scalar::<f64>();
+            let started = Instant::now();
+            for i in 0..n as u64 {
+                let _ = flow
+                    .sample(batch, 1.0, 1 + i, Some(&c), &d)
+                    .sum()
+                    .into_scalar::<f64>();
+            }
+            let s = n as f64 / started.elapsed().as_secs_f64();
+            (s, batch, 0.0, format!("{n} batches of {batch}"))
+        }
         "loader" => {
             let (decode, batches) = loader(steps(40))?;
             return Ok(Row {
@@ -332,16 +459,26 @@ fn loader(batches: usize) -> Result<(f64, f64)> {
     Ok((decode, per_sec))
 }
 
-/// The table for a terminal (Markdown).
+/// The table for a terminal (Markdown); a reference's row gives flowmodels' rate over its
+/// own, the same case in the same invocation.
 pub fn format_table(rows: &[Row], peak_gflops: f64) -> String {
     let mut out = format!(
         "matrix-multiply peak (burn, 1024^3, f32): {peak_gflops:.1} GFLOP/s\n\n\
-         | case | implementation | steps/s | samples/s | peak MiB | GFLOP/step | of peak | note |\n\
-         |---|---|---|---|---|---|---|---|\n"
+         | case | implementation | steps/s | samples/s | peak MiB | GFLOP/step | of peak | \
+         flowmodels / this | note |\n|---|---|---|---|---|---|---|---|---|\n"
     );
     for r in rows {
+        let ours = rows
+            .iter()
+            .find(|o| o.id == r.id && o.implementation == "flowmodels");
+        let ratio = match ours {
+            Some(o) if r.implementation != "flowmodels" && r.steps_per_sec > 0.0 => {
+                format!("{:.2}x", o.steps_per_sec / r.steps_per_sec)
+            }
+            _ => "-".to_string(),
+        };
         out.push_str(&format!(
-            "| {} | {} | {:.2} | {:.0} | {:.0} | {:.3} | {:.1}% | {} |\n",
+            "| {} | {} | {:.2} | {:.0} | {:.0} | {:.3} | {:.1}% | {ratio} | {} |\n",
             r.id,
             r.implementation,
             r.steps_per_sec,

@@ -64,8 +64,10 @@ pub fn flow_to_bytes(flow: &Flow, origin: &Path, extra: serde_json::Value) -> Re
     };
     let json = serde_json::to_string(&header)
         .map_err(|e| FlowError::checkpoint(origin, format!("cannot encode the header: {e}")))?;
+    // `valid` merges the running statistics a training pass left pending (batch normalisation
+    // updates them per thread, and a plain read sees the value of one update before).
     module_to_bytes(
-        flow,
+        &flow.valid(),
         origin,
         HashMap::from([(HEADER_KEY.to_string(), json)]),
     )

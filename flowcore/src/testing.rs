@@ -100,8 +100,8 @@ pub fn param_values<M: Module>(module: &M) -> Vec<Vec<f32>> {
     v.0
 }
 
-/// For each float parameter: its path and the largest absolute value of its gradient, `None`
-/// when it received no gradient.
+/// For each trained float parameter: its path and the largest absolute value of its gradient,
+/// `None` when it received no gradient.
 pub fn gradient_report<M: Module>(
     module: &M,
     grads: &burn::tensor::Gradients,
@@ -119,6 +119,10 @@ pub fn gradient_report<M: Module>(
             self.path.pop();
         }
         fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<D>>) {
+            // Buffers (batch normalisation's running statistics) are not trained.
+            if !p.val().is_require_grad() {
+                return;
+            }
             let g = p
                 .val()
                 .grad(self.grads)
@@ -280,10 +284,27 @@ pub fn check_architecture(
     );
     let flow = perturb_params(flow, settings.perturbation, settings.seed ^ 3);
 
+    // A batch normalisation normalises with the batch while training and with its running
+    // statistics in evaluation. The checks run in evaluation (as densities are scored and
+    // samples drawn), after a pass in training, which moves the running statistics from their
+    // start; the round trip is checked in training too.
+    let (z_train, _) = flow.forward(make(5), cond);
+    let (back_train, _) = flow.bijector().inverse(z_train, cond);
+    let train_trip = max_abs_diff(back_train, make(5));
+    assert!(
+        train_trip <= settings.round_trip,
+        "{name}: in training, inverse(forward(x)) differs from x by {train_trip:e} > {:e}",
+        settings.round_trip
+    );
+    let eval = flow.valid();
+    let x_eval = x.clone().inner();
+    let cond_eval = cond.map(|c| c.clone().inner());
+    let cond_e = cond_eval.as_ref();
+
     // Round trip and cancellation.
-    let (z, ld_fwd) = flow.forward(x.clone(), cond);
-    let (x_back, ld_inv) = flow.bijector().inverse(z.clone(), cond);
-    let round_trip = max_abs_diff(x_back, x.clone());
+    let (z, ld_fwd) = eval.forward(x_eval.clone(), cond_e);
+    let (x_back, ld_inv) = eval.bijector().inverse(z.clone(), cond_e);
+    let round_trip = max_abs_diff(x_back, x_eval.clone());
     assert!(
         round_trip <= settings.round_trip,
         "{name}: inverse(forward(x)) differs from x by {round_trip:e} > {:e}",
@@ -298,6 +319,7 @@ pub fn check_architecture(
     );
 
     // Log-det against a numerical Jacobian in f64, on two samples.
+    // A fresh copy: clones of a module share its batch normalisation's running statistics.
     let flow64 = cast_params(flow.valid(), DType::F64);
     let x_host = x
         .to_data()
@@ -385,6 +407,8 @@ pub fn check_architecture(
     ));
     save_flow(&flow, &file, serde_json::Value::Null)
         .unwrap_or_else(|e| panic!("{name}: save failed: {e}"));
+    // What was saved, in evaluation: the gradient pass above moved running statistics.
+    let saved = flow.valid();
     let (loaded, _) =
         load_flow(&file, &device).unwrap_or_else(|e| panic!("{name}: load failed: {e}"));
     assert_eq!(
@@ -392,12 +416,11 @@ pub fn check_architecture(
         flow.init_flags(),
         "{name}: init flags changed on load"
     );
-    let loaded = loaded.initialize(make(4), cond);
-    let (z2, ld2) = loaded.forward(x.clone(), cond);
-    let (d_z, d_ld) = (
-        max_abs_diff(z2, z),
-        max_abs_diff(ld2, flow.forward(x, cond).1),
-    );
+    // In evaluation, so that no running statistics move.
+    let loaded = loaded.valid().initialize(make(4).inner(), cond_e);
+    let (z2, ld2) = loaded.forward(x_eval.clone(), cond_e);
+    let (z1, ld1) = saved.forward(x_eval, cond_e);
+    let (d_z, d_ld) = (max_abs_diff(z2, z1), max_abs_diff(ld2, ld1));
     assert!(
         d_z == 0.0 && d_ld == 0.0,
         "{name}: loaded model differs (z by {d_z:e}, log-det by {d_ld:e})"

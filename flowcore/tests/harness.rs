@@ -101,6 +101,8 @@ fn coupling_with_residual_net_and_condition() {
                 blocks: 2,
                 norm: true,
                 activation: Activation::Gelu,
+                batch_norm: false,
+                cond_every_block: false,
             }),
             cond_dim: 2,
         })],
@@ -298,6 +300,8 @@ fn conditional_spline_coupling_with_residual_net() {
                 blocks: 2,
                 norm: true,
                 activation: Activation::Relu,
+                batch_norm: false,
+                cond_every_block: false,
             }
             .into(),
             cond_dim: 3,
@@ -517,6 +521,8 @@ fn spline_and_autoregressive_architectures() {
         hidden_units: vec![16, 16],
         net,
         layer_norm: false,
+        batch_norm: false,
+        cond_every_block: false,
         activation: Activation::Relu,
         spline: Spline::default(),
         mixing,
@@ -532,6 +538,22 @@ fn spline_and_autoregressive_architectures() {
         "nsf res_mlp random conditional",
         nsf(4, DenseNet::ResMlp, NsfMixing::Random, 2).into(),
         Inputs::Normal,
+    );
+    // FlashSim's conditioners: residual blocks with batch normalisation, the condition in each.
+    let mut flashsim = nsf(5, DenseNet::ResMlp, NsfMixing::LuLinear, 3);
+    flashsim.hidden_units = vec![16, 16, 16];
+    flashsim.batch_norm = true;
+    flashsim.cond_every_block = true;
+    // Normalising by the statistics of 8 samples makes these conditioners steep: smaller
+    // random weights, as for deep image flows.
+    run_with(
+        "nsf residual batch-norm conditioners, condition in every block",
+        flashsim.into(),
+        Inputs::Normal,
+        HarnessSettings {
+            perturbation: 0.1,
+            ..HarnessSettings::default()
+        },
     );
     let maf = |dim, transform, inverse, cond_dim| MafConfig {
         dim,

@@ -22,7 +22,7 @@ struct Cli {
     /// The matrix-multiply peak to relate to, GFLOP/s (measured when absent).
     #[arg(long)]
     peak: Option<f64>,
-    /// Also run the PyTorch reference on the same threads.
+    /// Also run the references (PyTorch; nflows and zuko) on the same threads.
     #[arg(long)]
     compare_torch: bool,
     /// The Python with torch installed (see README: Benchmarks).
@@ -61,30 +61,36 @@ fn run(cli: Cli) -> Result<()> {
         rows.push(row);
     }
     if cli.compare_torch {
-        let script =
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../benches/reference/torch_bench.py");
-        eprintln!("bench: PyTorch reference ({})", script.display());
-        let out = Command::new(&cli.python)
-            .arg(&script)
-            .args([
-                "--scale",
-                &cli.scale.to_string(),
-                "--peak",
-                &peak.to_string(),
-            ])
-            .output()
-            .with_context(|| format!("cannot run {} {}", cli.python, script.display()))?;
-        if !out.status.success() {
-            bail!(
-                "the PyTorch reference failed (is torch installed in {}?): {}",
-                cli.python,
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        for line in String::from_utf8_lossy(&out.stdout).lines() {
-            let row: Row = serde_json::from_str(line)
-                .with_context(|| format!("the PyTorch reference printed `{line}`"))?;
-            rows.push(row);
+        // Plain PyTorch for the RealNVP and Glow cases; nflows and zuko for the spline and
+        // autoregressive ones (a library that does not import gives a row that says so).
+        for script in ["torch_bench.py", "flows_bench.py"] {
+            let script = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("../benches/reference")
+                .join(script);
+            eprintln!("bench: references ({})", script.display());
+            let out = Command::new(&cli.python)
+                .arg(&script)
+                .args([
+                    "--scale",
+                    &cli.scale.to_string(),
+                    "--peak",
+                    &peak.to_string(),
+                ])
+                .output()
+                .with_context(|| format!("cannot run {} {}", cli.python, script.display()))?;
+            if !out.status.success() {
+                bail!(
+                    "the reference {} failed (is torch installed in {}?): {}",
+                    script.display(),
+                    cli.python,
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+            for line in String::from_utf8_lossy(&out.stdout).lines() {
+                let row: Row = serde_json::from_str(line)
+                    .with_context(|| format!("{} printed `{line}`", script.display()))?;
+                rows.push(row);
+            }
         }
     }
     print!("{}", format_table(&rows, peak));

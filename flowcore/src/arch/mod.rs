@@ -18,7 +18,7 @@ pub use glow::{GlowConfig, ImageMask};
 pub use layer_list::LayerList;
 pub use maf::{MafConfig, NsfAutoregressiveConfig};
 pub use nsf::{NsfConfig, NsfMixing};
-pub use real_nvp::{DenseNet, Mixing, RealNvpConfig};
+pub use real_nvp::{DenseNet, Mixing, RealNvpConfig, ResidualOptions};
 
 use crate::Result;
 use crate::layer::LayerSpec;

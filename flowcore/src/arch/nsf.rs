@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{Architecture, DataShape, DenseNet, derive_seed};
+use super::{Architecture, DataShape, DenseNet, ResidualOptions, derive_seed};
 use crate::layer::LayerSpec;
 use crate::layers::{CouplingSpec, LuLinearSpec, Mask, PermutationKind, PermuteSpec};
 use crate::nets::Activation;
@@ -50,6 +50,12 @@ pub struct NsfConfig {
     /// Layer normalisation in residual blocks.
     #[serde(default)]
     pub layer_norm: bool,
+    /// Batch normalisation in residual blocks (running statistics kept in checkpoints).
+    #[serde(default)]
+    pub batch_norm: bool,
+    /// The condition fed to every residual block, not only to the first layer.
+    #[serde(default)]
+    pub cond_every_block: bool,
     /// Hidden nonlinearity.
     #[serde(default)]
     pub activation: Activation,
@@ -78,7 +84,15 @@ impl Architecture for NsfConfig {
         }
         let net = self
             .net
-            .spec(self.hidden_units.clone(), self.layer_norm, self.activation)
+            .spec(
+                self.hidden_units.clone(),
+                ResidualOptions {
+                    layer_norm: self.layer_norm,
+                    batch_norm: self.batch_norm,
+                    cond_every_block: self.cond_every_block,
+                },
+                self.activation,
+            )
             .map_err(|e| FlowError::config(format!("nsf: {e}")))?;
         let mut specs = Vec::new();
         for i in 0..self.num_layers {

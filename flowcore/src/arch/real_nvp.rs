@@ -41,13 +41,24 @@ fn default_hidden() -> Vec<usize> {
     vec![256, 256]
 }
 
+/// How the blocks of a residual MLP normalise and take the condition.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ResidualOptions {
+    /// Layer normalisation at the start of each block.
+    pub layer_norm: bool,
+    /// Batch normalisation at the start of each block.
+    pub batch_norm: bool,
+    /// The condition fed to every block.
+    pub cond_every_block: bool,
+}
+
 impl DenseNet {
     /// The network of these hidden widths: an MLP of them, or a residual MLP as wide as the
     /// first with a block per further width (one at least).
     pub fn spec(
         self,
         hidden: Vec<usize>,
-        layer_norm: bool,
+        residual: ResidualOptions,
         activation: Activation,
     ) -> std::result::Result<NetSpec, String> {
         Ok(match self {
@@ -59,8 +70,10 @@ impl DenseNet {
                 ResMlpSpec {
                     width,
                     blocks: hidden.len().saturating_sub(1).max(1),
-                    norm: layer_norm,
+                    norm: residual.layer_norm,
                     activation,
+                    batch_norm: residual.batch_norm,
+                    cond_every_block: residual.cond_every_block,
                 }
                 .into()
             }
@@ -161,7 +174,14 @@ impl Architecture for RealNvpConfig {
             };
             let net = self
                 .net
-                .spec(hidden, self.layer_norm, self.activation)
+                .spec(
+                    hidden,
+                    ResidualOptions {
+                        layer_norm: self.layer_norm,
+                        ..ResidualOptions::default()
+                    },
+                    self.activation,
+                )
                 .map_err(|e| FlowError::config(format!("real_nvp_dense: {e}")))?;
             if self.actnorm {
                 specs.push(

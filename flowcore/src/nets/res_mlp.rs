@@ -1,12 +1,23 @@
-//! The residual MLP parameter network, with optional layer normalisation.
+//! The residual MLP parameter network: optional layer or batch normalisation in each block, and
+//! the condition fed to the first layer only or to every block (as the residual conditioners of
+//! FlashSim-style spline flows).
+//!
+//! Batch normalisation uses the batch's statistics while training (on an autodiff device) and
+//! its running statistics otherwise; the running statistics are part of the module, so
+//! checkpoints keep them. In data-parallel training each rank keeps its own, and rank 0's are
+//! saved.
 
-use burn::nn::{LayerNorm, LayerNormConfig, Linear, LinearConfig};
+use burn::nn::{BatchNorm, BatchNormConfig, LayerNorm, LayerNormConfig, Linear, LinearConfig};
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::mlp::zero_linear;
 use super::{Activation, BuildNet, Conditioner, NetIo, append_cond};
 use crate::{FlowError, Result};
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
 
 /// A width-`width` residual MLP with `blocks` blocks of two linear layers each.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -22,6 +33,12 @@ pub struct ResMlpSpec {
     /// Hidden nonlinearity.
     #[serde(default)]
     pub activation: Activation,
+    /// Batch normalisation at the start of each block (instead of layer normalisation).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub batch_norm: bool,
+    /// Feed the condition to every block, not only to the first layer.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub cond_every_block: bool,
 }
 
 impl BuildNet for ResMlpSpec {
@@ -32,27 +49,44 @@ impl BuildNet for ResMlpSpec {
         if self.width == 0 {
             return Err(FlowError::config("res_mlp width must be positive"));
         }
-        Ok(ResMlp::new(
-            inputs + cond_dim,
-            self.width,
-            self.blocks,
-            self.norm,
-            outputs,
-            self.activation,
-            device,
-        ))
+        if self.norm && self.batch_norm {
+            return Err(FlowError::config(
+                "res_mlp: choose layer normalisation (norm) or batch_norm, not both",
+            ));
+        }
+        let width = self.width;
+        let block_cond = if self.cond_every_block { cond_dim } else { 0 };
+        let blocks = (0..self.blocks)
+            .map(|_| ResBlock {
+                norm: self.norm.then(|| LayerNormConfig::new(width).init(device)),
+                first: LinearConfig::new(width + block_cond, width).init(device),
+                second: LinearConfig::new(width, width).init(device),
+                batch_norm: self
+                    .batch_norm
+                    .then(|| BatchNormConfig::new(width).init(device)),
+            })
+            .collect();
+        Ok(ResMlp {
+            input: LinearConfig::new(inputs + cond_dim, width).init(device),
+            blocks,
+            output: zero_linear(width, outputs, device),
+            activation: self.activation,
+            cond_every_block: block_cond > 0,
+        })
     }
 }
 
-/// One pre-activation residual block: `h + W2 act(W1 act(norm(h)))`.
+/// One pre-activation residual block: `h + W2 act(W1 [act(norm(h)) | c])`, the condition `c`
+/// only when every block takes it.
 #[derive(Module, Debug)]
 pub struct ResBlock {
     norm: Option<LayerNorm>,
     first: Linear,
     second: Linear,
+    batch_norm: Option<BatchNorm>,
 }
 
-/// Residual MLP with optional layer normalisation; the output layer starts at zero.
+/// Residual MLP; the output layer starts at zero.
 #[derive(Module, Debug)]
 pub struct ResMlp {
     input: Linear,
@@ -60,52 +94,27 @@ pub struct ResMlp {
     output: Linear,
     #[module(skip)]
     activation: Activation,
-}
-
-impl ResMlp {
-    /// `inputs -> width -> blocks x residual -> outputs`.
-    pub fn new(
-        inputs: usize,
-        width: usize,
-        blocks: usize,
-        norm: bool,
-        outputs: usize,
-        activation: Activation,
-        device: &Device,
-    ) -> Self {
-        let blocks = (0..blocks)
-            .map(|_| ResBlock {
-                norm: norm.then(|| LayerNormConfig::new(width).init(device)),
-                first: LinearConfig::new(width, width).init(device),
-                second: LinearConfig::new(width, width).init(device),
-            })
-            .collect();
-        Self {
-            input: LinearConfig::new(inputs, width).init(device),
-            blocks,
-            output: zero_linear(width, outputs, device),
-            activation,
-        }
-    }
-
-    /// `[batch, inputs] -> [batch, outputs]`.
-    pub fn forward(&self, x: Tensor<2>) -> Tensor<2> {
-        let mut h = self.input.forward(x);
-        for block in &self.blocks {
-            let mut r = match &block.norm {
-                Some(norm) => norm.forward(h.clone()),
-                None => h.clone(),
-            };
-            r = block.first.forward(self.activation.apply(r));
-            r = block.second.forward(self.activation.apply(r));
-            h = h + r;
-        }
-        self.output.forward(self.activation.apply(h))
-    }
+    #[module(skip)]
+    cond_every_block: bool,
 }
 
 impl Conditioner for ResMlp {
     fn predict(&self, x: Tensor<2>, cond: Option<&Tensor<2>>) -> Tensor<2> {
-        self.forward(append_cond(x, cond))
+        let mut h = self.input.forward(append_cond(x, cond));
+        for block in &self.blocks {
+            let mut r = match (&block.norm, &block.batch_norm) {
+                (Some(norm), _) => norm.forward(h.clone()),
+                (None, Some(bn)) => bn.forward(h.clone()),
+                (None, None) => h.clone(),
+            };
+            r = self.activation.apply(r);
+            if self.cond_every_block {
+                r = append_cond(r, cond);
+            }
+            r = block.first.forward(r);
+            r = block.second.forward(self.activation.apply(r));
+            h = h + r;
+        }
+        self.output.forward(self.activation.apply(h))
     }
 }

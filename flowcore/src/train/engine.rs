@@ -406,7 +406,9 @@ impl Trainer<'_> {
         if val_loss < state.best_val {
             state.best_val = val_loss;
             state.best_epoch = epoch;
-            self.best_flow = Some(flow.clone());
+            // A copy of its own: a clone would share batch normalisation's running statistics,
+            // which later steps move.
+            self.best_flow = Some(flow.valid());
         }
         state.bad_epochs = if improved { 0 } else { state.bad_epochs + 1 };
         state.epochs_done = epoch;
@@ -440,7 +442,7 @@ impl Trainer<'_> {
     fn finish(self, mut flow: Flow) -> Result<FitOutcome, TrainError> {
         if self.config.early_stopping_patience > 0 {
             flow = match self.best_flow {
-                Some(best) => best,
+                Some(best) => best.train(),
                 // Only rank 0 has the checkpoints; the other ranks' flows are not used after.
                 None if !self.ranks.is_root() => flow,
                 None => match self.checkpoints.load_best(flow.config(), self.device)? {
