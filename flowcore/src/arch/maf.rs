@@ -13,13 +13,6 @@ use crate::nets::{Activation, MadeSpec};
 use crate::transform::{Spline, Transform};
 use crate::{FlowError, Result};
 
-fn default_layers() -> usize {
-    5
-}
-fn default_hidden() -> Vec<usize> {
-    vec![128, 128]
-}
-
 /// A stack of `num_layers` autoregressive blocks.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -28,10 +21,10 @@ pub struct MafConfig {
     #[serde(default)]
     pub dim: usize,
     /// Number of autoregressive blocks.
-    #[serde(default = "default_layers")]
+    #[serde(default = "super::five_layers")]
     pub num_layers: usize,
     /// Hidden widths of every block's MADE.
-    #[serde(default = "default_hidden")]
+    #[serde(default = "super::two_hidden_of_128")]
     pub hidden_units: Vec<usize>,
     /// Hidden nonlinearity.
     #[serde(default)]
@@ -100,12 +93,7 @@ impl MafConfig {
     }
 
     fn filled(mut self, shape: &DataShape) -> Self {
-        if self.dim == 0 {
-            self.dim = shape.features;
-        }
-        if self.cond_dim == 0 {
-            self.cond_dim = shape.cond_dim;
-        }
+        shape.fill_dense(&mut self.dim, &mut self.cond_dim);
         self
     }
 }

@@ -59,6 +59,26 @@ impl DataShape {
     pub const fn with_cond_dim(self, cond_dim: usize) -> Self {
         Self { cond_dim, ..self }
     }
+
+    /// Fill the sizes of a dense architecture that its config leaves to the data (0).
+    fn fill_dense(&self, dim: &mut usize, cond_dim: &mut usize) {
+        if *dim == 0 {
+            *dim = self.features;
+        }
+        if *cond_dim == 0 {
+            *cond_dim = self.cond_dim;
+        }
+    }
+}
+
+/// The default depth of the spline and autoregressive flows (zuko's and nflows' examples').
+fn five_layers() -> usize {
+    5
+}
+
+/// The default conditioner of the spline and autoregressive flows.
+fn two_hidden_of_128() -> Vec<usize> {
+    vec![128, 128]
 }
 
 /// What the config of one architecture kind does.

@@ -24,13 +24,6 @@ pub enum NsfMixing {
     Random,
 }
 
-fn default_layers() -> usize {
-    5
-}
-fn default_hidden() -> Vec<usize> {
-    vec![128, 128]
-}
-
 /// A neural spline flow of `num_layers` spline couplings.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -39,10 +32,10 @@ pub struct NsfConfig {
     #[serde(default)]
     pub dim: usize,
     /// Number of couplings.
-    #[serde(default = "default_layers")]
+    #[serde(default = "super::five_layers")]
     pub num_layers: usize,
     /// Hidden widths of every coupling's network.
-    #[serde(default = "default_hidden")]
+    #[serde(default = "super::two_hidden_of_128")]
     pub hidden_units: Vec<usize>,
     /// MLP or residual MLP (as wide as the first width, a block per further width).
     #[serde(default)]
@@ -128,12 +121,7 @@ impl Architecture for NsfConfig {
     }
 
     fn with_data_shape(mut self, shape: &DataShape) -> Self {
-        if self.dim == 0 {
-            self.dim = shape.features;
-        }
-        if self.cond_dim == 0 {
-            self.cond_dim = shape.cond_dim;
-        }
+        shape.fill_dense(&mut self.dim, &mut self.cond_dim);
         self
     }
 

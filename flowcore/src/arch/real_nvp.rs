@@ -225,12 +225,7 @@ impl Architecture for RealNvpConfig {
     }
 
     fn with_data_shape(mut self, shape: &DataShape) -> Self {
-        if self.dim == 0 {
-            self.dim = shape.features;
-        }
-        if self.cond_dim == 0 {
-            self.cond_dim = shape.cond_dim;
-        }
+        shape.fill_dense(&mut self.dim, &mut self.cond_dim);
         self
     }
 
