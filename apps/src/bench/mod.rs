@@ -3,18 +3,19 @@
 //! Each configuration runs in a process of its own (`bench --only ID`), so its peak resident
 //! memory is its own.
 
+mod models;
+mod timing;
+
 use std::time::Instant;
 
 use anyhow::{Result, bail};
-use burn::optim::{AdamConfig, GradientsParams};
 use burn::prelude::*;
-use flowcore::arch::{DenseNet, MafConfig, Mixing, NsfConfig, NsfMixing};
-use flowcore::layers::PermutationKind;
-use flowcore::nets::Activation;
 use flowcore::train::TrainingConfig;
-use flowcore::transform::Spline;
-use flowcore::{ArchitectureConfig, Flow, GlowConfig, RealNvpConfig, standard_normal};
+use flowcore::{Flow, standard_normal};
 use serde::{Deserialize, Serialize};
+
+use models::{dense_flops, glow, glow_flops, maf_fedhex, mlp_flops, nsf_flashsim, real_nvp};
+use timing::{loader, time_conditional_training, time_training};
 
 /// One configuration of the table.
 #[derive(Clone, Copy, Debug)]
@@ -75,49 +76,6 @@ pub const CASES: [Case; 11] = [
     },
 ];
 
-/// The FlashSim-shaped conditional neural spline flow of the bench.
-fn nsf_flashsim() -> ArchitectureConfig {
-    NsfConfig {
-        dim: 17,
-        num_layers: 6,
-        hidden_units: vec![128, 128],
-        net: DenseNet::Mlp,
-        layer_norm: false,
-        batch_norm: false,
-        cond_every_block: false,
-        activation: Activation::Relu,
-        spline: Spline {
-            bins: 16,
-            ..Spline::default()
-        },
-        mixing: NsfMixing::Reverse,
-        seed: 0,
-        cond_dim: 14,
-    }
-    .into()
-}
-
-/// The FEDHEX-shaped conditional masked autoregressive flow of the bench.
-fn maf_fedhex() -> ArchitectureConfig {
-    MafConfig {
-        dim: 2,
-        num_layers: 10,
-        hidden_units: vec![128, 128],
-        activation: Activation::Relu,
-        transform: None,
-        permutation: PermutationKind::Reverse,
-        inverse: false,
-        seed: 0,
-        cond_dim: 2,
-    }
-    .into()
-}
-
-/// Multiply-adds (times 2) of a dense network of these widths over `batch` rows.
-fn mlp_flops(widths: &[usize], batch: usize) -> f64 {
-    2.0 * (widths.windows(2).map(|w| w[0] * w[1]).sum::<usize>() * batch) as f64
-}
-
 /// One row of the table.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Row {
@@ -168,86 +126,6 @@ pub fn matmul_peak_gflops() -> f64 {
         best = best.min(t.elapsed().as_secs_f64());
     }
     2.0 * (n * n * n) as f64 / best / 1e9
-}
-
-fn dense_flops(dim: usize, layers: usize, hidden: &[usize], batch: usize) -> f64 {
-    let a = dim / 2;
-    let mut widths = vec![a];
-    widths.extend_from_slice(hidden);
-    widths.push(2 * (dim - a));
-    let per_coupling: usize = widths.windows(2).map(|w| w[0] * w[1]).sum();
-    2.0 * (per_coupling * layers * batch) as f64
-}
-
-fn glow_flops(c: usize, h: usize, w: usize, levels: usize, steps: usize, hidden: usize) -> f64 {
-    let (mut c, mut h, mut w) = (c, h, w);
-    let mut total = 0usize;
-    for level in 0..levels {
-        c *= 4;
-        h /= 2;
-        w /= 2;
-        let half = c / 2;
-        let coupling = 9 * half * hidden + hidden * hidden + 9 * hidden * 2 * (c - half);
-        total += steps * h * w * (coupling + c * c);
-        if level + 1 < levels {
-            c /= 2;
-        }
-    }
-    2.0 * total as f64
-}
-
-fn real_nvp(dim: usize, layers: usize, hidden: Vec<usize>) -> ArchitectureConfig {
-    ArchitectureConfig::RealNvpDense(RealNvpConfig {
-        num_layers: layers,
-        hidden_units: hidden,
-        permutation: Mixing::Reverse,
-        ..RealNvpConfig::new(dim)
-    })
-}
-
-fn glow(c: usize, hw: usize, levels: usize, steps: usize, hidden: usize) -> ArchitectureConfig {
-    let mut g = GlowConfig::new(c, hw, hw);
-    g.levels = levels;
-    g.steps_per_level = steps;
-    g.hidden_channels = hidden;
-    g.logit_alpha = Some(0.05);
-    ArchitectureConfig::Glow(g)
-}
-
-/// Training steps per second of `config` at `batch`, Adam, on inputs from `input`.
-fn time_training(
-    config: ArchitectureConfig,
-    steps: usize,
-    input: &dyn Fn(u64) -> Tensor<2>,
-) -> Result<f64> {
-    time_conditional_training(config, steps, &|i| (input(i), None))
-}
-
-/// [`time_training`] of a flow that may take a condition: `input` gives `(x, c)`.
-fn time_conditional_training(
-    config: ArchitectureConfig,
-    steps: usize,
-    input: &dyn Fn(u64) -> (Tensor<2>, Option<Tensor<2>>),
-) -> Result<f64> {
-    // As the apps train: with gradient checkpointing (TrainingConfig's default).
-    let device = TrainingConfig::default().autodiff_device(&Device::flex());
-    let (x0, c0) = input(0);
-    let mut flow = Flow::seeded(config, 0, &device)?.initialize(x0, c0.as_ref());
-    let mut optim = AdamConfig::new().init();
-    let mut step = |flow: Flow, i: u64| {
-        let (x, c) = input(i);
-        let loss = flow.log_prob(x, c.as_ref()).mean().neg();
-        let grads = GradientsParams::from_grads(loss.backward(), &flow);
-        optim.step(1e-4, flow, grads)
-    };
-    for i in 0..3 {
-        flow = step(flow, i);
-    }
-    let started = Instant::now();
-    for i in 0..steps as u64 {
-        flow = step(flow, 10 + i);
-    }
-    Ok(steps as f64 / started.elapsed().as_secs_f64())
 }
 
 /// Run one case in this process; `scale` multiplies its step count.
@@ -427,38 +305,6 @@ pub fn run_case(id: &str, scale: f64, peak_gflops: f64) -> Result<Row> {
     })
 }
 
-/// Images per second: decoding a folder of 32x32 RGB PNGs, then drawing augmented,
-/// dequantised batches of 32 from them (what the training loop's worker does).
-fn loader(batches: usize) -> Result<(f64, f64)> {
-    use flowdata::images::{Augment, EMBEDDED, ImageSpec, OnBadImage, load_folder, train_batch};
-    let dir = std::env::temp_dir().join(format!("flowmodels-bench-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(dir.join("all"))?;
-    for (i, (_, bytes)) in EMBEDDED.iter().enumerate().take(1000) {
-        std::fs::write(dir.join("all").join(format!("{i:04}.png")), bytes)?;
-    }
-    let spec = ImageSpec {
-        channels: 3,
-        height: 32,
-        width: 32,
-    };
-    let started = Instant::now();
-    let set = load_folder(&dir, spec, OnBadImage::Stop)?;
-    let decode = set.len() as f64 / started.elapsed().as_secs_f64();
-    let augment = Augment {
-        flip: true,
-        rotate_degrees: 10.0,
-        zoom: 0.1,
-    };
-    let started = Instant::now();
-    for step in 0..batches as u64 {
-        std::hint::black_box(train_batch(&set, &augment, 0, step, 32));
-    }
-    let per_sec = (batches * 32) as f64 / started.elapsed().as_secs_f64();
-    let _ = std::fs::remove_dir_all(&dir);
-    Ok((decode, per_sec))
-}
-
 /// The table for a terminal (Markdown); a reference's row gives flowmodels' rate over its
 /// own, the same case in the same invocation.
 pub fn format_table(rows: &[Row], peak_gflops: f64) -> String {
@@ -490,18 +336,4 @@ pub fn format_table(rows: &[Row], peak_gflops: f64) -> String {
         ));
     }
     out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn flop_counts_of_small_cases_by_hand() {
-        // dim 2: MLP 1 -> 4 -> 2 per coupling: 1*4 + 4*2 = 12 multiply-adds per sample.
-        assert_eq!(dense_flops(2, 1, &[4], 1), 24.0);
-        // One level, one step, c=1, 2x2 image: after squeeze c=4 at 1x1, half 2, hidden 1:
-        // 9*2*1 + 1*1 + 9*1*4 = 55, plus the 1x1 conv 16: 71 multiply-adds.
-        assert_eq!(glow_flops(1, 2, 2, 1, 1, 1), 142.0);
-    }
 }

@@ -1,0 +1,77 @@
+//! Timing: training steps of a flow, and the image loader.
+
+use std::time::Instant;
+
+use anyhow::Result;
+use burn::optim::{AdamConfig, GradientsParams};
+use burn::prelude::*;
+use flowcore::train::TrainingConfig;
+use flowcore::{ArchitectureConfig, Flow};
+
+/// Training steps per second of `config` at `batch`, Adam, on inputs from `input`.
+pub(super) fn time_training(
+    config: ArchitectureConfig,
+    steps: usize,
+    input: &dyn Fn(u64) -> Tensor<2>,
+) -> Result<f64> {
+    time_conditional_training(config, steps, &|i| (input(i), None))
+}
+
+/// [`time_training`] of a flow that may take a condition: `input` gives `(x, c)`.
+pub(super) fn time_conditional_training(
+    config: ArchitectureConfig,
+    steps: usize,
+    input: &dyn Fn(u64) -> (Tensor<2>, Option<Tensor<2>>),
+) -> Result<f64> {
+    // As the apps train: with gradient checkpointing (TrainingConfig's default).
+    let device = TrainingConfig::default().autodiff_device(&Device::flex());
+    let (x0, c0) = input(0);
+    let mut flow = Flow::seeded(config, 0, &device)?.initialize(x0, c0.as_ref());
+    let mut optim = AdamConfig::new().init();
+    let mut step = |flow: Flow, i: u64| {
+        let (x, c) = input(i);
+        let loss = flow.log_prob(x, c.as_ref()).mean().neg();
+        let grads = GradientsParams::from_grads(loss.backward(), &flow);
+        optim.step(1e-4, flow, grads)
+    };
+    for i in 0..3 {
+        flow = step(flow, i);
+    }
+    let started = Instant::now();
+    for i in 0..steps as u64 {
+        flow = step(flow, 10 + i);
+    }
+    Ok(steps as f64 / started.elapsed().as_secs_f64())
+}
+
+/// Images per second: decoding a folder of 32x32 RGB PNGs, then drawing augmented,
+/// dequantised batches of 32 from them (what the training loop's worker does).
+pub(super) fn loader(batches: usize) -> Result<(f64, f64)> {
+    use flowdata::images::{Augment, EMBEDDED, ImageSpec, OnBadImage, load_folder, train_batch};
+    let dir = std::env::temp_dir().join(format!("flowmodels-bench-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("all"))?;
+    for (i, (_, bytes)) in EMBEDDED.iter().enumerate().take(1000) {
+        std::fs::write(dir.join("all").join(format!("{i:04}.png")), bytes)?;
+    }
+    let spec = ImageSpec {
+        channels: 3,
+        height: 32,
+        width: 32,
+    };
+    let started = Instant::now();
+    let set = load_folder(&dir, spec, OnBadImage::Stop)?;
+    let decode = set.len() as f64 / started.elapsed().as_secs_f64();
+    let augment = Augment {
+        flip: true,
+        rotate_degrees: 10.0,
+        zoom: 0.1,
+    };
+    let started = Instant::now();
+    for step in 0..batches as u64 {
+        std::hint::black_box(train_batch(&set, &augment, 0, step, 32));
+    }
+    let per_sec = (batches * 32) as f64 / started.elapsed().as_secs_f64();
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok((decode, per_sec))
+}
