@@ -8,7 +8,9 @@ mod points;
 pub mod s3;
 mod toy;
 
-pub use points::{LabelledPoints, Points, read_labelled_points_csv, read_points_csv};
+pub use points::{
+    LabelledPoints, OUTLIER_SPREADS, Points, read_labelled_points_csv, read_points_csv,
+};
 pub use toy::Toy;
 
 /// Errors reading data; each names the file and, where it applies, the line.

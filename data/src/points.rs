@@ -15,6 +15,51 @@ pub struct Points {
     pub dim: usize,
     /// Column names, from the header if there was one.
     pub columns: Vec<String>,
+    /// The 1-based line of the file each point came from.
+    pub lines: Vec<usize>,
+}
+
+/// How far from its column's median, in units of the column's median absolute deviation, a
+/// value may lie: beyond it a flow's f32 arithmetic cannot absorb it (a 1e30 among values of
+/// order 1 overflows the log-density), and it is far more likely a typo or a unit error than
+/// data (a Cauchy sample of a hundred million rows stays within it).
+pub const OUTLIER_SPREADS: f64 = 1e8;
+
+impl Points {
+    /// Refuse a value that lies more than [`OUTLIER_SPREADS`] spreads from its column's
+    /// median, naming the file (`path`), line, column and value.
+    pub fn check_outliers(&self, path: &str) -> Result<(), DataError> {
+        for j in 0..self.dim {
+            let mut column: Vec<f64> = (0..self.n)
+                .map(|i| f64::from(self.values[i * self.dim + j]))
+                .collect();
+            column.sort_by(f64::total_cmp);
+            let median = column[column.len() / 2];
+            let mut deviations: Vec<f64> = column.iter().map(|v| (v - median).abs()).collect();
+            deviations.sort_by(f64::total_cmp);
+            // A constant column spreads by nothing: judge it against its own magnitude.
+            let spread = deviations[deviations.len() / 2].max(1e-6 * median.abs().max(1.0));
+            for i in 0..self.n {
+                let v = f64::from(self.values[i * self.dim + j]);
+                let distance = (v - median).abs() / spread;
+                if distance > OUTLIER_SPREADS {
+                    return Err(DataError::Parse {
+                        path: path.to_string(),
+                        line: self.lines[i],
+                        reason: format!(
+                            "{:e} in column `{}` lies {distance:.1e} spreads (median absolute \
+                             deviations) from the column's median {:e}: a typo or a unit \
+                             error? A flow cannot train on it",
+                            self.values[i * self.dim + j],
+                            self.columns[j],
+                            median as f32
+                        ),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Read a CSV of points. Every row must have the same number of finite numbers; a first line
@@ -27,6 +72,7 @@ pub fn read_points_csv(path: &Path) -> Result<Points, DataError> {
     })?;
     let mut values = Vec::new();
     let mut columns = Vec::new();
+    let mut lines = Vec::new();
     let mut dim = None;
     let mut n = 0;
     for (i, line) in text.lines().enumerate() {
@@ -68,6 +114,7 @@ pub fn read_points_csv(path: &Path) -> Result<Points, DataError> {
                     _ => {}
                 }
                 values.extend(row);
+                lines.push(i + 1);
                 n += 1;
             }
         }
@@ -88,6 +135,7 @@ pub fn read_points_csv(path: &Path) -> Result<Points, DataError> {
         n,
         dim,
         columns,
+        lines,
     })
 }
 
@@ -139,7 +187,9 @@ pub fn read_labelled_points_csv(
     };
     let mut values = Vec::new();
     let mut raw_labels = Vec::new();
+    let mut point_lines = Vec::new();
     for (line, text) in lines {
+        point_lines.push(line);
         let fields: Vec<&str> = text.split(',').map(str::trim).collect();
         if fields.len() != columns.len() {
             return Err(parse_err(
@@ -193,6 +243,7 @@ pub fn read_labelled_points_csv(
                 .filter(|(j, _)| *j != label_at)
                 .map(|(_, c)| c)
                 .collect(),
+            lines: point_lines,
         },
         labels,
         class_names,

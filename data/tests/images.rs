@@ -111,29 +111,69 @@ fn images_are_resized_and_converted_to_rgb() {
 }
 
 #[test]
-fn a_corrupt_image_is_skipped_or_stops_the_run() {
+fn bad_images_of_every_kind_are_skipped_or_stop_the_run() {
     let dir = scratch("corrupt");
     write_embedded(&dir, 5);
-    let bad = dir.join("train/sneaker/broken.png");
-    let good = std::fs::read(dir.join("train/sneaker/00006.png")).unwrap_or_else(|_| {
-        let first = std::fs::read_dir(dir.join("train/sneaker"))
-            .unwrap()
-            .next()
-            .unwrap();
-        std::fs::read(first.unwrap().path()).unwrap()
-    });
-    std::fs::write(&bad, &good[..good.len() / 2]).unwrap();
+    let class = dir.join("train/sneaker");
+    let first = std::fs::read_dir(&class).unwrap().next().unwrap();
+    let good = std::fs::read(first.unwrap().path()).unwrap();
+    let bad: [(&str, Vec<u8>); 5] = [
+        ("a-truncated.png", good[..good.len() / 2].to_vec()),
+        ("b-empty.png", Vec::new()),
+        ("c-text.png", b"not an image at all\n".to_vec()),
+        (
+            "d-garbage.jpg",
+            (0..997u32).map(|i| (i * 131 % 251) as u8).collect(),
+        ),
+        // A valid header claiming 60000 x 60000 pixels: a decompression bomb.
+        ("e-bomb.png", png_header_only(60_000, 60_000)),
+    ];
+    for (name, bytes) in &bad {
+        std::fs::write(class.join(name), bytes).unwrap();
+    }
     let root = ImageRoot::Disk(dir.clone());
     let set = load_split(&root, "train", SPEC, OnBadImage::Skip).unwrap();
-    assert_eq!(set.len(), 5);
-    assert_eq!(set.skipped.len(), 1);
-    assert!(set.skipped[0].0.ends_with("broken.png"));
+    assert_eq!(set.len(), 5, "the good images are kept");
+    let skipped: Vec<&str> = set.skipped.iter().map(|(p, _)| p.as_str()).collect();
+    assert_eq!(skipped.len(), bad.len(), "{skipped:?}");
+    for ((name, _), (path, reason)) in bad.iter().zip(&set.skipped) {
+        assert!(path.ends_with(name), "{path} is not {name}");
+        assert!(!reason.is_empty(), "{path}: no reason given");
+    }
     let err = load_split(&root, "train", SPEC, OnBadImage::Stop).unwrap_err();
     assert!(
-        matches!(&err, DataError::Image { path, .. } if path.ends_with("broken.png")),
+        matches!(&err, DataError::Image { path, .. } if path.ends_with("a-truncated.png")),
         "{err}"
     );
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The signature and header chunk of a grey PNG of `w` x `h`, with no pixel data.
+fn png_header_only(w: u32, h: u32) -> Vec<u8> {
+    let mut ihdr = b"IHDR".to_vec();
+    ihdr.extend(w.to_be_bytes());
+    ihdr.extend(h.to_be_bytes());
+    ihdr.extend([8, 0, 0, 0, 0]);
+    let mut out = b"\x89PNG\r\n\x1a\n".to_vec();
+    out.extend(13u32.to_be_bytes());
+    out.extend(&ihdr);
+    out.extend(crc32(&ihdr).to_be_bytes());
+    out
+}
+
+fn crc32(bytes: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &b in bytes {
+        crc ^= u32::from(b);
+        for _ in 0..8 {
+            crc = if crc & 1 == 1 {
+                (crc >> 1) ^ 0xEDB8_8320
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    !crc
 }
 
 #[test]

@@ -224,6 +224,12 @@ fn module_to_bytes<M: Module>(
 ) -> Result<Vec<u8>> {
     let mut collect = Collect::default();
     module.visit(&mut collect);
+    if let Some(name) = collect.non_finite {
+        return Err(FlowError::checkpoint(
+            path,
+            format!("not written: tensor `{name}` holds non-finite values (NaN or infinity)"),
+        ));
+    }
     let mut metadata = metadata;
     let ids: serde_json::Map<String, serde_json::Value> = collect
         .tensors
@@ -293,6 +299,8 @@ struct Collect {
     path: Vec<String>,
     tensors: Vec<(String, Dtype, Vec<usize>, Vec<u8>)>,
     ids: Vec<u64>,
+    /// The first tensor with a non-finite value: nothing non-finite is ever saved.
+    non_finite: Option<String>,
 }
 
 impl ModuleVisitor for Collect {
@@ -307,12 +315,13 @@ impl ModuleVisitor for Collect {
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
         let tensor = param.val();
         let shape = tensor.dims().to_vec();
-        let (dtype, bytes) = if tensor.dtype() == DType::F64 {
+        let (dtype, bytes, finite) = if tensor.dtype() == DType::F64 {
             let data = tensor.to_data().convert::<f64>();
             let values = data.as_slice::<f64>().expect("f64 data");
             (
                 Dtype::F64,
                 values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+                values.iter().all(|v| v.is_finite()),
             )
         } else {
             let data = tensor.to_data().convert::<f32>();
@@ -320,10 +329,14 @@ impl ModuleVisitor for Collect {
             (
                 Dtype::F32,
                 values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+                values.iter().all(|v| v.is_finite()),
             )
         };
-        self.tensors
-            .push((self.path.join("."), dtype, shape, bytes));
+        let name = self.path.join(".");
+        if !finite && self.non_finite.is_none() {
+            self.non_finite = Some(name.clone());
+        }
+        self.tensors.push((name, dtype, shape, bytes));
         self.ids.push(param.id.val());
     }
 }
@@ -349,19 +362,28 @@ impl Assign<'_> {
             ));
         }
         let data = view.data();
+        let non_finite = || format!("tensor `{name}` holds non-finite values (NaN or infinity)");
         match view.dtype() {
-            Dtype::F32 => Ok(TensorData::new(
-                data.chunks_exact(4)
+            Dtype::F32 => {
+                let values: Vec<f32> = data
+                    .chunks_exact(4)
                     .map(|b| f32::from_le_bytes(b.try_into().expect("4 bytes")))
-                    .collect::<Vec<f32>>(),
-                shape.to_vec(),
-            )),
-            Dtype::F64 => Ok(TensorData::new(
-                data.chunks_exact(8)
+                    .collect();
+                if !values.iter().all(|v| v.is_finite()) {
+                    return Err(non_finite());
+                }
+                Ok(TensorData::new(values, shape.to_vec()))
+            }
+            Dtype::F64 => {
+                let values: Vec<f64> = data
+                    .chunks_exact(8)
                     .map(|b| f64::from_le_bytes(b.try_into().expect("8 bytes")))
-                    .collect::<Vec<f64>>(),
-                shape.to_vec(),
-            )),
+                    .collect();
+                if !values.iter().all(|v| v.is_finite()) {
+                    return Err(non_finite());
+                }
+                Ok(TensorData::new(values, shape.to_vec()))
+            }
             other => Err(format!(
                 "tensor `{name}` has dtype {other:?}; only F32 and F64 are read"
             )),

@@ -78,7 +78,7 @@ fn the_cinn_posterior_of_the_robot_arm_is_far_closer_to_rejection_sampling_than_
 
     // Samples for an observation, from the finished run alone, re-simulate near it.
     let y = RobotArm.simulate(&[0.1, 0.3, -0.2, 0.5]);
-    let (xs, names) = inverse::posterior(&s.run_dir, &y, 400, 9).unwrap();
+    let (xs, names) = inverse::posterior(Problem::RobotArm, &s.run_dir, &y, 400, 9).unwrap();
     assert_eq!(names, RobotArm.x_names());
     let miss: f64 = xs
         .chunks(4)
@@ -91,7 +91,7 @@ fn the_cinn_posterior_of_the_robot_arm_is_far_closer_to_rejection_sampling_than_
     assert!(miss < 0.1, "mean end-point miss {miss}");
     let e = format!(
         "{:#}",
-        inverse::posterior(&s.run_dir, &[1.0], 10, 0).unwrap_err()
+        inverse::posterior(Problem::RobotArm, &s.run_dir, &[1.0], 10, 0).unwrap_err()
     );
     assert!(e.contains("--y has 1 values but the model takes 2"), "{e}");
     let _ = std::fs::remove_dir_all(&dir);
@@ -156,8 +156,12 @@ fn resuming_the_inn_objective_continues_the_same_curve() {
     assert_eq!(curve(&resumed), curve(&straight));
     let y = [1.5, 0.2];
     assert_eq!(
-        inverse::posterior(&resumed.run_dir, &y, 50, 1).unwrap().0,
-        inverse::posterior(&straight.run_dir, &y, 50, 1).unwrap().0
+        inverse::posterior(Problem::RobotArm, &resumed.run_dir, &y, 50, 1)
+            .unwrap()
+            .0,
+        inverse::posterior(Problem::RobotArm, &straight.run_dir, &y, 50, 1)
+            .unwrap()
+            .0
     );
     let _ = std::fs::remove_dir_all(&dir);
 }

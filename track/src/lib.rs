@@ -21,6 +21,8 @@ pub enum RunStatus {
     Finished,
     /// Stopped by an error.
     Failed,
+    /// Its process ended without closing it (killed, or its machine lost).
+    Killed,
 }
 
 impl RunStatus {
@@ -28,6 +30,7 @@ impl RunStatus {
         match self {
             Self::Finished => "FINISHED",
             Self::Failed => "FAILED",
+            Self::Killed => "KILLED",
         }
     }
 
@@ -35,6 +38,7 @@ impl RunStatus {
         match self {
             Self::Finished => 3,
             Self::Failed => 4,
+            Self::Killed => 5,
         }
     }
 }
@@ -101,6 +105,48 @@ impl Tracker {
             pending: Vec::new(),
             step_every: 10,
         })
+    }
+
+    /// Continue the run whose local store is `local_run_dir`, and on the server `remote` (`uri`,
+    /// run id) when given. Tags `tags` and, when the run was still RUNNING (its process ended
+    /// without closing it), `interrupted`. Errors only when the local run cannot be reopened.
+    pub fn resume(
+        local_run_dir: &Path,
+        remote: Option<(&str, &str)>,
+        tags: &[(String, String)],
+    ) -> std::io::Result<Self> {
+        let (local, was_running) = LocalStore::resume(local_run_dir)?;
+        let remote = remote.and_then(|(uri, id)| match RestClient::resume(uri, id) {
+            Ok(client) => Some(client),
+            Err(e) => {
+                tracing::warn!(
+                    "tracking server {uri} cannot continue run {id} ({e}); the run is tracked \
+                     locally in {}",
+                    local.run_dir().display()
+                );
+                None
+            }
+        });
+        let mut this = Self {
+            local,
+            remote,
+            pending: Vec::new(),
+            step_every: 10,
+        };
+        if was_running {
+            tracing::warn!(
+                "tracking run {} was still RUNNING: its process ended without closing it",
+                this.local_run_dir().display()
+            );
+            this.set_tag(
+                "interrupted",
+                &format!("ended without closing; resumed at {} ms", now_ms()),
+            );
+        }
+        for (k, v) in tags {
+            this.set_tag(k, v);
+        }
+        Ok(this)
     }
 
     /// Log per-step metrics only every `n` steps (default 10).

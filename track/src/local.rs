@@ -85,6 +85,74 @@ impl LocalStore {
         Ok(this)
     }
 
+    /// Reopen the run in `run_dir` (`mlruns/<experiment>/<run>`), as it continues: it is
+    /// RUNNING again. Returns it and whether it was still RUNNING, that is whether the process
+    /// that ran it ended without closing it (killed, or its machine lost).
+    pub fn resume(run_dir: &Path) -> std::io::Result<(Self, bool)> {
+        let (this, status) = Self::open(run_dir)?;
+        this.write_meta(1, None)?;
+        Ok((this, status == 1))
+    }
+
+    /// The run in `run_dir` as its `meta.yaml` describes it, and its status code.
+    fn open(run_dir: &Path) -> std::io::Result<(Self, u8)> {
+        let meta = fs::read_to_string(run_dir.join("meta.yaml"))?;
+        let field = |key: &str| -> std::io::Result<String> {
+            meta.lines()
+                .find_map(|l| l.strip_prefix(&format!("{key}: ")))
+                .map(|v| v.trim().trim_matches('\'').replace("''", "'"))
+                .ok_or_else(|| {
+                    std::io::Error::new(
+                        std::io::ErrorKind::InvalidData,
+                        format!("{}/meta.yaml has no {key}", run_dir.display()),
+                    )
+                })
+        };
+        let this = Self {
+            run_dir: run_dir.to_path_buf(),
+            experiment_id: field("experiment_id")?,
+            run_id: field("run_id")?,
+            run_name: field("run_name")?,
+            start_ms: field("start_time")?.parse().unwrap_or_else(|_| now_ms()),
+        };
+        let status = field("status")?.parse().unwrap_or(0);
+        Ok((this, status))
+    }
+
+    /// Mark KILLED, tagged `interrupted`, every RUNNING run of `experiment` in `store` whose
+    /// process is gone, as `alive` judges from the run's tags (`mlruns/<exp>/<run>/tags`).
+    /// Returns the run directories so marked.
+    pub fn mark_dead(
+        store: &Path,
+        experiment: &str,
+        alive: impl Fn(&Path) -> bool,
+    ) -> std::io::Result<Vec<PathBuf>> {
+        let mut marked = Vec::new();
+        if !store.exists() {
+            return Ok(marked);
+        }
+        let store = fs::canonicalize(store)?;
+        let experiment_dir = store.join(Self::experiment_id(&store, experiment)?);
+        for entry in fs::read_dir(&experiment_dir)? {
+            let dir = entry?.path();
+            let Ok((run, status)) = Self::open(&dir) else {
+                continue;
+            };
+            if status == 1 && !alive(&dir.join("tags")) {
+                run.set_tag(
+                    "interrupted",
+                    &format!(
+                        "its process ended without closing it; found at {} ms",
+                        now_ms()
+                    ),
+                )?;
+                run.finish(RunStatus::Killed)?;
+                marked.push(dir);
+            }
+        }
+        Ok(marked)
+    }
+
     fn experiment_id(store: &Path, name: &str) -> std::io::Result<String> {
         let mut max_id = 0u64;
         for entry in fs::read_dir(store)? {

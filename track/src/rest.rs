@@ -34,21 +34,7 @@ impl RestClient {
         run_name: &str,
         tags: &[(String, String)],
     ) -> Result<Self, String> {
-        if !uri.starts_with("http://") && !uri.starts_with("https://") {
-            return Err(format!("`{uri}` is not an http(s) URI"));
-        }
-        let client = Client::builder()
-            .timeout(Duration::from_secs(30))
-            .connect_timeout(Duration::from_secs(5))
-            .build()
-            .map_err(|e| e.to_string())?;
-        let mut this = Self {
-            base: uri.trim_end_matches('/').to_string(),
-            client,
-            run_id: String::new(),
-            experiment_id: String::new(),
-            artifact_path: String::new(),
-        };
+        let mut this = Self::client(uri)?;
         this.experiment_id = this.get_or_create_experiment(experiment)?;
         let mut all_tags = vec![("mlflow.runName".to_string(), run_name.to_string())];
         all_tags.extend_from_slice(tags);
@@ -65,16 +51,69 @@ impl RestClient {
             .as_str()
             .ok_or("runs/create returned no run id")?
             .to_string();
-        // A server that proxies artifacts gives `mlflow-artifacts:/<path>`; one that does not
-        // would need direct store access, which the REST API cannot give, so uploads fail
-        // (reported once) and the artifacts stay in the local store.
-        let uri = created["run"]["info"]["artifact_uri"]
-            .as_str()
-            .unwrap_or("");
-        this.artifact_path = match uri.strip_prefix("mlflow-artifacts:") {
+        this.artifact_path =
+            Self::artifact_path(&created["run"]["info"], &this.experiment_id, &this.run_id);
+        Ok(this)
+    }
+
+    /// A client of the server at `uri`, not yet with a run.
+    fn client(uri: &str) -> Result<Self, String> {
+        if !uri.starts_with("http://") && !uri.starts_with("https://") {
+            return Err(format!("`{uri}` is not an http(s) URI"));
+        }
+        // MLflow's own clients read this variable (seconds; theirs default to 120).
+        let timeout = std::env::var("MLFLOW_HTTP_REQUEST_TIMEOUT")
+            .ok()
+            .and_then(|s| s.parse::<u64>().ok())
+            .unwrap_or(30);
+        let client = Client::builder()
+            .timeout(Duration::from_secs(timeout))
+            .connect_timeout(Duration::from_secs(5))
+            .build()
+            .map_err(|e| e.to_string())?;
+        Ok(Self {
+            base: uri.trim_end_matches('/').to_string(),
+            client,
+            run_id: String::new(),
+            experiment_id: String::new(),
+            artifact_path: String::new(),
+        })
+    }
+
+    /// Where the run's artifacts go. A server that proxies artifacts gives
+    /// `mlflow-artifacts:/<path>`; one that does not would need direct store access, which the
+    /// REST API cannot give, so uploads fail (reported once) and the artifacts stay in the
+    /// local store.
+    fn artifact_path(info: &Value, experiment_id: &str, run_id: &str) -> String {
+        let uri = info["artifact_uri"].as_str().unwrap_or("");
+        match uri.strip_prefix("mlflow-artifacts:") {
             Some(rest) => rest.trim_start_matches('/').to_string(),
-            None => format!("{}/{}/artifacts", this.experiment_id, this.run_id),
-        };
+            None => format!("{experiment_id}/{run_id}/artifacts"),
+        }
+    }
+
+    /// Reopen the run `run_id` on the server at `uri`, as it continues: RUNNING again.
+    pub fn resume(uri: &str, run_id: &str) -> Result<Self, String> {
+        let mut this = Self::client(uri)?;
+        let url = reqwest::Url::parse_with_params(&this.url("runs/get"), &[("run_id", run_id)])
+            .map_err(|e| format!("runs/get: {e}"))?;
+        let resp = this
+            .client
+            .get(url)
+            .send()
+            .map_err(|e| format!("runs/get: {e}"))?;
+        let found = Self::check(resp, "runs/get")?;
+        let info = &found["run"]["info"];
+        this.run_id = run_id.to_string();
+        this.experiment_id = info["experiment_id"]
+            .as_str()
+            .ok_or("runs/get returned no experiment id")?
+            .to_string();
+        this.artifact_path = Self::artifact_path(info, &this.experiment_id, run_id);
+        this.post(
+            "runs/update",
+            json!({"run_id": run_id, "status": "RUNNING"}),
+        )?;
         Ok(this)
     }
 

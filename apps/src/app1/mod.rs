@@ -9,14 +9,13 @@ mod report;
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
-use flowcore::checkpoint::load_flow;
 use flowcore::train::{Collective, DataSource, MaximumLikelihood, SingleProcess};
-use flowcore::{BaseConfig, DataShape, Flow};
+use flowcore::{BaseConfig, DataShape};
 use flowdata::read_points_csv;
 use serde::{Deserialize, Serialize};
 
 pub use crate::run::TrainOptions;
-use crate::run::{AppInfo, AppRun, ResolvedConfig, RunRecord, Training, train_app};
+use crate::run::{AppInfo, AppRun, ResolvedConfig, RunRecord, Training, load_model, train_app};
 pub use crate::shared::csv::write_csv;
 use crate::shared::infer::to_vec;
 use crate::shared::points::{PointRun, PointSet};
@@ -103,25 +102,16 @@ pub fn train_ranked(opts: &TrainOptions, ranks: &dyn Collective) -> Result<Optio
     )
 }
 
-fn load_model(run: &Path) -> Result<Flow> {
-    let path = run.join("model.safetensors");
-    if !path.exists() {
-        bail!(
-            "{} has no model.safetensors: is it a finished app-1 run directory?",
-            run.display()
-        );
-    }
-    let (flow, _) = load_flow(&path, &crate::run::device())?;
-    Ok(flow)
-}
-
 /// `n` samples, row-major, from the model of the run in `run`, with the base scaled by
 /// `temperature`; and the features per sample.
 pub fn sample(run: &Path, n: usize, temperature: f64, seed: u64) -> Result<(Vec<f32>, usize)> {
+    if n == 0 {
+        bail!("--n must be at least 1");
+    }
     if !(temperature.is_finite() && temperature > 0.0) {
         bail!("--temperature must be a positive number, got {temperature}");
     }
-    let flow = load_model(run)?;
+    let flow = load_model(run, &APP)?;
     let x = flow.sample(n, temperature, seed, None, &crate::run::device());
     Ok((to_vec(x.into_data()), flow.dim()))
 }
@@ -129,7 +119,7 @@ pub fn sample(run: &Path, n: usize, temperature: f64, seed: u64) -> Result<(Vec<
 /// log p(x) in nats of every point of `points` (CSV) under the model of the run in `run`;
 /// returns the points, their column names and the log-densities.
 pub fn logprob(run: &Path, points: &Path) -> Result<(Vec<f32>, Vec<String>, Vec<f32>)> {
-    let flow = load_model(run)?;
+    let flow = load_model(run, &APP)?;
     let pts = read_points_csv(points)?;
     if pts.dim != flow.dim() {
         bail!(

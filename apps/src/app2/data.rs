@@ -25,6 +25,14 @@ impl RunImages {
     pub(super) fn load(images: &ImageRun) -> Result<Self> {
         let spec = images.spec();
         let (train_set, val_set) = images.load()?;
+        // Checked now, not after training: the run ends by scoring val/.
+        if val_set.is_none() {
+            anyhow::bail!(
+                "{}: no val/ folder to score; application 2 scores the images of val/<class>/ \
+                 after training (folders of the training classes and others)",
+                images.images
+            );
+        }
         let normal = train_set.class_names();
         // Validation: val/ images of the training classes, else a held-out slice of train/.
         let (train_set, val_pixels) = match &val_set {

@@ -6,7 +6,6 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use flowcore::Flow;
-use flowcore::checkpoint::load_flow;
 use flowdata::images::{ImageSet, ImageSpec, OnBadImage, load_any, png_bits};
 use serde::{Deserialize, Serialize};
 
@@ -317,7 +316,7 @@ pub fn score(
             .with_context(|| format!("cannot read {}", reference_path.display()))?,
     )
     .with_context(|| format!("{} is not a score reference", reference_path.display()))?;
-    let (flow, _) = load_flow(&model, &crate::run::device())?;
+    let flow = crate::run::load_model(run, &super::APP)?;
     let set = load_any(images, reference.spec, on_bad)?;
     score_set(&flow, &reference, &set, images, csv_path)
 }

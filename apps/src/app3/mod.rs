@@ -12,14 +12,13 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 use flowcore::ArchitectureConfig;
-use flowcore::checkpoint::load_flow;
 use flowcore::transform::{ScaleFn, Transform};
 use flowdata::images::{load_any, to_unit};
 use serde::{Deserialize, Serialize};
 
 pub use crate::run::TrainOptions;
 use crate::run::config::take;
-use crate::run::{AppInfo, AppRun, ResolvedConfig, RunRecord, Training, train_app};
+use crate::run::{AppInfo, AppRun, ResolvedConfig, RunRecord, Training, load_model, train_app};
 use crate::shared::classify::{ClassMetrics, ClassesFile, Classification, Mode, class_log_probs};
 use crate::shared::images::{ImageRun, bits_per_dim_rows};
 pub use cli::App3;
@@ -141,8 +140,7 @@ pub struct Prediction {
 /// classes.
 pub fn predict(run: &Path, images: &str) -> Result<(Vec<Prediction>, Vec<String>)> {
     let file = ClassesFile::load(run)?;
-    let (flow, _) = load_flow(&run.join("model.safetensors"), &crate::run::device())
-        .with_context(|| format!("{} has no usable model", run.display()))?;
+    let flow = load_model(run, &APP)?;
     let image_run: ImageRun = {
         let path = run.join("config.toml");
         let text = std::fs::read_to_string(&path)

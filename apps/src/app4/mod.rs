@@ -11,14 +11,13 @@ use std::path::Path;
 
 use anyhow::{Context, Result, bail};
 use flowcore::DataShape;
-use flowcore::checkpoint::load_flow;
 use flowcore::classify::Classifier;
 use flowcore::train::{DataSource, SingleProcess};
 use flowdata::read_labelled_points_csv;
 use serde::{Deserialize, Serialize};
 
 pub use crate::run::TrainOptions;
-use crate::run::{AppInfo, AppRun, ResolvedConfig, RunRecord, Training, train_app};
+use crate::run::{AppInfo, AppRun, ResolvedConfig, RunRecord, Training, load_model, train_app};
 use crate::shared::classify::{ClassMetrics, ClassesFile, Classification, Mode, class_log_probs};
 use crate::shared::points::{PointRun, PointSet};
 pub use cli::App4;
@@ -130,24 +129,31 @@ pub struct PointPredictions {
 /// is ignored) under the model of the run in `run`.
 pub fn predict(run: &Path, points: &Path) -> Result<PointPredictions> {
     let file = ClassesFile::load(run)?;
-    let (flow, _) = load_flow(&run.join("model.safetensors"), &crate::run::device())?;
+    let flow = load_model(run, &APP)?;
     let classifier = file.classifier()?;
-    let pts = match flowdata::read_points_csv(points) {
-        Ok(p) => p,
-        Err(_) => {
-            // A labelled file: drop its label column.
-            let config: toml::Table = std::fs::read_to_string(run.join("config.toml"))
-                .ok()
-                .and_then(|t| t.parse().ok())
-                .unwrap_or_default();
-            let column = config
-                .get("run")
-                .and_then(|r| r.get("label_column"))
-                .and_then(|v| v.as_str())
-                .unwrap_or("label")
-                .to_string();
-            read_labelled_points_csv(points, &column)?.points
-        }
+    // The run's label column, when the file has it, is left out; any error in the file is the
+    // file's (it is not read again another way).
+    let config: toml::Table = std::fs::read_to_string(run.join("config.toml"))
+        .ok()
+        .and_then(|t| t.parse().ok())
+        .unwrap_or_default();
+    let column = config
+        .get("run")
+        .and_then(|r| r.get("label_column"))
+        .and_then(|v| v.as_str())
+        .unwrap_or("label")
+        .to_string();
+    let header = std::fs::read_to_string(points)
+        .with_context(|| format!("cannot read {}", points.display()))?;
+    let labelled = header
+        .lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty() && !l.starts_with('#'))
+        .is_some_and(|l| l.split(',').any(|c| c.trim() == column));
+    let pts = if labelled {
+        read_labelled_points_csv(points, &column)?.points
+    } else {
+        flowdata::read_points_csv(points)?
     };
     let dim = match &classifier {
         Classifier::Inn { objective } => objective.x_dim(),
@@ -161,6 +167,15 @@ pub fn predict(run: &Path, points: &Path) -> Result<PointPredictions> {
         );
     }
     let lp = class_log_probs(&classifier, &flow, &pts.values, dim, &crate::run::device());
+    let k = file.classes.len();
+    if let Some(i) = (0..pts.n).find(|&i| lp[i * k..(i + 1) * k].iter().any(|v| !v.is_finite())) {
+        bail!(
+            "{}:{}: the model gives this point no finite class probabilities: it lies far \
+             outside what the run learnt",
+            points.display(),
+            pts.lines[i]
+        );
+    }
     Ok(PointPredictions {
         values: pts.values,
         columns: pts.columns,

@@ -82,7 +82,7 @@ impl App for InverseApp {
                 seed,
                 out,
             } => {
-                let (samples, names) = posterior(&run.run, &y, n, seed)?;
+                let (samples, names) = posterior(self.0, &run.run, &y, n, seed)?;
                 let mut text = names.join(",") + "\n";
                 for row in samples.chunks(names.len()) {
                     let cells: Vec<String> = row.iter().map(|v| v.to_string()).collect();

@@ -5,7 +5,6 @@ use std::path::Path;
 
 use anyhow::{Context, Result, bail};
 use burn::prelude::*;
-use flowcore::checkpoint::load_flow;
 use flowcore::inn::{ConditionalObjective, InnLossConfig, InnObjective};
 use flowcore::{Flow, Partition};
 use flowdata::inverse::Simulator;
@@ -97,9 +96,21 @@ pub(super) fn parse_partition(text: &str, sim: &dyn Simulator) -> Result<Partiti
     Ok(p)
 }
 
-/// `n` samples of `p(x | y)` from the model of the run in `run`, in the problem's units,
-/// row-major; and the parameter names.
-pub fn posterior(run: &Path, y: &[f64], n: usize, seed: u64) -> Result<(Vec<f64>, Vec<String>)> {
+/// `n` samples of `p(x | y)` from the model of the run of `problem` in `run`, in the problem's
+/// units, row-major; and the parameter names.
+pub fn posterior(
+    problem: Problem,
+    run: &Path,
+    y: &[f64],
+    n: usize,
+    seed: u64,
+) -> Result<(Vec<f64>, Vec<String>)> {
+    if n == 0 {
+        bail!("--n must be at least 1");
+    }
+    if let Some((i, v)) = y.iter().enumerate().find(|(_, v)| !v.is_finite()) {
+        bail!("--y: value {} is {v}, not a finite number", i + 1);
+    }
     let file_path = run.join("problem.json");
     let text = std::fs::read_to_string(&file_path).with_context(|| {
         format!(
@@ -110,6 +121,14 @@ pub fn posterior(run: &Path, y: &[f64], n: usize, seed: u64) -> Result<(Vec<f64>
     })?;
     let file: ProblemFile = serde_json::from_str(&text)
         .with_context(|| format!("{} is not a problem file", file_path.display()))?;
+    if file.problem != problem {
+        bail!(
+            "{} is a run of {}, not of {}",
+            run.display(),
+            file.problem.app(),
+            problem.app()
+        );
+    }
     if y.len() != file.y_names.len() {
         bail!(
             "--y has {} values but the model takes {} ({})",
@@ -118,7 +137,7 @@ pub fn posterior(run: &Path, y: &[f64], n: usize, seed: u64) -> Result<(Vec<f64>
             file.y_names.join(", ")
         );
     }
-    let (flow, _) = load_flow(&run.join("model.safetensors"), &crate::run::device())?;
+    let flow = crate::run::load_model(run, problem.info())?;
     let sim = file.problem.simulator();
     let partition = parse_partition(&file.partition, sim.as_ref())?;
     let post = Posterior::new(flow, &file, partition);

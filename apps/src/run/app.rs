@@ -84,8 +84,8 @@ pub fn train_app<D: DataSource, R: Serialize>(
         .with_context(|| format!("training stopped on rank {}", ranks.rank()))?;
         return Ok(None);
     }
-    let (run_dir, mut tracker) =
-        open_run(opts, &run.config.header, app, &run.config.table, &run.tags)?;
+    let (folder, mut tracker) = open_run(opts, run.config, &run.tags)?;
+    let run_dir = folder.dir.clone();
     let result = (|| {
         for (file, contents) in &run.files {
             let path = run_dir.join(file);
@@ -107,11 +107,19 @@ pub fn train_app<D: DataSource, R: Serialize>(
         } else {
             &mut quiet
         };
-        let observers: &mut [&mut dyn Observer] = &mut [progress, &mut tracker];
+        let mut config_file = ConfigOnStart {
+            run_dir: &run_dir,
+            table: folder.resumed.is_some().then_some(&run.config.table),
+            error: None,
+        };
+        let observers: &mut [&mut dyn Observer] = &mut [progress, &mut config_file, &mut tracker];
         let outcome = fit(
             flow, objective, data, config, &run_dir, opts, observers, ranks,
         )
         .with_context(|| format!("training run {} stopped", run_dir.display()))?;
+        if let Some(e) = config_file.error.take() {
+            return Err(e);
+        }
         let train_seconds = started.elapsed().as_secs_f64();
         let mut extra = serde_json::Map::new();
         extra.insert("app".into(), app.into());
@@ -135,6 +143,7 @@ pub fn train_app<D: DataSource, R: Serialize>(
         report(&mut reporter, data)
     })();
     let report = close_run(tracker, &run_dir, result)?;
+    drop(folder);
     Ok(Some(TrainSummary { run_dir, report }))
 }
 
@@ -208,6 +217,24 @@ impl Reporter<'_> {
 
 struct NoProgress;
 impl Observer for NoProgress {}
+
+/// Writes a resumed run's `config.toml` when training starts, not before: a resume that cannot
+/// start (a damaged checkpoint, say) leaves the folder as it was.
+struct ConfigOnStart<'a> {
+    run_dir: &'a Path,
+    table: Option<&'a toml::Table>,
+    error: Option<anyhow::Error>,
+}
+
+impl Observer for ConfigOnStart<'_> {
+    fn on_epoch_start(&mut self, _epoch: usize, _steps: usize) {
+        if let Some(table) = self.table.take()
+            && let Err(e) = super::place::write_config(self.run_dir, table)
+        {
+            self.error = Some(e);
+        }
+    }
+}
 
 /// Train on this rank, from the newest checkpoint in `run_dir` when resuming.
 #[allow(clippy::too_many_arguments)]

@@ -104,7 +104,7 @@ impl CommonArgs {
             sets.push(format!("training.epochs={e}"));
         }
         sets.extend(self.sets);
-        let (tracking_uri, tracking_dir) = tracking_from_env();
+        let (tracking_uri, tracking_dir) = tracking_from_env()?;
         Ok(TrainOptions {
             config: self.config,
             sets,

@@ -183,10 +183,18 @@ impl ResolvedConfig {
     /// all, a check that `app` can run as `opts` asks.
     pub fn new(app: &'static AppInfo, opts: &TrainOptions) -> Result<Self> {
         opts.check_for(app)?;
+        if let Some(dir) = &opts.resume {
+            // Before its config is read: another application's would fail on keys, obscurely.
+            super::folder::check_resumable(dir, app)?;
+        }
         let (table, origin) = resolve_options(app.default_config, opts)?;
         let mut rest = table.clone();
         let header = take(&mut rest, "run", &origin)?;
-        let training = take_group(&mut rest, "training", &origin)?;
+        let training: TrainingConfig = take_group(&mut rest, "training", &origin)?;
+        // Checked here, before any folder or tracking run exists.
+        training
+            .validate()
+            .map_err(|e| anyhow::anyhow!("{origin}: {e}"))?;
         let model = take_group(&mut rest, "model", &origin)?;
         Ok(Self {
             app,

@@ -15,6 +15,7 @@ pub mod cli;
 pub mod config;
 pub mod device;
 pub mod distributed;
+pub mod folder;
 pub mod place;
 pub mod progress;
 
@@ -134,6 +135,26 @@ pub struct TrainSummary<R> {
     pub run_dir: PathBuf,
     /// The report, also in `run_dir/report.json`.
     pub report: R,
+}
+
+/// The model of a finished run of `app` in `run`: an error naming the folder when it has no
+/// model, or when the model is another application's.
+pub fn load_model(run: &std::path::Path, app: &AppInfo) -> Result<flowcore::Flow> {
+    let path = run.join("model.safetensors");
+    if !path.exists() {
+        bail!(
+            "{} has no model.safetensors: is it a finished {} run directory?",
+            run.display(),
+            app.name
+        );
+    }
+    let (flow, header) = flowcore::checkpoint::load_flow(&path, &device())?;
+    match header.extra.get("app").and_then(|a| a.as_str()) {
+        Some(other) if other != app.name => {
+            bail!("{} is a run of {other}, not of {}", run.display(), app.name)
+        }
+        _ => Ok(flow),
+    }
 }
 
 /// The resolved config of `opts` over `defaults`, as TOML.

@@ -92,6 +92,7 @@ impl PointSet {
         } else {
             let pts = read_points_csv(Path::new(&run.points))
                 .with_context(|| "run.points".to_string())?;
+            pts.check_outliers(&run.points).context("run.points")?;
             file(run, pts.dim, Vec::new(), &pts.values, &[], seed)?
         };
         Ok(Self {

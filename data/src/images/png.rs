@@ -84,10 +84,25 @@ pub fn save_grid(
             }
         }
     }
-    canvas.save(path).map_err(|e| DataError::Image {
+    // Encoded in memory, written beside the path and renamed over it: an error or a full disk
+    // never leaves a truncated image under the real name.
+    let err = |reason: String| DataError::Image {
         path: path.display().to_string(),
-        reason: e.to_string(),
-    })
+        reason,
+    };
+    let mut bytes = std::io::Cursor::new(Vec::new());
+    canvas
+        .write_to(&mut bytes, image::ImageFormat::Png)
+        .map_err(|e| err(e.to_string()))?;
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    let tmp = path.with_file_name(format!(".{}.partial.{name}", std::process::id()));
+    let written =
+        std::fs::write(&tmp, bytes.into_inner()).and_then(|()| std::fs::rename(&tmp, path));
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(err(e.to_string()));
+    }
+    Ok(())
 }
 
 /// Model values in `[0, 1)` back to 8-bit pixels (the bin each value falls in).

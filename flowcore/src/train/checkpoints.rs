@@ -109,18 +109,25 @@ impl CheckpointDir {
             std::fs::remove_dir_all(&tmp).map_err(Self::io(&tmp))?;
         }
         std::fs::create_dir(&tmp).map_err(Self::io(&tmp))?;
-        save_flow(
-            flow,
-            &tmp.join(MODEL_FILE),
-            serde_json::json!({ "epochs_done": state.epochs_done }),
-        )?;
-        let optimizer = optim
-            .into_bytes()
-            .map_err(|e| FlowError::checkpoint(tmp.join(OPTIMIZER_FILE), e.to_string()))?;
-        write_atomic(&tmp.join(OPTIMIZER_FILE), &optimizer)?;
-        let json = serde_json::to_vec_pretty(state)
-            .map_err(|e| FlowError::checkpoint(tmp.join(STATE_FILE), e.to_string()))?;
-        write_atomic(&tmp.join(STATE_FILE), &json)?;
+        let written = (|| {
+            save_flow(
+                flow,
+                &tmp.join(MODEL_FILE),
+                serde_json::json!({ "epochs_done": state.epochs_done }),
+            )?;
+            let optimizer = optim
+                .into_bytes()
+                .map_err(|e| FlowError::checkpoint(tmp.join(OPTIMIZER_FILE), e.to_string()))?;
+            write_atomic(&tmp.join(OPTIMIZER_FILE), &optimizer)?;
+            let json = serde_json::to_vec_pretty(state)
+                .map_err(|e| FlowError::checkpoint(tmp.join(STATE_FILE), e.to_string()))?;
+            write_atomic(&tmp.join(STATE_FILE), &json)
+        })();
+        if written.is_err() {
+            // A full disk: give back what the partial checkpoint took.
+            let _ = std::fs::remove_dir_all(&tmp);
+        }
+        written?;
         let dest = self.root.join(name);
         if dest.exists() {
             // Move the old one aside first: a crash between the two renames leaves it there.

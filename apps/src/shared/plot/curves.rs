@@ -5,7 +5,7 @@ use std::path::Path;
 use anyhow::Result;
 use plotters::prelude::*;
 
-use super::{FAMILY, draw_legend, err, range, register_font};
+use super::{FAMILY, Partial, draw_legend, err, range, register_font};
 
 /// Training curves: train and validation NLL per epoch, with a reference line (for example
 /// the entropy of the data) when given.
@@ -49,7 +49,9 @@ pub fn loss_curves(
 ) -> Result<()> {
     register_font();
     let e = err(path);
-    let root = BitMapBackend::new(path, (720, 480)).into_drawing_area();
+    let partial = Partial::new(path);
+    let tmp = partial.tmp.clone();
+    let root = BitMapBackend::new(&tmp, (720, 480)).into_drawing_area();
     root.fill(&WHITE).map_err(|x| e(&x))?;
     let epochs = train.len().max(val.len()).max(1);
     let all = train
@@ -102,7 +104,7 @@ pub fn loss_curves(
     }
     draw_legend(&mut chart, SeriesLabelPosition::UpperRight).map_err(|x| e(&x))?;
     root.present().map_err(|x| e(&x))?;
-    Ok(())
+    partial.commit()
 }
 
 // Matplotlib's tab10, reordered so the first three (blue, red, green) contrast most.

@@ -13,7 +13,7 @@ pub use panels::{Panel, Series, decision_map, histogram_outline, panels};
 pub use scatter::{ScatterSet, scatter};
 pub use scores::{RocCurve, histograms, roc_curves};
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Once;
 
 use anyhow::{Result, anyhow};
@@ -79,3 +79,41 @@ pub(super) const PALETTE: [RGBColor; 10] = [
     RGBColor(188, 189, 34),
     RGBColor(23, 190, 207),
 ];
+
+/// A figure drawn to a hidden file beside its path and renamed over it once complete, so that
+/// an error or a full disk never leaves a truncated figure under the real name; the hidden
+/// file is removed when the figure is not committed.
+pub(super) struct Partial {
+    pub(super) tmp: PathBuf,
+    path: PathBuf,
+    committed: bool,
+}
+
+impl Partial {
+    pub(super) fn new(path: &Path) -> Self {
+        let name = path
+            .file_name()
+            .map_or_else(|| "figure.png".into(), |n| n.to_string_lossy().to_string());
+        // The extension stays last: plotters picks the image format by it.
+        Self {
+            tmp: path.with_file_name(format!(".{}.partial.{name}", std::process::id())),
+            path: path.to_path_buf(),
+            committed: false,
+        }
+    }
+
+    pub(super) fn commit(mut self) -> Result<()> {
+        std::fs::rename(&self.tmp, &self.path)
+            .map_err(|e| anyhow!("plot {}: {e}", self.path.display()))?;
+        self.committed = true;
+        Ok(())
+    }
+}
+
+impl Drop for Partial {
+    fn drop(&mut self) {
+        if !self.committed {
+            let _ = std::fs::remove_file(&self.tmp);
+        }
+    }
+}

@@ -5,7 +5,7 @@ use std::path::Path;
 use anyhow::Result;
 use plotters::prelude::*;
 
-use super::{FAMILY, PALETTE, draw_legend, err, range, register_font};
+use super::{FAMILY, PALETTE, Partial, draw_legend, err, range, register_font};
 
 /// Lines of one kind in a [`Panel`]: each line a polyline, all in one color.
 pub struct Series {
@@ -113,7 +113,9 @@ pub fn panels(
     let e = err(path);
     let columns = columns.clamp(1, panels.len().max(1));
     let rows = panels.len().div_ceil(columns).max(1);
-    let root = BitMapBackend::new(path, (size.0 * columns as u32, size.1 * rows as u32 + 40))
+    let partial = Partial::new(path);
+    let tmp = partial.tmp.clone();
+    let root = BitMapBackend::new(&tmp, (size.0 * columns as u32, size.1 * rows as u32 + 40))
         .into_drawing_area();
     root.fill(&WHITE).map_err(|x| e(&x))?;
     let root = root.titled(caption, (FAMILY, 22)).map_err(|x| e(&x))?;
@@ -174,7 +176,7 @@ pub fn panels(
         }
     }
     root.present().map_err(|x| e(&x))?;
-    Ok(())
+    partial.commit()
 }
 
 /// The outline of a normalised histogram (a density) of `values` over `bins` bins of `range`.
@@ -218,7 +220,9 @@ pub fn decision_map(
 ) -> Result<()> {
     register_font();
     let e = err(path);
-    let root = BitMapBackend::new(path, (720, 680)).into_drawing_area();
+    let partial = Partial::new(path);
+    let tmp = partial.tmp.clone();
+    let root = BitMapBackend::new(&tmp, (720, 680)).into_drawing_area();
     root.fill(&WHITE).map_err(|x| e(&x))?;
     let mut chart = ChartBuilder::on(&root)
         .caption(caption, (FAMILY, 18))
@@ -257,5 +261,5 @@ pub fn decision_map(
     }
     draw_legend(&mut chart, SeriesLabelPosition::UpperRight).map_err(|x| e(&x))?;
     root.present().map_err(|x| e(&x))?;
-    Ok(())
+    partial.commit()
 }

@@ -5,7 +5,7 @@ use std::path::Path;
 use anyhow::{Result, anyhow};
 use plotters::prelude::*;
 
-use super::{FAMILY, draw_legend, err, range, register_font};
+use super::{FAMILY, Partial, draw_legend, err, range, register_font};
 
 /// Points to scatter: row-major `[n, dim]`, with some rows drawn highlighted on top.
 pub struct ScatterSet<'a> {
@@ -35,8 +35,10 @@ pub fn scatter(path: &Path, caption: &str, set: &ScatterSet) -> Result<()> {
     };
     let n = set.values.len() / set.dim;
     let panel = 520u32;
+    let partial = Partial::new(path);
+    let tmp = partial.tmp.clone();
     let root =
-        BitMapBackend::new(path, (panel * pairs.len() as u32, panel + 40)).into_drawing_area();
+        BitMapBackend::new(&tmp, (panel * pairs.len() as u32, panel + 40)).into_drawing_area();
     root.fill(&WHITE).map_err(|x| e(&x))?;
     let root = root.titled(caption, (FAMILY, 22)).map_err(|x| e(&x))?;
     let areas = root.split_evenly((1, pairs.len()));
@@ -87,5 +89,5 @@ pub fn scatter(path: &Path, caption: &str, set: &ScatterSet) -> Result<()> {
         draw_legend(&mut chart, SeriesLabelPosition::UpperRight).map_err(|x| e(&x))?;
     }
     root.present().map_err(|x| e(&x))?;
-    Ok(())
+    partial.commit()
 }

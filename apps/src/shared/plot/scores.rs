@@ -5,7 +5,7 @@ use std::path::Path;
 use anyhow::Result;
 use plotters::prelude::*;
 
-use super::{FAMILY, PALETTE, draw_legend, err, range, register_font};
+use super::{FAMILY, PALETTE, Partial, draw_legend, err, range, register_font};
 
 /// One ROC curve: `(false positive rate, true positive rate)` points and their area.
 pub struct RocCurve {
@@ -21,7 +21,9 @@ pub struct RocCurve {
 pub fn roc_curves(path: &Path, title: &str, curves: &[RocCurve]) -> Result<()> {
     register_font();
     let e = err(path);
-    let root = BitMapBackend::new(path, (560, 560)).into_drawing_area();
+    let partial = Partial::new(path);
+    let tmp = partial.tmp.clone();
+    let root = BitMapBackend::new(&tmp, (560, 560)).into_drawing_area();
     root.fill(&WHITE).map_err(|x| e(&x))?;
     let mut chart = ChartBuilder::on(&root)
         .caption(title, (FAMILY, 18))
@@ -55,7 +57,7 @@ pub fn roc_curves(path: &Path, title: &str, curves: &[RocCurve]) -> Result<()> {
     }
     draw_legend(&mut chart, SeriesLabelPosition::LowerRight).map_err(|x| e(&x))?;
     root.present().map_err(|x| e(&x))?;
-    Ok(())
+    partial.commit()
 }
 
 /// Histograms of one score per group (folder), as outlines over shared bins, with the
@@ -84,7 +86,9 @@ pub fn histograms(
         })
         .collect();
     let top = counts.iter().flatten().copied().fold(0.0, f64::max) * 1.1 + 1e-9;
-    let root = BitMapBackend::new(path, (720, 440)).into_drawing_area();
+    let partial = Partial::new(path);
+    let tmp = partial.tmp.clone();
+    let root = BitMapBackend::new(&tmp, (720, 440)).into_drawing_area();
     root.fill(&WHITE).map_err(|x| e(&x))?;
     let mut chart = ChartBuilder::on(&root)
         .caption(title, (FAMILY, 18))
@@ -128,5 +132,5 @@ pub fn histograms(
     }
     draw_legend(&mut chart, SeriesLabelPosition::UpperRight).map_err(|x| e(&x))?;
     root.present().map_err(|x| e(&x))?;
-    Ok(())
+    partial.commit()
 }
