@@ -4,9 +4,9 @@
 //! A layer type is one file of [`crate::layers`] that owns its spec (a struct implementing
 //! [`BuildLayer`]), its layer (implementing [`Bijector`] and [`DataInit`]) and the checks of its
 //! values. Adding one is that file (declared and re-exported in `layers/mod.rs`), one line in
-//! the `registry!` list below and one case in the harness (`flowcore/tests/harness.rs`). A flow is built from specs and checkpoints store the
-//! specs' source (the architecture config), so any flow that can be described can be saved and
-//! rebuilt.
+//! the `registry!` list below and one case in the harness (`flowcore/tests/harness/`). A flow
+//! is built from specs and checkpoints store the specs' source (the architecture config), so
+//! any flow that can be described can be saved and rebuilt.
 
 use burn::prelude::*;
 use serde::de::DeserializeOwned;

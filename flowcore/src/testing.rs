@@ -4,7 +4,7 @@
 //! the log-det against the log|det| of a central-difference Jacobian computed in f64, forward
 //! and inverse log-dets that cancel, a gradient on every parameter, and save then load giving
 //! identical outputs with data-initialised layers left as they were. A new layer adds a case to
-//! `flowcore/tests/harness.rs`.
+//! `flowcore/tests/harness/`.
 
 use std::path::Path;
 
