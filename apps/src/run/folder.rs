@@ -157,8 +157,21 @@ fn live_holder(lock: &Path) -> Option<(u32, String)> {
     let pid: u32 = words.next()?.parse().ok()?;
     let holder_host = words.next().unwrap_or_default().to_string();
     let here = holder_host.is_empty() || holder_host == host();
-    let alive = !here || Path::new(&format!("/proc/{pid}")).exists();
+    let alive = !here || runs(pid);
     alive.then_some((pid, holder_host))
+}
+
+/// Whether process `pid` of this machine runs: it exists and is not a zombie (dead, not yet
+/// reaped by its parent; in a container without an init, never).
+fn runs(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state follows the command name, which is in parentheses and may hold spaces.
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_some_and(|state| !matches!(state, "Z" | "X")),
+        Err(_) => false,
+    }
 }
 
 /// Whether a process (this one included) still writes the run folder `dir`: holds its lock.

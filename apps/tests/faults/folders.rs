@@ -22,11 +22,18 @@ fn an_existing_run_folder_is_refused_and_a_busy_one_is_locked() {
     let mut resume = vec!["--resume", resumed];
     resume.extend(["--set", "training.epochs=3"]);
     fails_naming(run(APP1, &resume, &dir), &["is writing this run", ".lock"]);
-    // ... and one left by a process that ended is taken over.
-    std::fs::write(&lock, "4194303").unwrap();
-    let (code, _, err) = run(APP1, &resume, &dir);
-    assert_eq!(code, 0, "a stale lock was not taken over: {err}");
-    assert!(!lock.exists(), "the lock was not released");
+    // ... and one left by a process that ended is taken over: one that is gone, and a zombie
+    // (ended, not yet reaped: an MPI rank killed with its job, in a container without init).
+    let mut zombie = std::process::Command::new("true").spawn().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    for (holder, epochs) in [("4194303".to_string(), "3"), (zombie.id().to_string(), "4")] {
+        std::fs::write(&lock, &holder).unwrap();
+        let epochs = format!("training.epochs={epochs}");
+        let (code, _, err) = run(APP1, &["--resume", resumed, "--set", &epochs], &dir);
+        assert_eq!(code, 0, "a stale lock ({holder}) was not taken over: {err}");
+        assert!(!lock.exists(), "the lock was not released");
+    }
+    zombie.wait().unwrap();
 }
 
 #[test]
