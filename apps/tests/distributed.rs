@@ -20,6 +20,7 @@ fn app(n: u8) -> &'static str {
     match n {
         1 => env!("CARGO_BIN_EXE_train_flowmodels1"),
         2 => env!("CARGO_BIN_EXE_train_flowmodels2"),
+        9 => env!("CARGO_BIN_EXE_train_flowmodels9"),
         _ => unreachable!(),
     }
 }
@@ -131,6 +132,47 @@ fn two_ranks_take_the_steps_of_one_process_with_twice_the_batch() {
     assert!(
         control > 1e-4,
         "batch 8 alone is within {control} of 2 ranks"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Application 9 on a 4 x 4 lattice: the ranks draw their rows of the same base draws.
+fn app9_args(run_dir: &Path, batch: usize) -> Vec<String> {
+    let mut a = args(&[
+        "--epochs",
+        "1",
+        "--lattice",
+        "4x4",
+        "--set",
+        "training.steps_per_epoch=5",
+        "--set",
+        "run.validation_size=256",
+        "--set",
+        "run.mcmc_samples=256",
+        "--set",
+        "hmc.trajectories=200",
+        "--set",
+        "run.tracking_dir=mlruns",
+    ]);
+    a.extend(args(&["--set", &format!("training.batch_size={batch}")]));
+    a.extend(args(&["--run-dir", run_dir.to_str().unwrap()]));
+    a
+}
+
+#[test]
+fn lattice_ranks_take_the_steps_of_one_process_with_twice_the_batch() {
+    let dir = temp_dir("lattice");
+    let (one, two, half) = (dir.join("one"), dir.join("two"), dir.join("half"));
+    run(0, 9, &app9_args(&one, 64), &dir);
+    run(2, 9, &app9_args(&two, 32), &dir);
+    let diff = max_diff(&checkpoint(&one, 1), &checkpoint(&two, 1));
+    eprintln!("app 9, 2 ranks x 32 vs 1 process x 64: max |diff| {diff:.2e}");
+    assert!(diff <= 1e-5, "parameters differ by {diff}");
+    run(0, 9, &app9_args(&half, 32), &dir);
+    let control = max_diff(&checkpoint(&half, 1), &checkpoint(&two, 1));
+    assert!(
+        control > 1e-4,
+        "batch 32 alone is within {control} of 2 ranks"
     );
     let _ = std::fs::remove_dir_all(&dir);
 }

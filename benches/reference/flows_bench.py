@@ -168,6 +168,7 @@ def main():
     p.add_argument("--peak", type=float, default=1.0)
     p.add_argument("--only")
     p.add_argument("--library")
+    p.add_argument("--cases", help="comma-separated: run only these of the cases")
     args = p.parse_args()
     if args.only:
         try:
@@ -180,7 +181,8 @@ def main():
             return
         print(json.dumps(run_case(args.only, args.library, args.scale, args.peak)))
         return
-    for case in CASES:
+    chosen = args.cases.split(",") if args.cases else CASES
+    for case in [c for c in CASES if c in chosen]:
         for library in LIBRARIES:
             out = subprocess.run(
                 [sys.executable, __file__, "--only", case, "--library", library]

@@ -218,32 +218,39 @@ def run_case(case, scale, peak):
         note = f"{steps} batches"
     else:
         raise SystemExit(f"unknown case {case}")
-    peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    return row(case, s, batch, flops, peak, note)
+
+
+def row(case, s, batch, flops, peak, note):
+    """One row of the bench's table for `case` at `s` steps per second."""
     return {
         "id": case,
         "implementation": f"pytorch {torch.__version__}",
         "steps_per_sec": s,
         "samples_per_sec": s * batch,
-        "peak_mib": peak_mib,
+        "peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
         "flops_per_step": flops,
         "fraction_of_peak": flops * s / 1e9 / max(peak, 1e-9),
         "note": f"{note}, {torch.get_num_threads()} threads",
     }
 
 
-def main():
+def main(cases=CASES, run_case=run_case, script=__file__):
+    """Every case in a process of its own (its peak memory its own), or `--only CASE`."""
     p = argparse.ArgumentParser()
     p.add_argument("--scale", type=float, default=1.0)
     p.add_argument("--peak", type=float, default=1.0)
     p.add_argument("--only")
+    p.add_argument("--cases", help="comma-separated: run only these of the cases")
     args = p.parse_args()
     torch.set_num_threads(os.cpu_count() or 1)
     if args.only:
         print(json.dumps(run_case(args.only, args.scale, args.peak)))
         return
-    for case in CASES:
+    chosen = args.cases.split(",") if args.cases else cases
+    for case in [c for c in cases if c in chosen]:
         out = subprocess.run(
-            [sys.executable, __file__, "--only", case, "--scale", str(args.scale), "--peak", str(args.peak)],
+            [sys.executable, script, "--only", case, "--scale", str(args.scale), "--peak", str(args.peak)],
             capture_output=True,
             text=True,
             check=True,

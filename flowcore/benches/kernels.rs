@@ -76,6 +76,7 @@ fn couplings(c: &mut Criterion) {
                 hidden_channels: 64,
             }),
             cond_dim: 0,
+            z2: false,
         }),
         BATCH,
     );
@@ -96,6 +97,7 @@ fn couplings(c: &mut Criterion) {
                     activation: Activation::Relu,
                 }),
                 cond_dim: 0,
+                z2: false,
             }),
             rows,
         );

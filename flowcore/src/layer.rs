@@ -147,6 +147,8 @@ registry! {
     Autoregressive(AutoregressiveSpec => Autoregressive) = "autoregressive",
     /// Multiscale factor-out ([`FactorOut`]).
     FactorOut(FactorOutSpec => FactorOut) = "factor_out",
+    /// A per-value spline on the real line ([`SiteSpline`]).
+    SiteSpline(SiteSplineSpec => SiteSpline) = "site_spline",
     /// Layers in sequence.
     Chain(ChainSpec => Chain<Layer>) = "chain",
     /// Layers in sequence, run backwards.

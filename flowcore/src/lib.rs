@@ -12,6 +12,7 @@
 //!   INN objective on it (Ardizzone et al.) and the conditional (cINN) alternative.
 //! - [`checkpoint`]: safetensors with a JSON header, written atomically ([`io`]).
 //! - [`train`]: the training engine.
+//! - [`lattice`]: the phi^4 action and the reverse-KL objective of flows trained without data.
 //!
 //! Run tracking (MLflow) is the crate `flowtrack`, beside this one.
 
@@ -25,6 +26,7 @@ mod error;
 mod flow;
 pub mod inn;
 pub mod io;
+pub mod lattice;
 pub mod layer;
 pub mod layers;
 pub mod nets;

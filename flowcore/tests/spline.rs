@@ -253,6 +253,7 @@ fn bad_spline_configs_are_refused_naming_the_key() {
             }
             .into(),
             cond_dim: 0,
+            z2: false,
         }
         .into();
         let e = spec.build(&Device::flex()).err().unwrap().to_string();

@@ -181,14 +181,14 @@ fn submit_dry_run_prints_the_aws_calls() {
         .arg(root().join("awsbatch/submit.sh"))
         .args([
             "--app",
-            "train_flowmodels9",
+            "train_flowmodels8",
             "--queue",
             "q",
             "--job-definition",
             "d",
         ]));
     assert!(
-        !ok && err.contains("train_flowmodels1 ... train_flowmodels7"),
+        !ok && err.contains("train_flowmodels1 ... train_flowmodels9"),
         "{err}"
     );
     let (ok, _, err) = run(Command::new("bash")
@@ -357,7 +357,7 @@ fn the_multinode_job_definition_runs_mpi_across_the_nodes() {
             "d",
         ])
         .args(["--nodes", "2", "--dry-run"]));
-    assert!(!ok && err.contains("train_flowmodels1 and 2"), "{err}");
+    assert!(!ok && err.contains("train_flowmodels1, 2 and 9"), "{err}");
 }
 
 #[test]

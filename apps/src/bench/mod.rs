@@ -14,8 +14,11 @@ use flowcore::train::TrainingConfig;
 use flowcore::{Flow, standard_normal};
 use serde::{Deserialize, Serialize};
 
-use models::{dense_flops, glow, glow_flops, maf_fedhex, mlp_flops, nsf_flashsim, real_nvp};
-use timing::{loader, time_conditional_training, time_training};
+use models::{
+    dense_flops, glow, glow_flops, lattice_8x8, lattice_flops, maf_fedhex, mlp_flops, nsf_flashsim,
+    phi4_8x8, real_nvp,
+};
+use timing::{loader, time_conditional_training, time_objective_training, time_training};
 
 /// One configuration of the table.
 #[derive(Clone, Copy, Debug)]
@@ -27,7 +30,7 @@ pub struct Case {
 }
 
 /// Every configuration, in table order.
-pub const CASES: [Case; 11] = [
+pub const CASES: [Case; 13] = [
     Case {
         id: "realnvp2d",
         what: "2-D RealNVP, 8 couplings, MLP 1-128-128-2, batch 1024, Adam: training",
@@ -73,6 +76,15 @@ pub const CASES: [Case; 11] = [
     Case {
         id: "maf-fedhex-sample",
         what: "the FEDHEX-shaped MAF: sampling 4096 points for 4096 labels",
+    },
+    Case {
+        id: "phi4-8x8",
+        what: "lattice phi^4 8x8, 8 affine checkerboard couplings of periodic 3x3 convs \
+               1-8-8-2, batch 256: reverse-KL training against the action",
+    },
+    Case {
+        id: "phi4-8x8-sample",
+        what: "the 8x8 lattice flow: 4096 fields with their log-weights -S - log q",
     },
 ];
 
@@ -274,6 +286,35 @@ pub fn run_case(id: &str, scale: f64, peak_gflops: f64) -> Result<Row> {
             }
             let s = n as f64 / started.elapsed().as_secs_f64();
             (s, batch, 0.0, format!("{n} batches of {batch}"))
+        }
+        "phi4-8x8" => {
+            let n = steps(100);
+            let s = time_objective_training(lattice_8x8(), &phi4_8x8(), n, 256)?;
+            (s, 256, 3.0 * lattice_flops() * 256.0, format!("{n} steps"))
+        }
+        "phi4-8x8-sample" => {
+            let d = Device::flex();
+            let flow = Flow::seeded(lattice_8x8(), 0, &d)?;
+            let objective = phi4_8x8();
+            let batch = 4096;
+            let draw = |i: u64| {
+                let z = standard_normal(batch, 64, i, &d);
+                let (_, log_w) = objective.log_weights(&flow, z);
+                std::hint::black_box(log_w);
+            };
+            draw(0);
+            let n = steps(10);
+            let started = Instant::now();
+            for i in 0..n as u64 {
+                draw(1 + i);
+            }
+            let s = n as f64 / started.elapsed().as_secs_f64();
+            (
+                s,
+                batch,
+                lattice_flops() * batch as f64,
+                format!("{n} batches of {batch} with log-weights"),
+            )
         }
         "loader" => {
             let (decode, batches) = loader(steps(40))?;

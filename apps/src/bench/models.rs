@@ -106,6 +106,46 @@ pub(super) fn glow(
     ArchitectureConfig::Glow(g)
 }
 
+/// The flow of Albergo et al.'s tutorial on an 8 x 8 periodic lattice: 8 affine checkerboard
+/// couplings of 3x3 periodic convolutions 1 -> 8 -> 8 -> 2 channels, LeakyReLU, no site spline
+/// and no Z2 symmetrisation (as `benches/reference/lattice_bench.py`).
+pub(super) fn lattice_8x8() -> ArchitectureConfig {
+    use flowcore::arch::LatticeFlowConfig;
+    use flowcore::nets::Activation;
+    use flowcore::transform::{ScaleFn, Transform};
+    ArchitectureConfig::Lattice(LatticeFlowConfig {
+        lattice: vec![8, 8],
+        couplings: 8,
+        transform: Transform::Affine {
+            scale: ScaleFn::Tanh { clamp: 3.0 },
+        },
+        hidden_channels: vec![8, 8],
+        kernel_size: 3,
+        activation: Activation::LeakyRelu,
+        z2: false,
+        site_spline: None,
+    })
+}
+
+/// The phi^4 action of the lattice cases: kappa 2, m_sq -8, lambda 8 on 8 x 8 (the tutorial's
+/// M2 = -4, lam = 8).
+pub(super) fn phi4_8x8() -> flowcore::lattice::ReverseKl {
+    let couplings = flowcore::lattice::Phi4Couplings {
+        kappa: 2.0,
+        m_sq: -8.0,
+        lambda: 8.0,
+    };
+    flowcore::lattice::ReverseKl::new(
+        flowcore::lattice::Phi4::new(&[8, 8], couplings).expect("a valid theory"),
+    )
+}
+
+/// Multiply-adds (x2) of the lattice flow's convolutions per sample: 8 couplings of 3x3
+/// convolutions 1 -> 8 -> 8 -> 2 channels at 64 sites.
+pub(super) fn lattice_flops() -> f64 {
+    2.0 * 8.0 * 64.0 * 9.0 * (8.0 + 64.0 + 16.0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

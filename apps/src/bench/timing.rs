@@ -5,7 +5,7 @@ use std::time::Instant;
 use anyhow::Result;
 use burn::optim::{AdamConfig, GradientsParams};
 use burn::prelude::*;
-use flowcore::train::TrainingConfig;
+use flowcore::train::{Objective, TrainingConfig};
 use flowcore::{ArchitectureConfig, Flow};
 
 /// Training steps per second of `config` at `batch`, Adam, on inputs from `input`.
@@ -26,13 +26,44 @@ pub(super) fn time_conditional_training(
     // As the apps train: with gradient checkpointing (TrainingConfig's default).
     let device = TrainingConfig::default().autodiff_device(&Device::flex());
     let (x0, c0) = input(0);
-    let mut flow = Flow::seeded(config, 0, &device)?.initialize(x0, c0.as_ref());
+    let flow = Flow::seeded(config, 0, &device)?.initialize(x0, c0.as_ref());
+    let loss = |flow: &Flow, i: u64| {
+        let (x, c) = input(i);
+        flow.log_prob(x, c.as_ref()).mean().neg()
+    };
+    Ok(time_steps(flow, steps, 1e-4, &loss))
+}
+
+/// Training steps per second of `config` against `objective` (a loss of the flow's own
+/// samples: reverse KL), `batch` base draws a step, Adam, without gradient checkpointing (as
+/// application 9 trains).
+pub(super) fn time_objective_training(
+    config: ArchitectureConfig,
+    objective: &dyn Objective,
+    steps: usize,
+    batch: usize,
+) -> Result<f64> {
+    let device = Device::flex().autodiff();
+    let flow = Flow::seeded(config, 0, &device)?;
+    let sites = flow.dim();
+    let loss = |flow: &Flow, i: u64| {
+        let z = flowcore::standard_normal(batch, sites, i, &device);
+        objective.loss(flow, z, None, 0, i).total
+    };
+    Ok(time_steps(flow, steps, 1e-3, &loss))
+}
+
+/// Adam steps per second on `loss` (of the flow and the step), after three steps of warm-up.
+fn time_steps(
+    mut flow: Flow,
+    steps: usize,
+    lr: f64,
+    loss: &dyn Fn(&Flow, u64) -> Tensor<1>,
+) -> f64 {
     let mut optim = AdamConfig::new().init();
     let mut step = |flow: Flow, i: u64| {
-        let (x, c) = input(i);
-        let loss = flow.log_prob(x, c.as_ref()).mean().neg();
-        let grads = GradientsParams::from_grads(loss.backward(), &flow);
-        optim.step(1e-4, flow, grads)
+        let grads = GradientsParams::from_grads(loss(&flow, i).backward(), &flow);
+        optim.step(lr, flow, grads)
     };
     for i in 0..3 {
         flow = step(flow, i);
@@ -41,7 +72,7 @@ pub(super) fn time_conditional_training(
     for i in 0..steps as u64 {
         flow = step(flow, 10 + i);
     }
-    Ok(steps as f64 / started.elapsed().as_secs_f64())
+    steps as f64 / started.elapsed().as_secs_f64()
 }
 
 /// Images per second: decoding a folder of 32x32 RGB PNGs, then drawing augmented,

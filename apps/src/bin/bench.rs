@@ -1,7 +1,8 @@
 //! `bench`: the benchmark table of flowmodels (training and scoring throughput, peak memory,
 //! FLOPs per step, fraction of the matrix-multiply peak), each configuration in a process of
 //! its own; with `--compare-torch`, the PyTorch reference (`benches/reference/torch_bench.py`)
-//! runs configurations 1 and 4-5 in the same invocation.
+//! runs its cases (RealNVP, Glow, spline and autoregressive flows, the lattice flow) in the
+//! same invocation.
 
 use std::path::PathBuf;
 use std::process::{Command, ExitCode};
@@ -28,6 +29,9 @@ struct Cli {
     /// The Python with torch installed (see README: Benchmarks).
     #[arg(long, default_value = "python3")]
     python: String,
+    /// Only these cases (comma-separated ids), flowmodels and references alike.
+    #[arg(long, value_delimiter = ',')]
+    cases: Vec<String>,
     /// Write the rows as JSON here too.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -41,8 +45,15 @@ fn run(cli: Cli) -> Result<()> {
         return Ok(());
     }
     let exe = std::env::current_exe().context("cannot find the bench binary itself")?;
+    if let Some(unknown) = cli.cases.iter().find(|c| !CASES.iter().any(|k| k.id == *c)) {
+        bail!(
+            "--cases: unknown case `{unknown}`; the cases are {}",
+            CASES.iter().map(|c| c.id).collect::<Vec<_>>().join(", ")
+        );
+    }
+    let chosen = |id: &str| cli.cases.is_empty() || cli.cases.iter().any(|c| c == id);
     let mut rows = Vec::new();
-    for case in CASES {
+    for case in CASES.iter().filter(|c| chosen(c.id)) {
         eprintln!("bench: {} ({})", case.id, case.what);
         let out = Command::new(&exe)
             .args(["--only", case.id, "--scale", &cli.scale.to_string()])
@@ -61,15 +72,19 @@ fn run(cli: Cli) -> Result<()> {
         rows.push(row);
     }
     if cli.compare_torch {
-        // Plain PyTorch for the RealNVP and Glow cases; nflows and zuko for the spline and
-        // autoregressive ones (a library that does not import gives a row that says so).
-        for script in ["torch_bench.py", "flows_bench.py"] {
+        // Plain PyTorch for the RealNVP, Glow and lattice cases; nflows and zuko for the spline
+        // and autoregressive ones (a library that does not import gives a row that says so).
+        for script in ["torch_bench.py", "flows_bench.py", "lattice_bench.py"] {
             let script = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
                 .join("../benches/reference")
                 .join(script);
             eprintln!("bench: references ({})", script.display());
-            let out = Command::new(&cli.python)
-                .arg(&script)
+            let mut command = Command::new(&cli.python);
+            command.arg(&script);
+            if !cli.cases.is_empty() {
+                command.args(["--cases", &cli.cases.join(",")]);
+            }
+            let out = command
                 .args([
                     "--scale",
                     &cli.scale.to_string(),

@@ -155,6 +155,13 @@ pub fn resolve_options(defaults: &str, opts: &TrainOptions) -> Result<(Table, St
     Ok((table, origin))
 }
 
+/// What the user gave, without the defaults: the `--config` file (or the resumed run's
+/// `config.toml`) and the `--set`s. An application whose group has variants with keys of their
+/// own (as `[model]` has kinds) drops the defaults' keys of another variant than the user's.
+pub fn user_table(opts: &TrainOptions) -> Result<Table> {
+    resolve_options("", opts).map(|(table, _)| table)
+}
+
 /// A run's resolved config: the application, the whole table (saved beside the run as
 /// `config.toml`), where it came from, the parts every application has ([`RunHeader`],
 /// `[training]`, `[model]`), and the keys no part has taken yet. An application takes its own

@@ -6,5 +6,6 @@
 
 mod folders;
 mod inputs;
+mod lattice;
 mod support;
 mod tracking;

@@ -134,6 +134,7 @@ impl GlowConfig {
                     }
                     .into(),
                     cond_dim: self.cond_dim,
+                    z2: false,
                 }
                 .into(),
             );

@@ -2,11 +2,12 @@
 //! original `flow_models` (RealNVP on dense vectors and Glow on images, in the layouts of
 //! TensorFlow Probability's bijectors, whose key names are accepted as aliases), neural spline
 //! flows (`nsf`), masked autoregressive flows (`maf`, `nsf_autoregressive`, and IAF as their
-//! inverse) and a free list of layers. An application gives an architecture the shape of its data with
+//! inverse), lattice flows (`lattice`) and a free list of layers. An application gives an architecture the shape of its data with
 //! [`ArchitectureConfig::with_data_shape`], as burn's layers take theirs with
 //! `with_num_features`.
 
 mod glow;
+mod lattice;
 mod layer_list;
 mod maf;
 mod nsf;
@@ -15,6 +16,7 @@ mod real_nvp;
 use serde::{Deserialize, Serialize};
 
 pub use glow::{GlowConfig, ImageMask};
+pub use lattice::LatticeFlowConfig;
 pub use layer_list::LayerList;
 pub use maf::{MafConfig, NsfAutoregressiveConfig};
 pub use nsf::{NsfConfig, NsfMixing};
@@ -159,6 +161,8 @@ registry! {
     Maf(MafConfig) = "maf",
     /// Autoregressive neural spline flow ([`NsfAutoregressiveConfig`]).
     NsfAutoregressive(NsfAutoregressiveConfig) = "nsf_autoregressive",
+    /// Checkerboard couplings on a periodic lattice ([`LatticeFlowConfig`]).
+    Lattice(LatticeFlowConfig) = "lattice",
 }
 
 /// The seed of the `index`-th random choice of an architecture seeded with `seed`.

@@ -113,6 +113,7 @@ impl Architecture for NsfConfig {
                     transform: Transform::RationalQuadratic(self.spline),
                     net: net.clone(),
                     cond_dim: self.cond_dim,
+                    z2: false,
                 }
                 .into(),
             );

@@ -201,6 +201,7 @@ impl Architecture for RealNvpConfig {
                     transform: self.transform,
                     net,
                     cond_dim: self.cond_dim,
+                    z2: false,
                 }
                 .into(),
             );

@@ -79,19 +79,33 @@ pub struct CouplingSpec {
     /// Size of the optional condition `c` (0: unconditional).
     #[serde(default)]
     pub cond_dim: usize,
+    /// Make the layer commute with `x -> -x` (Z2 equivariance, for the phi -> -phi symmetry
+    /// of a field theory): the network sees `x` and `-x`, its shift is made odd and its scale
+    /// even. Affine and additive transforms only. Written only when set, so the configs of
+    /// checkpoints from before it read and write back unchanged.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub z2: bool,
 }
 
 impl BuildLayer for CouplingSpec {
     type Layer = Coupling;
 
     fn build(&self, device: &Device) -> Result<Coupling> {
-        Coupling::new(
+        if self.z2 && matches!(self.transform, Transform::RationalQuadratic(_)) {
+            return Err(FlowError::config(
+                "z2 = true needs an affine or additive transform: a spline's parameters have no \
+                 parity that makes it odd",
+            ));
+        }
+        let mut layer = Coupling::new(
             self.mask.clone(),
             self.transform,
             &self.net,
             self.cond_dim,
             device,
-        )
+        )?;
+        layer.z2 = self.z2;
+        Ok(layer)
     }
 
     fn cond_dim(&self) -> usize {
@@ -109,6 +123,8 @@ pub struct Coupling {
     transform: Transform,
     #[module(skip)]
     layout: Layout,
+    #[module(skip)]
+    z2: bool,
 }
 
 impl Coupling {
@@ -198,7 +214,35 @@ impl Coupling {
             mask,
             transform,
             layout,
+            z2: false,
         })
+    }
+
+    /// The network's raw parameters for conditioning input `x`; with `z2`, the first of the
+    /// transform's parameters (the shift) odd in `x` and the others (the scale) even, from one
+    /// pass over `x` and `-x` stacked.
+    fn predict(&self, x: Tensor<2>, cond: Option<&Tensor<2>>) -> Tensor<2> {
+        if !self.z2 {
+            return self.net.forward(x, cond);
+        }
+        let [batch, _] = x.dims();
+        let both = Tensor::cat(vec![x.clone(), x.neg()], 0);
+        let cond = cond.map(|c| Tensor::cat(vec![c.clone(), c.clone()], 0));
+        let h = self.net.forward(both, cond.as_ref());
+        let width = h.dims()[1];
+        let (plus, minus) = (h.clone().narrow(0, 0, batch), h.narrow(0, batch, batch));
+        let k = self.transform.num_params();
+        let shift = width / k;
+        let odd = (plus.clone() - minus.clone())
+            .mul_scalar(0.5)
+            .narrow(1, 0, shift);
+        if k == 1 {
+            return odd;
+        }
+        let even = (plus + minus)
+            .mul_scalar(0.5)
+            .narrow(1, shift, width - shift);
+        Tensor::cat(vec![odd, even], 1)
     }
 
     fn run(
@@ -222,7 +266,7 @@ impl Coupling {
             Layout::Split { cond: c, active: a } => {
                 let x_cond = input.clone().narrow(1, c.0, c.1);
                 let x_active = input.narrow(1, a.0, a.1);
-                let params = self.net.forward(x_cond.clone(), cond);
+                let params = self.predict(x_cond.clone(), cond);
                 let (out, ld) = apply(x_active, params);
                 let logdet = match ld {
                     Some(ld) => row_sum(ld),
@@ -241,7 +285,7 @@ impl Coupling {
                 let free = keep.clone().neg().add_scalar(1.0);
                 // Zero parameters, the identity, wherever a feature conditions.
                 let free_params = free.clone().repeat_dim(1, k);
-                let params = self.net.forward(input.clone() * keep.clone(), cond) * free_params;
+                let params = self.predict(input.clone() * keep.clone(), cond) * free_params;
                 let (out, ld) = apply(input.clone(), params);
                 // Conditioning features are copied, not recomputed, so the map inverts exactly.
                 let out = input * keep + out * free.clone();

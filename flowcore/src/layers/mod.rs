@@ -11,6 +11,7 @@ mod logit;
 mod lu;
 mod lu_linear;
 mod permute;
+mod site_spline;
 mod squeeze;
 
 pub use actnorm::{ActNorm, ActNormSpec};
@@ -22,6 +23,7 @@ pub use invconv::{InvConv1x1, InvConvSpec};
 pub use logit::{Logit, LogitSpec};
 pub use lu_linear::{LuLinear, LuLinearSpec};
 pub use permute::{PermutationKind, Permute, PermuteSpec};
+pub use site_spline::{SiteSpline, SiteSplineSpec};
 pub use squeeze::{Squeeze, SqueezeSpec};
 
 use serde::{Deserialize, Serialize};

@@ -22,17 +22,7 @@ impl BuildNet for ConvSpec {
     type Net = GlowConvNet;
 
     fn build(&self, io: NetIo, cond_dim: usize, device: &Device) -> Result<GlowConvNet> {
-        let NetIo::Image {
-            in_channels,
-            out_channels,
-            height,
-            width,
-        } = io
-        else {
-            return Err(FlowError::config(
-                "a conv network needs an image mask (channel or checkerboard), not a dense one",
-            ));
-        };
+        let (in_channels, out_channels, height, width) = io.image("conv")?;
         if self.hidden_channels == 0 {
             return Err(FlowError::config("conv hidden_channels must be positive"));
         }

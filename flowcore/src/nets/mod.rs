@@ -9,6 +9,7 @@ mod activation;
 mod glow_conv;
 mod made;
 mod mlp;
+mod periodic_conv;
 mod res_mlp;
 
 use burn::prelude::*;
@@ -19,6 +20,7 @@ pub use activation::Activation;
 pub use glow_conv::{ConvSpec, GlowConvNet};
 pub use made::{Made, MadeSpec, hidden_degrees};
 pub use mlp::{Mlp, MlpSpec};
+pub use periodic_conv::{PeriodicConvNet, PeriodicConvSpec};
 pub use res_mlp::{ResBlock, ResMlp, ResMlpSpec};
 
 use crate::{FlowError, Result};
@@ -55,6 +57,24 @@ impl NetIo {
             Self::Image { .. } => Err(FlowError::config(
                 "an image mask needs a conv network (kind = \"conv\"), not an MLP",
             )),
+        }
+    }
+}
+
+impl NetIo {
+    /// `(in_channels, out_channels, height, width)` of an image network; an error naming
+    /// `net` for dense sizes.
+    fn image(self, net: &str) -> Result<(usize, usize, usize, usize)> {
+        match self {
+            Self::Image {
+                in_channels,
+                out_channels,
+                height,
+                width,
+            } => Ok((in_channels, out_channels, height, width)),
+            Self::Dense { .. } => Err(FlowError::config(format!(
+                "a {net} network needs an image mask (channel or checkerboard), not a dense one"
+            ))),
         }
     }
 }
@@ -132,6 +152,8 @@ registry! {
     ResMlp(ResMlpSpec => ResMlp) = "res_mlp",
     /// Glow's convolutional network ([`GlowConvNet`]).
     Conv(ConvSpec => GlowConvNet) = "conv",
+    /// Convolutions with periodic padding, for lattices ([`PeriodicConvNet`]).
+    PeriodicConv(PeriodicConvSpec => PeriodicConvNet) = "periodic_conv",
 }
 
 /// `x` with the condition appended as features.

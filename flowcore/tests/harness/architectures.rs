@@ -189,3 +189,63 @@ fn spline_and_autoregressive_architectures() {
         Inputs::Normal,
     );
 }
+
+#[test]
+fn lattice_architectures() {
+    let base = LatticeFlowConfig {
+        lattice: vec![4, 4],
+        couplings: 4,
+        transform: affine(TANH),
+        hidden_channels: vec![6, 6],
+        kernel_size: 3,
+        activation: Activation::Tanh,
+        z2: false,
+        site_spline: None,
+    };
+    let spline_site = |symmetric| SiteSplineSpec {
+        dim: 0,
+        bins: 8,
+        symmetric,
+        shared: true,
+    };
+    let cases = [
+        ("lattice 4x4 affine", base.clone()),
+        (
+            "lattice 4x4 z2 with a symmetric site spline",
+            LatticeFlowConfig {
+                z2: true,
+                site_spline: Some(spline_site(true)),
+                ..base.clone()
+            },
+        ),
+        (
+            "lattice 1-D of 6, spline couplings",
+            LatticeFlowConfig {
+                lattice: vec![6],
+                transform: spline(6, 3.0),
+                ..base.clone()
+            },
+        ),
+        (
+            "lattice single site",
+            LatticeFlowConfig {
+                lattice: vec![1],
+                couplings: 0,
+                site_spline: Some(spline_site(true)),
+                ..base.clone()
+            },
+        ),
+        (
+            "lattice 2x3x2, site spline only",
+            LatticeFlowConfig {
+                lattice: vec![2, 3, 2],
+                couplings: 0,
+                site_spline: Some(spline_site(false)),
+                ..base
+            },
+        ),
+    ];
+    for (name, config) in cases {
+        run_arch(name, ArchitectureConfig::Lattice(config), Inputs::Normal);
+    }
+}

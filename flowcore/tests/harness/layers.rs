@@ -47,6 +47,7 @@ fn coupling_with_residual_net_and_condition() {
                 cond_every_block: false,
             }),
             cond_dim: 2,
+            z2: false,
         })],
         Inputs::Normal,
     );
@@ -97,6 +98,7 @@ fn channel_and_checkerboard_couplings() {
             transform: affine(ScaleFn::Sigmoid),
             net: conv(),
             cond_dim: 3,
+            z2: false,
         })],
         Inputs::Normal,
     );
@@ -239,6 +241,7 @@ fn conditional_spline_coupling_with_residual_net() {
             }
             .into(),
             cond_dim: 3,
+            z2: false,
         })],
         Inputs::Normal,
     );
@@ -322,4 +325,92 @@ fn factor_out_chain_and_invert() {
         ],
         Inputs::Normal,
     );
+}
+
+fn site_spline(dim: usize, bins: usize, symmetric: bool, shared: bool) -> LayerSpec {
+    LayerSpec::SiteSpline(SiteSplineSpec {
+        dim,
+        bins,
+        symmetric,
+        shared,
+    })
+}
+
+#[test]
+fn site_spline_shared_per_site_symmetric() {
+    for (bins, symmetric, shared) in [(8, true, true), (2, true, false), (5, false, true)] {
+        run(
+            &format!("site_spline bins {bins} symmetric {symmetric} shared {shared}"),
+            vec![site_spline(3, bins, symmetric, shared)],
+            Inputs::Normal,
+        );
+    }
+}
+
+#[test]
+fn site_spline_extreme_parameters() {
+    // Raw parameters of standard deviation 2: bins and knot derivatives near their minimum and
+    // far above 1, values falling on steep and flat bins alike. The round trip is as good as
+    // f32 allows there: the sigmoid of the latent rounds by 6e-8, which a flat bin (slope near
+    // 1e-3) magnifies a thousandfold on the way back, and the inverse's log-det with it; the
+    // numerical-Jacobian check keeps its tolerance.
+    run_with(
+        "site_spline extreme parameters",
+        ArchitectureConfig::Layers(LayerList {
+            layers: vec![site_spline(4, 8, false, false)],
+        }),
+        Inputs::Normal,
+        HarnessSettings {
+            perturbation: 2.0,
+            round_trip: 5e-3,
+            cancel: 1e-3,
+            ..HarnessSettings::default()
+        },
+    );
+}
+
+fn periodic(hidden: &[usize], kernel_size: usize, output_bias: bool) -> NetSpec {
+    NetSpec::PeriodicConv(PeriodicConvSpec {
+        hidden_channels: hidden.to_vec(),
+        kernel_size,
+        activation: Activation::Tanh,
+        output_bias,
+    })
+}
+
+#[test]
+fn periodic_conv_checkerboard_couplings_1d_2d_and_z2() {
+    let square = ImageShape::new(1, 4, 4);
+    let line = ImageShape::new(1, 1, 6);
+    let cases = [
+        ("affine 4x4 kernel 3", square, affine(TANH), 3, false),
+        (
+            "affine 4x4 kernel 5 (wraps 2 sites)",
+            square,
+            affine(TANH),
+            5,
+            false,
+        ),
+        ("additive line of 6", line, Transform::Additive, 3, false),
+        ("spline 4x4", square, spline(6, 3.0), 3, false),
+        ("z2 affine 4x4", square, affine(TANH), 3, true),
+        ("z2 additive line of 6", line, Transform::Additive, 3, true),
+    ];
+    for (name, shape, transform, kernel, z2) in cases {
+        for flip in [false, true] {
+            run(
+                &format!("periodic {name} flip {flip}"),
+                vec![LayerSpec::Coupling(CouplingSpec {
+                    mask: Mask::Checkerboard { shape, flip },
+                    transform,
+                    // A z2 coupling's shift is the odd part of the network, in which an
+                    // output bias cancels: it would be a parameter without a gradient.
+                    net: periodic(&[6, 6], kernel, !z2),
+                    cond_dim: 0,
+                    z2,
+                })],
+                Inputs::Normal,
+            );
+        }
+    }
 }

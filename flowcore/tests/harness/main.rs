@@ -3,14 +3,17 @@
 //! architecture kind to `architectures.rs`.
 
 use flowcore::arch::{
-    DenseNet, ImageMask, MafConfig, Mixing, NsfAutoregressiveConfig, NsfConfig, NsfMixing,
+    DenseNet, ImageMask, LatticeFlowConfig, MafConfig, Mixing, NsfAutoregressiveConfig, NsfConfig,
+    NsfMixing,
 };
 use flowcore::layers::{
     ActNormSpec, AutoregressiveSpec, ChainSpec, CouplingSpec, FactorOutSpec, ImageShape,
     InvConvSpec, InvertSpec, LogitSpec, LuLinearSpec, Mask, PermutationKind, PermuteSpec,
-    SqueezeSpec,
+    SiteSplineSpec, SqueezeSpec,
 };
-use flowcore::nets::{Activation, ConvSpec, MadeSpec, MlpSpec, NetSpec, ResMlpSpec};
+use flowcore::nets::{
+    Activation, ConvSpec, MadeSpec, MlpSpec, NetSpec, PeriodicConvSpec, ResMlpSpec,
+};
 use flowcore::testing::{HarnessSettings, Inputs, check_architecture};
 use flowcore::transform::{ScaleFn, Spline, Transform};
 use flowcore::{ArchitectureConfig, GlowConfig, LayerList, LayerSpec, RealNvpConfig};
@@ -36,6 +39,7 @@ fn coupling(mask: Mask, transform: Transform, net: NetSpec) -> LayerSpec {
         transform,
         net,
         cond_dim: 0,
+        z2: false,
     })
 }
 
