@@ -5,13 +5,13 @@ use burn::prelude::*;
 use burn::tensor::TensorData;
 use flowcore::arch::LatticeFlowConfig;
 use flowcore::lattice::{
-    Phi4, Phi4Couplings, PriorSource, ReverseKl, effective_sample_size, independence_metropolis,
-    log_partition,
+    ForwardKlTerm, Phi4, Phi4Couplings, PriorSource, ReverseKl, effective_sample_size,
+    independence_metropolis, log_partition,
 };
 use flowcore::layers::SiteSplineSpec;
 use flowcore::nets::Activation;
 use flowcore::testing::perturb_params;
-use flowcore::train::{TrainingConfig, fit_objective};
+use flowcore::train::{Objective, TrainingConfig, fit_objective};
 use flowcore::transform::{ScaleFn, Transform};
 use flowcore::{ArchitectureConfig, Flow};
 use rand::{Rng, SeedableRng};
@@ -362,4 +362,70 @@ fn annealing_raises_the_action_weight_linearly_to_one() {
             objective.beta(step)
         );
     }
+}
+
+#[test]
+fn the_forward_kl_term_adds_the_flows_nll_of_chain_fields() {
+    let device = Device::flex().autodiff();
+    let sites = 24;
+    let n = 40;
+    let fields: Vec<f32> = random_field(n * sites, 9)
+        .into_iter()
+        .map(|v| v as f32)
+        .collect();
+    let term = ForwardKlTerm::new(fields.clone(), sites, 0.5, 8, 3).unwrap();
+    assert_eq!(term.len(), n);
+    // Each step's rows are distinct fields of the set, the same on every call of that step.
+    let rows = |step| host(term.batch(step, &device));
+    let (a, again, b) = (rows(4), rows(4), rows(5));
+    assert_eq!(a, again);
+    assert_ne!(a, b);
+    let mut picked: Vec<usize> = a
+        .chunks(sites)
+        .map(|r| {
+            fields
+                .chunks(sites)
+                .position(|f| f == r)
+                .expect("a row that is no field of the set")
+        })
+        .collect();
+    picked.sort_unstable();
+    picked.dedup();
+    assert_eq!(picked.len(), 8);
+
+    let flow = Flow::seeded(lattice_flow(true), 2, &device).unwrap();
+    let flow = perturb_params(flow, 0.3, 5);
+    let nll: f32 = term
+        .negative_log_likelihood(&flow, 4, &device)
+        .into_scalar();
+    let expected: f32 = -flow
+        .log_prob(term.batch(4, &device), None)
+        .mean()
+        .into_scalar::<f32>();
+    assert!(
+        (nll - expected).abs() < 1e-4 * expected.abs().max(1.0),
+        "{nll} against {expected}"
+    );
+
+    // In the objective: the reverse KL plus weight x that NLL, the same draws otherwise.
+    let action = Phi4::new(&[4, 6], couplings(2.0, -4.0, 3.0)).unwrap();
+    let plain = ReverseKl::new(action);
+    let mut with = plain.clone();
+    with.forward_kl = Some(term.clone());
+    let z = flowcore::lattice::base_draws(16, sites, 1, &device);
+    let loss = |o: &ReverseKl| -> f32 { o.loss(&flow, z.clone(), None, 0, 4).total.into_scalar() };
+    let (l0, l1) = (loss(&plain), loss(&with));
+    assert!(
+        (l1 - l0 - 0.5 * nll).abs() < 1e-3,
+        "{l1} - {l0} != 0.5 x {nll}"
+    );
+
+    // Bad sets are refused with what is wrong.
+    let err = |r: Result<ForwardKlTerm, String>| r.unwrap_err();
+    assert!(err(ForwardKlTerm::new(vec![0.0; 25], sites, 1.0, 8, 0)).contains("25 values"));
+    let mut nan = fields.clone();
+    nan[sites * 3 + 2] = f32::NAN;
+    assert!(err(ForwardKlTerm::new(nan, sites, 1.0, 8, 0)).contains("field 3"));
+    assert!(err(ForwardKlTerm::new(fields.clone(), sites, 0.0, 8, 0)).contains("weight"));
+    assert!(err(ForwardKlTerm::new(fields, sites, 1.0, 0, 0)).contains("batch"));
 }

@@ -15,7 +15,7 @@ mod theory;
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
-use flowcore::lattice::{Phi4Couplings, PriorSource, ReverseKl};
+use flowcore::lattice::{ForwardKlTerm, Phi4Couplings, PriorSource, ReverseKl};
 use flowcore::train::{Collective, SingleProcess};
 use flowcore::{ArchitectureConfig, BaseConfig, DataShape};
 use serde::{Deserialize, Serialize};
@@ -56,6 +56,24 @@ pub struct ObjectiveGroup {
     pub anneal_from: f64,
     /// The path-gradient estimator (lower variance near convergence, one more flow pass).
     pub path_gradient: bool,
+    /// The weight of a mode-covering term, `-log q` of fields from an HMC chain of the action
+    /// (independent of the baseline's); 0 turns it off.
+    #[serde(default)]
+    pub forward_kl_weight: f64,
+    /// Fields that chain keeps (one per trajectory, after the baseline's thermalisation).
+    #[serde(default = "default_forward_kl_fields")]
+    pub forward_kl_fields: usize,
+    /// Of them, fields per training step.
+    #[serde(default = "default_forward_kl_batch")]
+    pub forward_kl_batch: usize,
+}
+
+fn default_forward_kl_fields() -> usize {
+    20000
+}
+
+fn default_forward_kl_batch() -> usize {
+    256
 }
 
 /// What the commands after `train` need of a run besides its model: `theory.json`.
@@ -176,6 +194,14 @@ pub fn train_ranked(opts: &TrainOptions, ranks: &dyn Collective) -> Result<Optio
     objective.anneal_steps = objective_group.anneal_steps;
     objective.anneal_from = objective_group.anneal_from;
     objective.path_gradient = objective_group.path_gradient;
+    if objective_group.forward_kl_weight > 0.0 {
+        objective.forward_kl = Some(reference_fields(
+            objective.action(),
+            &hmc,
+            &objective_group,
+            resolved.training.seed,
+        )?);
+    }
     let mut source = PriorSource::new(
         objective.action().sites(),
         resolved.training.seed,
@@ -213,7 +239,54 @@ pub fn train_ranked(opts: &TrainOptions, ranks: &dyn Collective) -> Result<Optio
     )
 }
 
+/// The mode-covering term's fields: an HMC chain of the action from a seed of its own, so the
+/// baseline the report checks against stays independent of training.
+fn reference_fields(
+    action: &flowcore::lattice::Phi4,
+    hmc: &HmcConfig,
+    o: &ObjectiveGroup,
+    seed: u64,
+) -> Result<ForwardKlTerm> {
+    let config = HmcConfig {
+        trajectories: o.forward_kl_fields,
+        seed: hmc.seed.wrapping_add(0x5EED).wrapping_add(seed),
+        ..hmc.clone()
+    };
+    let mut fields = Vec::with_capacity(o.forward_kl_fields * action.sites());
+    let acceptance = hmc::run(action, &config, |phi| {
+        fields.extend(phi.iter().map(|&v| v as f32));
+    })?;
+    tracing::info!(
+        "forward KL term: {} HMC fields (acceptance {acceptance:.3}), weight {}, {} per step",
+        o.forward_kl_fields,
+        o.forward_kl_weight,
+        o.forward_kl_batch
+    );
+    ForwardKlTerm::new(
+        fields,
+        action.sites(),
+        o.forward_kl_weight,
+        o.forward_kl_batch,
+        seed,
+    )
+    .map_err(anyhow::Error::msg)
+}
+
 fn check_objective(o: ObjectiveGroup) -> Result<ObjectiveGroup> {
+    if !(o.forward_kl_weight.is_finite() && o.forward_kl_weight >= 0.0) {
+        bail!(
+            "objective.forward_kl_weight must be a number >= 0, got {}",
+            o.forward_kl_weight
+        );
+    }
+    if o.forward_kl_weight > 0.0 && (o.forward_kl_fields < 2 || o.forward_kl_batch == 0) {
+        bail!(
+            "objective.forward_kl_fields must be at least 2 and objective.forward_kl_batch \
+             positive, got {} and {}",
+            o.forward_kl_fields,
+            o.forward_kl_batch
+        );
+    }
     if o.anneal_steps > 0 && !(o.anneal_from.is_finite() && (0.0..=1.0).contains(&o.anneal_from)) {
         bail!(
             "objective.anneal_from must lie in [0, 1], got {}",

@@ -7,7 +7,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, StandardNormal};
 
-use super::{Phi4, effective_sample_size, independence_metropolis, log_partition};
+use super::{ForwardKlTerm, Phi4, effective_sample_size, independence_metropolis, log_partition};
 use crate::Flow;
 use crate::base::standard_normal_log_prob;
 use crate::train::{Batch, DataSource, Loss, Objective};
@@ -30,6 +30,8 @@ pub struct ReverseKl {
     /// expectation is zero and lowers the gradient's variance near convergence. It costs one
     /// more pass of the flow per step.
     pub path_gradient: bool,
+    /// A mode-covering term over fields of the target from a chain, when given.
+    pub forward_kl: Option<ForwardKlTerm>,
 }
 
 impl ReverseKl {
@@ -40,6 +42,7 @@ impl ReverseKl {
             anneal_steps: 0,
             anneal_from: 1.0,
             path_gradient: false,
+            forward_kl: None,
         }
     }
 
@@ -144,12 +147,16 @@ impl Objective for ReverseKl {
         } else {
             self.sample_with_log_q(flow, z)
         };
+        let device = phi.device();
         drop(phi);
-        let kl = (log_q + action.clone().mul_scalar(beta)).mean();
-        Loss {
-            total: kl,
-            parts: vec![("action", action.mean())],
+        let mut total = (log_q + action.clone().mul_scalar(beta)).mean();
+        let mut parts = vec![("action", action.mean())];
+        if let Some(term) = &self.forward_kl {
+            let nll = term.negative_log_likelihood(flow, step, &device);
+            total = total + nll.clone().mul_scalar(term.weight);
+            parts.push(("reference_nll", nll));
         }
+        Loss { total, parts }
     }
 
     fn validate(
