@@ -215,3 +215,34 @@ fn a_seed_gives_the_same_parameters_while_other_threads_build_and_sample() {
     }
     noise.join().unwrap();
 }
+
+#[test]
+fn glow_level_latents_follow_its_factor_outs() {
+    use flowcore::arch::Architecture;
+    use flowcore::layer::LayerSpec;
+    // The factored-out tails of the specs, outermost first, and what is left at the bottom.
+    fn tails(specs: &[LayerSpec], dim: usize, out: &mut Vec<std::ops::Range<usize>>) {
+        match specs.iter().find_map(|s| match s {
+            LayerSpec::FactorOut(f) => Some(f),
+            _ => None,
+        }) {
+            Some(f) => {
+                assert_eq!(f.dim, dim);
+                out.push(f.active..f.dim);
+                tails(&f.layers, f.active, out);
+            }
+            None => out.push(0..dim),
+        }
+    }
+    for (levels, c, h) in [(1, 1, 4), (2, 1, 8), (3, 3, 16)] {
+        let glow = GlowConfig {
+            levels,
+            ..GlowConfig::new(c, h, h)
+        };
+        let mut expected = Vec::new();
+        tails(&glow.to_specs().unwrap(), c * h * h, &mut expected);
+        let got = glow.level_latents();
+        assert_eq!(got, expected, "{levels} levels");
+        assert_eq!(got.iter().map(|r| r.len()).sum::<usize>(), c * h * h);
+    }
+}

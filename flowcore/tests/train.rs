@@ -7,8 +7,8 @@ use burn::optim::GradientsParams;
 use burn::prelude::*;
 use burn::tensor::TensorData;
 use flowcore::train::{
-    Batch, CheckpointDir, DataSource, Schedule, ScheduleState, TrainError, TrainingConfig,
-    clip_global_norm, fit, mean_nll,
+    Batch, CheckpointDir, DataSource, Divergence, EpochStats, Schedule, ScheduleState, TrainError,
+    TrainingConfig, clip_global_norm, fit, mean_nll,
 };
 use flowcore::{ArchitectureConfig, Flow, RealNvpConfig};
 use rand::Rng;
@@ -254,6 +254,103 @@ fn early_stopping_restores_the_best_weights() {
         last > best_nll,
         "the last epoch ({last}) should be worse than the best ({best_nll})"
     );
+}
+
+#[test]
+fn restore_best_keeps_the_best_weights_without_stopping() {
+    let device = Device::flex().autodiff();
+    let data = || Gaussian {
+        seed: 3,
+        nan_at: None,
+        drift_per_step: 0.02,
+    };
+    let run = |restore_best: bool, name: &str| {
+        let cfg = TrainingConfig {
+            restore_best,
+            ..config(12)
+        };
+        let out = fit(
+            new_flow(&device),
+            &mut data(),
+            &cfg,
+            &run_dir(name),
+            false,
+            &device,
+            &mut [],
+        )
+        .unwrap();
+        let nll = mean_nll(
+            &out.flow.valid(),
+            &data().validation().unwrap().x,
+            2,
+            &Device::flex(),
+        );
+        (out, nll)
+    };
+    let (kept, kept_nll) = run(true, "restore");
+    let (last, last_nll) = run(false, "last");
+    assert!(!kept.stopped_early && kept.history.len() == 12);
+    let (best_nll, best_epoch) = kept.best;
+    assert!(best_epoch < 12, "the drift never made validation worse");
+    assert!(kept.restored_best && !last.restored_best);
+    assert!(
+        (kept_nll - best_nll).abs() < 1e-5,
+        "{kept_nll} against {best_nll}"
+    );
+    let final_nll = last.history.last().unwrap().val_loss;
+    assert!(
+        (last_nll - final_nll).abs() < 1e-5,
+        "{last_nll} against {final_nll}"
+    );
+    assert!(last_nll > kept_nll);
+
+    // The drift is what a small training set does: validation diverges from training.
+    let d = Divergence::find(&kept.history).expect("no divergence found");
+    assert_eq!(d.best.0, best_epoch);
+    assert!(d.message(true).contains(&format!("epoch {best_epoch}'s")));
+    assert!(d.message(false).contains("restore_best"));
+}
+
+#[test]
+fn divergence_needs_a_real_rise_two_epochs_on_with_training_still_falling() {
+    let epoch = |epoch: usize, train_loss: f64, val_loss: f64| EpochStats {
+        epoch,
+        loss: "nll".into(),
+        train_loss,
+        val_loss,
+        val_bits_per_dim: None,
+        val_parts: Vec::new(),
+        learning_rate: 1e-3,
+        samples_per_sec: 1.0,
+        best: false,
+    };
+    let rising = [
+        epoch(1, 10.0, 10.0),
+        epoch(2, 8.0, 8.0),
+        epoch(3, 7.0, 8.5),
+        epoch(4, 6.0, 9.0),
+    ];
+    let d = Divergence::find(&rising).unwrap();
+    assert_eq!((d.best, d.last, d.train), ((2, 8.0), (4, 9.0), (8.0, 6.0)));
+    // One epoch after the best: noise, not yet a trend.
+    assert!(Divergence::find(&rising[..3]).is_none());
+    // A rise within 2% of the best.
+    let small = [
+        rising[0].clone(),
+        rising[1].clone(),
+        epoch(3, 7.0, 8.05),
+        epoch(4, 6.0, 8.1),
+    ];
+    assert!(Divergence::find(&small).is_none());
+    // Validation and training rising together: not memorisation.
+    let both = [
+        rising[0].clone(),
+        rising[1].clone(),
+        epoch(3, 8.5, 8.5),
+        epoch(4, 9.0, 9.0),
+    ];
+    assert!(Divergence::find(&both).is_none());
+    assert!(Divergence::find(&[]).is_none());
 }
 
 #[test]

@@ -1,27 +1,32 @@
 //! Application 2: image generation and anomaly detection. A Glow (or RealNVP) learns the
 //! images of `ROOT/train/<class>/` by maximum likelihood on dequantised pixels; the run gets
 //! bits/dim, samples at several temperatures, reconstructions, latent interpolations and
-//! latent statistics, and the validation folders are scored for outliers with three scores:
-//! bits/dim, a complexity-corrected score and a typicality score.
+//! latent statistics, and the validation folders are scored for outliers: bits/dim, two
+//! complexity-corrected scores, typicality, the latent norm and, for a multiscale Glow, the
+//! ratio of its levels' likelihoods; the score that separates best flags images.
 
+mod background;
 mod cli;
 mod data;
+mod measures;
 mod report;
 mod score;
 
 use anyhow::{Context, Result};
-use flowcore::BaseConfig;
 use flowcore::train::{Collective, MaximumLikelihood, SingleProcess};
+use flowcore::{ArchitectureConfig, BaseConfig};
 use serde::{Deserialize, Serialize};
 
 pub use crate::run::TrainOptions;
 use crate::run::{AppInfo, AppRun, ResolvedConfig, RunRecord, Training, train_app};
 pub use crate::shared::csv::csv_field;
 pub use crate::shared::images::{ImageRun, bits_per_dim_8bit};
+pub use background::{BACKGROUND_FILE, BackgroundGroup};
 pub use cli::App2;
 use data::RunImages;
+pub use measures::{COMMON_SCORES, LEVEL_RATIO, LIKELIHOOD_RATIO, Measured, Models, Scorer};
 pub use score::{
-    FolderStat, ImageScore, Reference, SCORE_NAMES, ScoreStat, ScoreSummary, format_table, score,
+    DEFAULT_SCORE, FolderStat, ImageScore, Reference, ScoreStat, ScoreSummary, format_table, score,
     score_set,
 };
 
@@ -41,7 +46,8 @@ pub struct RunGroup {
     pub temperatures: Vec<f64>,
     /// Thresholds are this quantile of the training images' scores.
     pub score_quantile: f64,
-    /// Training images scored for the thresholds and the typicality reference.
+    /// Images scored for the thresholds and the typicality reference: held-out images of the
+    /// training classes when there are at least 50, else training images.
     pub reference_images: usize,
 }
 
@@ -82,8 +88,14 @@ pub fn train_ranked(opts: &TrainOptions, ranks: &dyn Collective) -> Result<Optio
     let mut resolved = ResolvedConfig::new(&APP, opts)?;
     let images: ImageRun = resolved.take("run")?;
     let run: RunGroup = resolved.group("run")?;
+    let background: BackgroundGroup = resolved.group("background")?;
     resolved.finish()?;
+    background.validate()?;
     let model = resolved.model.clone().with_data_shape(&images.data_shape());
+    let levels = match &model {
+        ArchitectureConfig::Glow(glow) => glow.level_latents(),
+        _ => Vec::new(),
+    };
     let data = RunImages::load(&images)?;
     let mut source = data.source(&images, &resolved.training);
     train_app(
@@ -101,6 +113,15 @@ pub fn train_ranked(opts: &TrainOptions, ranks: &dyn Collective) -> Result<Optio
             data: &mut source,
             config: &resolved.training,
         },
-        |r, _| report::report(&images, &run, &data, r),
+        |r, source| {
+            let background_flow = if background.enabled {
+                let flow = background::train(&model, &background, r.training, source, r.run_dir)?;
+                r.artifact(&r.path(BACKGROUND_FILE), None);
+                Some(flow)
+            } else {
+                None
+            };
+            report::report(&images, &run, &data, levels, background_flow.as_ref(), r)
+        },
     )
 }

@@ -1,40 +1,91 @@
-//! Outlier scores of images under a trained model: bits/dim, a complexity-corrected score and a
-//! typicality score, thresholds from the training images ([`Reference`]), and per-folder
-//! statistics, ROC curves and histograms of a scored set.
+//! Outlier scores of a set of images under a trained model (see [`super::measures`] for what
+//! each score is): thresholds from held-out (else training) images ([`Reference`]), the score
+//! recommended for flagging, and per-folder statistics, ROC curves and histograms.
 
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
-use flowcore::Flow;
-use flowdata::images::{ImageSet, ImageSpec, OnBadImage, load_any, png_bits};
+use flowdata::images::{ImageSet, ImageSpec, OnBadImage, load_any};
 use serde::{Deserialize, Serialize};
 
-use super::data::pixels_of;
+use super::background::BACKGROUND_FILE;
+use super::measures::{Measured, Models, Scorer, TYPICALITY};
 use crate::shared::csv::csv_field;
-use crate::shared::images::bits_per_dim_rows;
 use crate::shared::plot::{RocCurve, histograms, roc_curves};
-use crate::shared::scores::{auroc, quantile, roc_curve};
+use crate::shared::scores::{auroc, fpr_at_tpr, quantile, roc_curve};
 
-/// The outlier scores, in the order of [`ImageScore::values`]; higher is more anomalous.
-pub const SCORE_NAMES: [&str; 3] = ["bits_per_dim", "complexity_corrected", "typicality"];
+/// The score that flags images when no other is recommended.
+pub const DEFAULT_SCORE: &str = "bits_per_dim";
 
-/// What the scores of the training images say: the thresholds and the typical bits/dim.
+/// What the scores of the reference images say: the thresholds and the typical bits/dim.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Reference {
     /// The training classes: folders of these names are normal, others outliers.
     pub normal_classes: Vec<String>,
-    /// Mean bits/dim of the training images scored.
+    /// Mean bits/dim of the reference images.
     pub mean_bits_per_dim: f64,
     /// Their standard deviation.
     pub std_bits_per_dim: f64,
     /// The quantile the thresholds are taken at.
     pub quantile: f64,
-    /// One threshold per score of [`SCORE_NAMES`].
+    /// The scores, in CSV order.
+    #[serde(default = "legacy_names")]
+    pub names: Vec<String>,
+    /// One threshold per score of `names`.
     pub thresholds: Vec<f64>,
-    /// Training images scored.
+    /// Images scored for it.
     pub images: usize,
+    /// Which images: `held-out` (of the training classes, not trained on) or `training`.
+    #[serde(default = "training_source")]
+    pub source: String,
+    /// The score that flags images: the one that separated the run's validation folders best
+    /// (`bits_per_dim` when they had no outliers).
+    #[serde(default = "default_score")]
+    pub recommended: String,
+    /// Each level's latents in `z` for a multiscale Glow, the first level first.
+    #[serde(default)]
+    pub levels: Vec<Range<usize>>,
+    /// Whether the run has a background model (`background.safetensors`).
+    #[serde(default)]
+    pub background: bool,
     /// Image size the model takes.
     pub spec: ImageSpec,
+}
+
+impl Reference {
+    /// How images are measured against it.
+    pub fn scorer(&self) -> Scorer {
+        Scorer {
+            spec: self.spec,
+            typical_bits_per_dim: self.mean_bits_per_dim,
+            levels: self.levels.clone(),
+            background: self.background,
+        }
+    }
+
+    /// The threshold of score `name` (NaN, flagging nothing, for a score it predates).
+    pub fn threshold(&self, name: &str) -> f64 {
+        self.names
+            .iter()
+            .position(|n| n == name)
+            .and_then(|i| self.thresholds.get(i).copied())
+            .unwrap_or(f64::NAN)
+    }
+}
+
+fn legacy_names() -> Vec<String> {
+    ["bits_per_dim", "complexity_corrected", "typicality"]
+        .map(String::from)
+        .to_vec()
+}
+
+fn default_score() -> String {
+    DEFAULT_SCORE.into()
+}
+
+fn training_source() -> String {
+    "training".into()
 }
 
 /// One image's scores.
@@ -44,8 +95,8 @@ pub struct ImageScore {
     pub path: String,
     /// Its folder (class).
     pub folder: String,
-    /// Scores in the order of [`SCORE_NAMES`].
-    pub values: [f64; 3],
+    /// Its measures and scores, in the order of the summary's `scores`.
+    pub measured: Measured,
 }
 
 /// One score over a scored set.
@@ -57,6 +108,9 @@ pub struct ScoreStat {
     pub threshold: f64,
     /// Area under the ROC curve, outlier folders against normal ones, when both are present.
     pub auroc: Option<f64>,
+    /// The false positive rate at 95% true positive rate, likewise.
+    #[serde(default)]
+    pub fpr_at_95_tpr: Option<f64>,
 }
 
 /// One folder of a scored set.
@@ -68,7 +122,7 @@ pub struct FolderStat {
     pub normal: bool,
     /// Images.
     pub images: usize,
-    /// Mean of each score.
+    /// Mean of each score, in the order of the summary's `scores`.
     pub mean: Vec<f64>,
     /// Fraction flagged by each score's threshold.
     pub flagged: Vec<f64>,
@@ -85,6 +139,12 @@ pub struct ScoreSummary {
     pub summary: PathBuf,
     /// Per score.
     pub scores: Vec<ScoreStat>,
+    /// The score whose threshold flags images (the CSV's `flagged` column, the table's).
+    #[serde(default = "default_score")]
+    pub flagged_by: String,
+    /// The levels' mean latent NLL per dimension per folder, when the model has levels.
+    #[serde(default)]
+    pub level_nll: Vec<(String, Vec<f64>)>,
     /// Per folder.
     pub folders: Vec<FolderStat>,
     /// Images skipped as unreadable.
@@ -103,59 +163,81 @@ impl ScoreSummary {
             .filter(|s| s.auroc.is_some())
             .max_by(|a, b| a.auroc.unwrap_or(0.0).total_cmp(&b.auroc.unwrap_or(0.0)))
     }
+
+    /// The index of score `name`.
+    pub fn index(&self, name: &str) -> Option<usize> {
+        self.scores.iter().position(|s| s.name == name)
+    }
 }
 
-/// The reference of a trained model: the scores of up to `n` training images (evenly spread
-/// over the set) give the thresholds at quantile `q` and the typical bits/dim.
+/// The reference of a trained model: the scores of up to `n` of the images `pixels` (evenly
+/// spread over them; `source` says which they are) give the thresholds at quantile `q` and the
+/// typical bits/dim. `scorer`: how images are measured, its typical bits/dim to be found.
 pub(super) fn reference(
-    flow: &Flow,
-    train_set: &ImageSet,
-    spec: ImageSpec,
+    models: Models,
+    pixels: &[u8],
+    source: &str,
+    mut scorer: Scorer,
     normal: &[String],
     n: usize,
     q: f64,
 ) -> Reference {
+    let spec = scorer.spec;
     let dim = spec.len();
-    let n_ref = n.min(train_set.len()).max(1);
-    let stride = (train_set.len() / n_ref).max(1);
-    let ref_idx: Vec<usize> = (0..train_set.len()).step_by(stride).take(n_ref).collect();
-    let ref_pixels = pixels_of(train_set, &ref_idx);
-    let ref_bpd = bits_per_dim_rows(flow, &ref_pixels, spec, &crate::run::device());
-    let mean_bpd = ref_bpd.iter().sum::<f64>() / ref_bpd.len().max(1) as f64;
-    let std_bpd =
-        (ref_bpd.iter().map(|b| (b - mean_bpd).powi(2)).sum::<f64>() / ref_bpd.len() as f64).sqrt();
-    let ref_scores: Vec<[f64; 3]> = ref_bpd
-        .iter()
-        .zip(ref_pixels.chunks(dim))
-        .map(|(&b, px)| score_values(b, px, spec, mean_bpd))
+    let available = pixels.len() / dim;
+    let n_ref = n.min(available).max(1);
+    let stride = (available / n_ref).max(1);
+    let ref_pixels: Vec<u8> = (0..available)
+        .step_by(stride)
+        .take(n_ref)
+        .flat_map(|i| &pixels[i * dim..(i + 1) * dim])
+        .copied()
         .collect();
+    let device = crate::run::device();
+    let mut measured = scorer.measure(models, &ref_pixels, &device);
+    let count = measured.len().max(1) as f64;
+    let mean_bpd = measured.iter().map(|m| m.bits_per_dim).sum::<f64>() / count;
+    let std_bpd = (measured
+        .iter()
+        .map(|m| (m.bits_per_dim - mean_bpd).powi(2))
+        .sum::<f64>()
+        / count)
+        .sqrt();
+    // Typicality is measured from the mean just found.
+    scorer.typical_bits_per_dim = mean_bpd;
+    for m in &mut measured {
+        m.scores[TYPICALITY] = (m.bits_per_dim - mean_bpd).abs();
+    }
+    let names = scorer.names();
     Reference {
         normal_classes: normal.to_vec(),
         mean_bits_per_dim: mean_bpd,
         std_bits_per_dim: std_bpd,
         quantile: q,
-        thresholds: (0..3)
-            .map(|s| quantile(&ref_scores.iter().map(|v| v[s]).collect::<Vec<_>>(), q))
+        thresholds: (0..names.len())
+            .map(|s| quantile(&measured.iter().map(|m| m.scores[s]).collect::<Vec<_>>(), q))
             .collect(),
-        images: ref_idx.len(),
+        names,
+        images: measured.len(),
+        source: source.to_string(),
+        recommended: DEFAULT_SCORE.into(),
+        levels: scorer.levels,
+        background: scorer.background,
         spec,
     }
 }
 
-/// The three scores of one image from its bits/dim.
-fn score_values(bpd: f64, pixels: &[u8], spec: ImageSpec, typical_bpd: f64) -> [f64; 3] {
-    let complexity = png_bits(pixels, spec) as f64 / spec.len() as f64;
-    [bpd, bpd - complexity, (bpd - typical_bpd).abs()]
-}
-
 /// Score every image of `set`; write the per-image CSV to `csv_path` and beside it
-/// `<stem>_summary.json`, `<stem>_roc.png` and `<stem>_hist_<score>.png`.
+/// `<stem>_summary.json`, `<stem>_roc.png` and `<stem>_hist_<score>.png`. Images are flagged
+/// by the reference's recommended score, or with `recommend`, by the score that separates
+/// this set's outlier folders best (when it has both kinds).
 pub fn score_set(
-    flow: &Flow,
+    models: Models,
     reference: &Reference,
     set: &ImageSet,
     source: &str,
     csv_path: &Path,
+    recommend: bool,
 ) -> Result<ScoreSummary> {
     let out_dir = csv_path
         .parent()
@@ -166,40 +248,38 @@ pub fn score_set(
         .map_or_else(|| "scores".to_string(), |s| s.to_string_lossy().to_string());
     std::fs::create_dir_all(out_dir)
         .with_context(|| format!("cannot create {}", out_dir.display()))?;
-    let spec = reference.spec;
-    let device = crate::run::device();
+    let scorer = reference.scorer();
+    let names = scorer.names();
     let started = std::time::Instant::now();
-    let bpd = bits_per_dim_rows(flow, &set.pixels, spec, &device);
-    let rows: Vec<ImageScore> = (0..set.len())
-        .map(|i| ImageScore {
+    if reference.background != models.background.is_some() {
+        bail!(
+            "the reference was made {} a background model, and scoring is asked {}",
+            if reference.background {
+                "with"
+            } else {
+                "without"
+            },
+            if reference.background {
+                "without"
+            } else {
+                "with"
+            }
+        );
+    }
+    let measured = scorer.measure(models, &set.pixels, &crate::run::device());
+    let rows: Vec<ImageScore> = measured
+        .into_iter()
+        .enumerate()
+        .map(|(i, measured)| ImageScore {
             path: set.paths[i].clone(),
             folder: set.classes[i].clone(),
-            values: score_values(bpd[i], set.image(i), spec, reference.mean_bits_per_dim),
+            measured,
         })
         .collect();
     let images_per_sec = set.len() as f64 / started.elapsed().as_secs_f64();
+    let thresholds: Vec<f64> = names.iter().map(|n| reference.threshold(n)).collect();
 
-    let csv_path = csv_path.to_path_buf();
-    let mut csv = format!(
-        "path,folder,outlier,{},flagged_by_{}\n",
-        SCORE_NAMES.join(","),
-        SCORE_NAMES[0]
-    );
     let is_outlier = |r: &ImageScore| !reference.normal_classes.contains(&r.folder);
-    for r in &rows {
-        csv.push_str(&format!(
-            "{},{},{},{},{},{},{}\n",
-            csv_field(&r.path),
-            csv_field(&r.folder),
-            is_outlier(r),
-            r.values[0],
-            r.values[1],
-            r.values[2],
-            r.values[0] > reference.thresholds[0]
-        ));
-    }
-    flowcore::io::write_atomic(&csv_path, csv.as_bytes())?;
-
     let labels: Vec<bool> = rows.iter().map(is_outlier).collect();
     let mut folders: Vec<String> = rows.iter().map(|r| r.folder.clone()).collect();
     folders.sort();
@@ -207,8 +287,8 @@ pub fn score_set(
     let mut stats = Vec::new();
     let mut curves = Vec::new();
     let mut figures = Vec::new();
-    for (s, name) in SCORE_NAMES.iter().enumerate() {
-        let values: Vec<f64> = rows.iter().map(|r| r.values[s]).collect();
+    for (s, name) in names.iter().enumerate() {
+        let values: Vec<f64> = rows.iter().map(|r| r.measured.scores[s]).collect();
         let auc = auroc(&values, &labels);
         if let Some(a) = auc {
             curves.push(RocCurve {
@@ -219,8 +299,9 @@ pub fn score_set(
         }
         stats.push(ScoreStat {
             name: name.to_string(),
-            threshold: reference.thresholds[s],
+            threshold: thresholds[s],
             auroc: auc,
+            fpr_at_95_tpr: fpr_at_tpr(&values, &labels, 0.95),
         });
         let groups: Vec<(String, Vec<f64>)> = folders
             .iter()
@@ -229,20 +310,51 @@ pub fn score_set(
                     f.clone(),
                     rows.iter()
                         .filter(|r| &r.folder == f)
-                        .map(|r| r.values[s])
+                        .map(|r| r.measured.scores[s])
                         .collect(),
                 )
             })
             .collect();
         let path = out_dir.join(format!("{stem}_hist_{name}.png"));
-        histograms(
-            &path,
-            &format!("{name} per folder"),
-            &groups,
-            Some(reference.thresholds[s]),
-        )?;
+        let threshold = Some(thresholds[s]).filter(|t| t.is_finite());
+        histograms(&path, &format!("{name} per folder"), &groups, threshold)?;
         figures.push(path);
     }
+    let best = stats
+        .iter()
+        .filter(|s| s.auroc.is_some() && s.threshold.is_finite())
+        .max_by(|a, b| a.auroc.unwrap_or(0.0).total_cmp(&b.auroc.unwrap_or(0.0)));
+    let flagged_by = match best {
+        Some(b) if recommend => b.name.clone(),
+        _ => reference.recommended.clone(),
+    };
+    let flag = names
+        .iter()
+        .position(|n| *n == flagged_by)
+        .with_context(|| format!("no score named {flagged_by}"))?;
+
+    let levels = rows.first().map_or(0, |r| r.measured.level_nll.len());
+    let mut csv = format!("path,folder,outlier,{}", names.join(","));
+    for l in 1..=levels {
+        csv.push_str(&format!(",level_{l}_nll"));
+    }
+    csv.push_str(&format!(",flagged_by_{flagged_by}\n"));
+    for r in &rows {
+        let m = &r.measured;
+        csv.push_str(&format!(
+            "{},{},{}",
+            csv_field(&r.path),
+            csv_field(&r.folder),
+            is_outlier(r)
+        ));
+        for v in m.scores.iter().chain(&m.level_nll) {
+            csv.push_str(&format!(",{v}"));
+        }
+        csv.push_str(&format!(",{}\n", m.scores[flag] > thresholds[flag]));
+    }
+    let csv_path = csv_path.to_path_buf();
+    flowcore::io::write_atomic(&csv_path, csv.as_bytes())?;
+
     if !curves.is_empty() {
         let path = out_dir.join(format!("{stem}_roc.png"));
         roc_curves(
@@ -252,26 +364,33 @@ pub fn score_set(
         )?;
         figures.push(path);
     }
+    let k = names.len();
+    let mut level_nll = Vec::new();
     let folder_stats = folders
         .iter()
         .map(|f| {
-            let members: Vec<&ImageScore> = rows.iter().filter(|r| &r.folder == f).collect();
+            let members: Vec<&Measured> = rows
+                .iter()
+                .filter(|r| &r.folder == f)
+                .map(|r| &r.measured)
+                .collect();
             let n = members.len().max(1) as f64;
+            let mean = |values: &dyn Fn(&Measured) -> f64| {
+                members.iter().map(|m| values(m)).sum::<f64>() / n
+            };
+            if levels > 0 {
+                level_nll.push((
+                    f.clone(),
+                    (0..levels).map(|l| mean(&|m| m.level_nll[l])).collect(),
+                ));
+            }
             FolderStat {
                 folder: f.clone(),
                 normal: reference.normal_classes.contains(f),
                 images: members.len(),
-                mean: (0..3)
-                    .map(|s| members.iter().map(|r| r.values[s]).sum::<f64>() / n)
-                    .collect(),
-                flagged: (0..3)
-                    .map(|s| {
-                        members
-                            .iter()
-                            .filter(|r| r.values[s] > reference.thresholds[s])
-                            .count() as f64
-                            / n
-                    })
+                mean: (0..k).map(|s| mean(&|m| m.scores[s])).collect(),
+                flagged: (0..k)
+                    .map(|s| mean(&|m| f64::from(u8::from(m.scores[s] > thresholds[s]))))
                     .collect(),
             }
         })
@@ -282,6 +401,8 @@ pub fn score_set(
         csv: csv_path,
         summary: summary_path.clone(),
         scores: stats,
+        flagged_by,
+        level_nll,
         folders: folder_stats,
         skipped: set.skipped.clone(),
         figures,
@@ -317,34 +438,59 @@ pub fn score(
     )
     .with_context(|| format!("{} is not a score reference", reference_path.display()))?;
     let flow = crate::run::load_model(run, &super::APP)?;
+    let background = if reference.background {
+        let path = run.join(BACKGROUND_FILE);
+        let (flow, _) = flowcore::checkpoint::load_flow(&path, &crate::run::device())
+            .with_context(|| format!("{}: the run's background model", path.display()))?;
+        Some(flow)
+    } else {
+        None
+    };
     let set = load_any(images, reference.spec, on_bad)?;
-    score_set(&flow, &reference, &set, images, csv_path)
+    let models = Models {
+        flow: &flow,
+        background: background.as_ref(),
+    };
+    score_set(models, &reference, &set, images, csv_path, false)
 }
 
 /// The scores table for a terminal.
 pub fn format_table(summary: &ScoreSummary) -> String {
+    let flag = summary.index(&summary.flagged_by).unwrap_or(0);
     let mut out = format!(
-        "{:<16} {:>7} {:>8} {:>14} {:>12} {:>9}\n",
-        "folder", "images", "bits/dim", "complexity-cor", "typicality", "flagged"
+        "{:<16} {:>7} {:>9} {:>9}\n",
+        "folder", "images", "bits/dim", "flagged"
     );
     for f in &summary.folders {
         out.push_str(&format!(
-            "{:<16} {:>7} {:>8.4} {:>14.4} {:>12.4} {:>8.1}%\n",
+            "{:<16} {:>7} {:>9.4} {:>8.1}%\n",
             format!("{}{}", f.folder, if f.normal { "" } else { " *" }),
             f.images,
             f.mean[0],
-            f.mean[1],
-            f.mean[2],
-            100.0 * f.flagged[0]
+            100.0 * f.flagged[flag]
         ));
     }
-    out.push_str("(* not a training class; flagged: bits/dim above the training quantile)\n");
+    out.push_str(&format!(
+        "(* not a training class; flagged: {} above the reference images' quantile)\n",
+        summary.flagged_by
+    ));
+    out.push_str(&format!(
+        "{:<22} {:>7} {:>12} {:>11}\n",
+        "score", "AUROC", "FPR@95%TPR", "threshold"
+    ));
+    let or_dash = |v: Option<f64>| v.map_or("-".to_string(), |a| format!("{a:.4}"));
     for s in &summary.scores {
         out.push_str(&format!(
-            "AUROC {:<22} {}   threshold {:.4}\n",
+            "{:<22} {:>7} {:>12} {:>11.4}{}\n",
             s.name,
-            s.auroc.map_or("-".to_string(), |a| format!("{a:.4}")),
-            s.threshold
+            or_dash(s.auroc),
+            or_dash(s.fpr_at_95_tpr),
+            s.threshold,
+            if s.name == summary.flagged_by {
+                "  (flags)"
+            } else {
+                ""
+            }
         ));
     }
     out

@@ -8,7 +8,7 @@ use anyhow::{Context, Result};
 use burn::prelude::*;
 use flowcore::checkpoint::save_flow;
 use flowcore::train::{
-    self, Collective, DataSource, FitOutcome, Objective, Observer, TrainingConfig,
+    self, Collective, DataSource, Divergence, FitOutcome, Objective, Observer, TrainingConfig,
 };
 use flowcore::{ArchitectureConfig, BaseConfig, Flow};
 use flowtrack::Tracker;
@@ -202,11 +202,25 @@ impl Reporter<'_> {
                 .log_artifact(&self.run_dir.join(f), Some("plots"));
         }
         self.tracker.flush();
+        let outcome = self.outcome;
+        let warnings: Vec<String> = Divergence::find(&outcome.history)
+            .map(|d| d.message(outcome.restored_best))
+            .into_iter()
+            .collect();
+        for w in &warnings {
+            tracing::warn!("{w}");
+        }
         RunRecord {
-            steps_per_sec: self.outcome.steps_per_sec(self.training.batch_size),
+            steps_per_sec: outcome.steps_per_sec(self.training.batch_size),
             train_seconds: self.train_seconds,
-            epochs: self.outcome.history.len(),
-            stopped_early: self.outcome.stopped_early,
+            epochs: outcome.history.len(),
+            stopped_early: outcome.stopped_early,
+            model_epoch: if outcome.restored_best {
+                outcome.best.1
+            } else {
+                outcome.history.last().map_or(0, |e| e.epoch)
+            },
+            warnings,
             history: self.outcome.history.clone(),
             figures: self.figures.clone(),
             tracking_run: self.tracker.local_run_dir().to_path_buf(),

@@ -106,6 +106,13 @@ pub struct RunRecord {
     pub epochs: usize,
     /// Whether early stopping ended the run.
     pub stopped_early: bool,
+    /// The epoch whose weights the model has: the best by validation loss when restored
+    /// (early stopping or `training.restore_best`), else the last.
+    #[serde(default)]
+    pub model_epoch: usize,
+    /// What the user should know about the run (validation diverging from training, say).
+    #[serde(default)]
+    pub warnings: Vec<String>,
     /// Per-epoch statistics.
     pub history: Vec<EpochStats>,
     /// The figures, relative to the run directory.
@@ -120,6 +127,9 @@ impl RunRecord {
     /// The figures (in `run_dir`) and the tracking run, a line each, for a terminal.
     pub fn listing(&self, run_dir: &std::path::Path) -> String {
         let mut out = String::new();
+        for w in &self.warnings {
+            out.push_str(&format!("warning: {w}\n"));
+        }
         for f in &self.figures {
             out.push_str(&format!("figure: {}\n", run_dir.join(f).display()));
         }

@@ -71,6 +71,19 @@ pub fn roc_curve(scores: &[f64], outlier: &[bool]) -> Vec<(f64, f64)> {
     out
 }
 
+/// The false positive rate at which the true positive rate first reaches `tpr` (FPR at 95%
+/// TPR, with `tpr = 0.95`), from the points of [`roc_curve`]; `None` without both classes.
+pub fn fpr_at_tpr(scores: &[f64], outlier: &[bool], tpr: f64) -> Option<f64> {
+    let n_pos = outlier.iter().filter(|o| **o).count();
+    if n_pos == 0 || n_pos == outlier.len() {
+        return None;
+    }
+    roc_curve(scores, outlier)
+        .into_iter()
+        .find(|&(_, t)| t >= tpr - 1e-12)
+        .map(|(f, _)| f)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -98,6 +111,19 @@ mod tests {
             .map(|w| (w[1].0 - w[0].0) * (w[1].1 + w[0].1) / 2.0)
             .sum();
         assert!((area - auroc(&scores, &labels).unwrap()).abs() < 1e-12);
+    }
+
+    #[test]
+    fn fpr_at_95_tpr_of_known_orderings() {
+        // Outliers 1.0 and 0.4 among normals 0.5, 0.3, 0.2: the second outlier is found only
+        // after one normal (0.5) is flagged, at FPR 1/3.
+        let scores = [1.0, 0.5, 0.4, 0.3, 0.2];
+        let outlier = [true, false, true, false, false];
+        assert_eq!(fpr_at_tpr(&scores, &outlier, 0.95), Some(1.0 / 3.0));
+        assert_eq!(fpr_at_tpr(&scores, &outlier, 0.5), Some(0.0));
+        let separated = [true, true, false, false, false];
+        assert_eq!(fpr_at_tpr(&scores, &separated, 0.95), Some(0.0));
+        assert_eq!(fpr_at_tpr(&scores, &[false; 5], 0.95), None);
     }
 
     #[test]

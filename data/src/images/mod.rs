@@ -17,7 +17,7 @@ pub use batches::{
     Augment, ImageBatch, ImageBatches, dequantize, to_unit, train_batch, train_rows,
 };
 pub use load::{decode, load_any, load_folder, load_s3, load_split};
-pub use png::{png_bits, save_grid, to_pixels};
+pub use png::{deflate_bits, png_bits, save_grid, to_pixels};
 pub use roots::{EMBEDDED, EMBEDDED_CLASSES, EMBEDDED_ROOT, EmbeddedSet, ImageRoot};
 
 /// Size and colour of decoded images.

@@ -96,6 +96,23 @@ impl GlowConfig {
         }
     }
 
+    /// Where each level's latents lie in `z = forward(x)`, the first (finest) level first:
+    /// level `l < levels - 1` factors out the tail half of its input, `[D / 2^(l+1), D / 2^l)`,
+    /// and the last level keeps `[0, D / 2^(levels-1))`. The first levels carry local pixel
+    /// statistics shared by all images, the last what is specific to the training data
+    /// (Schirrmeister et al. 2020), which outlier scores use.
+    pub fn level_latents(&self) -> Vec<std::ops::Range<usize>> {
+        let dim = self.channels * self.height * self.width;
+        let mut out = Vec::with_capacity(self.levels);
+        let mut end = dim;
+        for _ in 0..self.levels.saturating_sub(1) {
+            out.push(end / 2..end);
+            end /= 2;
+        }
+        out.push(0..end);
+        out
+    }
+
     fn level(&self, level: usize, input: ImageShape) -> Vec<LayerSpec> {
         let s = ImageShape::new(input.channels * 4, input.height / 2, input.width / 2);
         let mut specs = vec![SqueezeSpec { shape: input }.into()];

@@ -42,6 +42,10 @@ pub struct TrainingConfig {
     pub early_stopping_patience: usize,
     /// Smallest validation improvement (nats) that counts for early stopping.
     pub early_stopping_min_delta: f64,
+    /// End with the weights of the best validation epoch, not the last, even without early
+    /// stopping (which always restores them): on a small training set the last epochs
+    /// memorise it.
+    pub restore_best: bool,
     /// Save a checkpoint every this many epochs (and after the last).
     pub checkpoint_every: usize,
     /// Keep this many epoch checkpoints, plus `best`.
@@ -68,6 +72,7 @@ impl Default for TrainingConfig {
             clip_grad_norm: 10.0,
             early_stopping_patience: 0,
             early_stopping_min_delta: 0.0,
+            restore_best: false,
             checkpoint_every: 1,
             keep_last: 3,
             seed: 0,
@@ -77,6 +82,11 @@ impl Default for TrainingConfig {
 }
 
 impl TrainingConfig {
+    /// Whether training ends with the best validation epoch's weights.
+    pub fn restores_best(&self) -> bool {
+        self.restore_best || self.early_stopping_patience > 0
+    }
+
     /// Check values; errors name the key.
     pub fn validate(&self) -> Result<(), TrainError> {
         let bad = |key: &str, why: String| Err(TrainError::Config(format!("training.{key} {why}")));

@@ -437,10 +437,11 @@ impl Trainer<'_> {
         Ok(self.stopped_early)
     }
 
-    /// The outcome: with early stopping, the best weights (from this process, or the `best`
-    /// checkpoint of a resumed run), else the last.
+    /// The outcome: with early stopping or `restore_best`, the best weights (from this
+    /// process, or the `best` checkpoint of a resumed run), else the last.
     fn finish(self, mut flow: Flow) -> Result<FitOutcome, TrainError> {
-        if self.config.early_stopping_patience > 0 {
+        let restored = self.config.restores_best();
+        if restored {
             flow = match self.best_flow {
                 Some(best) => best.train(),
                 // Only rank 0 has the checkpoints; the other ranks' flows are not used after.
@@ -455,6 +456,7 @@ impl Trainer<'_> {
             flow,
             history: self.state.history.clone(),
             stopped_early: self.stopped_early,
+            restored_best: restored,
             best: (self.state.best_val, self.state.best_epoch),
             ranks: self.ranks.size(),
         })

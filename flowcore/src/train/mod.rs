@@ -26,5 +26,7 @@ pub use config::{OptimizerKind, TrainingConfig};
 pub use data::{Batch, DataSource};
 pub use engine::{fit, fit_data_parallel, fit_objective};
 pub use objective::{Loss, MaximumLikelihood, Objective, mean_nll, mean_nll_batch};
-pub use report::{EpochStats, FitOutcome, Observer, StepStats, TrainError, bits_per_dim};
+pub use report::{
+    Divergence, EpochStats, FitOutcome, Observer, StepStats, TrainError, bits_per_dim,
+};
 pub use schedule::{Schedule, ScheduleState};

@@ -117,6 +117,8 @@ pub struct FitOutcome {
     pub history: Vec<EpochStats>,
     /// Whether early stopping ended the run.
     pub stopped_early: bool,
+    /// Whether `flow` has the best epoch's weights (early stopping or `restore_best`).
+    pub restored_best: bool,
     /// The best validation loss and its epoch.
     pub best: (f64, usize),
     /// Ranks that trained it (1: one process).
@@ -139,4 +141,59 @@ impl FitOutcome {
 /// `nll` nats per sample of `dim` features in bits per dimension.
 pub fn bits_per_dim(nll: f64, dim: usize) -> f64 {
     nll / (dim as f64 * std::f64::consts::LN_2)
+}
+
+/// Validation loss that rose after its best epoch while the training loss went on falling: the
+/// model is memorising its training data (common on small training sets).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Divergence {
+    /// The epoch of the lowest validation loss, and that loss.
+    pub best: (usize, f64),
+    /// The last epoch and its validation loss.
+    pub last: (usize, f64),
+    /// The training loss at the best epoch and at the last.
+    pub train: (f64, f64),
+}
+
+impl Divergence {
+    /// Relative rise of the validation loss over its best (of `max(|best|, 1)`) that counts.
+    pub const RISE: f64 = 0.02;
+
+    /// The divergence in `history`, if the last epoch's validation loss is more than
+    /// [`Self::RISE`] above the best, two or more epochs after it, with a lower training loss.
+    pub fn find(history: &[EpochStats]) -> Option<Self> {
+        let last = history.last()?;
+        let best = history
+            .iter()
+            .filter(|e| e.val_loss.is_finite())
+            .min_by(|a, b| a.val_loss.total_cmp(&b.val_loss))?;
+        let rise = last.val_loss - best.val_loss;
+        (last.epoch >= best.epoch + 2
+            && rise > Self::RISE * best.val_loss.abs().max(1.0)
+            && last.train_loss < best.train_loss)
+            .then_some(Self {
+                best: (best.epoch, best.val_loss),
+                last: (last.epoch, last.val_loss),
+                train: (best.train_loss, last.train_loss),
+            })
+    }
+
+    /// What a user reads; `restored`: whether the run ended with the best epoch's weights.
+    pub fn message(&self, restored: bool) -> String {
+        let outcome = if restored {
+            format!("the model kept is epoch {}'s", self.best.0)
+        } else {
+            format!(
+                "the model kept is the last epoch's: set training.restore_best = true (or \
+                 training.early_stopping_patience) to keep epoch {}'s",
+                self.best.0
+            )
+        };
+        format!(
+            "validation and training diverge: validation loss rose from {:.4} (epoch {}) to \
+             {:.4} (epoch {}) while training loss fell from {:.4} to {:.4}, so the model \
+             memorises its training data (more data, augmentation or a smaller model help); {}",
+            self.best.1, self.best.0, self.last.1, self.last.0, self.train.0, self.train.1, outcome
+        )
+    }
 }
