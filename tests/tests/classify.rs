@@ -181,6 +181,14 @@ fn fashion_mnist_classes_are_told_apart_far_above_chance() {
     let ood = r.ood.as_ref().unwrap();
     assert_eq!(ood.folders, ["dress"]);
     assert_eq!(ood.images, 100);
+    // The class-conditional model's own evidence beside bits/dim (the default `ib` mode has
+    // class likelihoods).
+    for a in [
+        ood.auroc_posterior_entropy,
+        ood.auroc_max_class_bits_per_dim,
+    ] {
+        assert!(a.is_some_and(|a| (0.0..=1.0).contains(&a)), "{a:?}");
+    }
     let (predictions, classes) =
         app3::predict(&s.run_dir, "embedded:fashion-mnist-classes/val").unwrap();
     assert_eq!(classes.len(), 4);

@@ -43,16 +43,18 @@ impl App for App3 {
         let s = train(opts)?;
         let mut out = format!("run directory: {}\n", s.run_dir.display());
         out.push_str(&format_metrics(&s.report.metrics));
+        let or_dash = |a: Option<f64>| a.map_or("-".to_string(), |a| format!("{a:.4}"));
         if let Some(o) = &s.report.ood {
             let _ = writeln!(
                 out,
                 "unseen classes {:?}: {:.3} bits/dim against {:.3} for the training classes; \
-                 AUROC {}",
+                 AUROC by bits/dim {}, by posterior entropy {}, by max-class bits/dim {}",
                 o.folders,
                 o.unseen_bits_per_dim,
                 o.seen_bits_per_dim,
-                o.auroc_bits_per_dim
-                    .map_or("-".to_string(), |a| format!("{a:.4}"))
+                or_dash(o.auroc_bits_per_dim),
+                or_dash(o.auroc_posterior_entropy),
+                or_dash(o.auroc_max_class_bits_per_dim),
             );
         }
         let _ = writeln!(

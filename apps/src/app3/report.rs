@@ -1,6 +1,6 @@
 //! Application 3's report: accuracy, confusion and calibration on the validation images,
 //! class-conditional samples, and out-of-distribution detection of unseen classes by
-//! likelihood.
+//! likelihood and by the model's class evidence.
 
 use anyhow::Result;
 use flowcore::classify::Classifier;
@@ -11,7 +11,8 @@ use super::data::RunImages;
 use super::{Report, RunGroup};
 use crate::run::Reporter;
 use crate::shared::classify::{Mode, class_log_probs, metrics};
-use crate::shared::images::{ImageRun, bits_per_dim_rows};
+use crate::shared::evidence::{ClassEvidence, class_evidence};
+use crate::shared::images::{ImageRun, bits_per_dim_8bit, bits_per_dim_rows};
 use crate::shared::infer::to_vec;
 use crate::shared::plot::{RocCurve, histograms, history_curves, roc_curves};
 use crate::shared::scores::{auroc, roc_curve};
@@ -30,6 +31,12 @@ pub struct OodReport {
     pub seen_bits_per_dim: f64,
     /// Mean bits/dim of the unseen classes' images.
     pub unseen_bits_per_dim: f64,
+    /// AUROC of the entropy of the class posterior `p(y | x)`.
+    #[serde(default)]
+    pub auroc_posterior_entropy: Option<f64>,
+    /// AUROC of `-max_k log p(x | k)` in bits/dim (a class-conditional base only).
+    #[serde(default)]
+    pub auroc_max_class_bits_per_dim: Option<f64>,
 }
 
 pub(super) fn report(
@@ -67,14 +74,40 @@ pub(super) fn report(
     }
     save_grid(&r.figure("class_samples.png"), &grid, spec, per_row, 3)?;
 
-    // Out-of-distribution detection by bits/dim, when val/ has other classes.
+    // Out-of-distribution detection when val/ has other classes: by bits/dim, and by the
+    // class-conditional model's own evidence (likelihood alone fails on simpler images).
     let ood = match data.unseen() {
         Some((unseen_pixels, folders)) => {
             let seen_bpd = bits_per_dim_rows(&flow, &data.val_pixels, spec, &device);
             let unseen_bpd = bits_per_dim_rows(&flow, &unseen_pixels, spec, &device);
-            let scores: Vec<f64> = seen_bpd.iter().chain(&unseen_bpd).copied().collect();
-            let outlier: Vec<bool> = (0..scores.len()).map(|i| i >= seen_bpd.len()).collect();
-            let a = auroc(&scores, &outlier);
+            let outlier: Vec<bool> = (0..seen_bpd.len() + unseen_bpd.len())
+                .map(|i| i >= seen_bpd.len())
+                .collect();
+            let evidence: Vec<ClassEvidence> = [&data.val_pixels, &unseen_pixels]
+                .into_iter()
+                .flat_map(|p| class_evidence(classifier, &flow, &to_unit(p), dim, &device))
+                .collect();
+            let mut scores: Vec<(&str, Vec<f64>)> = vec![
+                (
+                    "bits/dim",
+                    seen_bpd.iter().chain(&unseen_bpd).copied().collect(),
+                ),
+                (
+                    "posterior entropy",
+                    evidence.iter().map(|e| e.posterior_entropy).collect(),
+                ),
+            ];
+            if let Some(max_ll) = evidence
+                .iter()
+                .map(|e| e.max_class_log_likelihood)
+                .collect::<Option<Vec<f64>>>()
+            {
+                scores.push((
+                    "max-class bits/dim",
+                    max_ll.iter().map(|&l| bits_per_dim_8bit(l, dim)).collect(),
+                ));
+            }
+            let aurocs: Vec<Option<f64>> = scores.iter().map(|(_, v)| auroc(v, &outlier)).collect();
             histograms(
                 &r.figure("ood_bits_per_dim.png"),
                 "bits/dim: training classes against unseen ones",
@@ -89,20 +122,26 @@ pub(super) fn report(
             )?;
             roc_curves(
                 &r.figure("ood_roc.png"),
-                "unseen classes by bits/dim",
-                &[RocCurve {
-                    name: "bits/dim".into(),
-                    points: roc_curve(&scores, &outlier),
-                    auroc: a.unwrap_or(f64::NAN),
-                }],
+                "unseen classes against the training classes",
+                &scores
+                    .iter()
+                    .zip(&aurocs)
+                    .map(|((name, v), a)| RocCurve {
+                        name: name.to_string(),
+                        points: roc_curve(v, &outlier),
+                        auroc: a.unwrap_or(f64::NAN),
+                    })
+                    .collect::<Vec<_>>(),
             )?;
             let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
             Some(OodReport {
                 folders,
                 images: unseen_bpd.len(),
-                auroc_bits_per_dim: a,
+                auroc_bits_per_dim: aurocs[0],
                 seen_bits_per_dim: mean(&seen_bpd),
                 unseen_bits_per_dim: mean(&unseen_bpd),
+                auroc_posterior_entropy: aurocs[1],
+                auroc_max_class_bits_per_dim: aurocs.get(2).copied().flatten(),
             })
         }
         None => None,
@@ -113,8 +152,19 @@ pub(super) fn report(
         "val_expected_calibration_error",
         m.expected_calibration_error,
     );
-    if let Some(a) = ood.as_ref().and_then(|o| o.auroc_bits_per_dim) {
-        r.metric("ood_auroc_bits_per_dim", a);
+    if let Some(o) = &ood {
+        for (key, value) in [
+            ("ood_auroc_bits_per_dim", o.auroc_bits_per_dim),
+            ("ood_auroc_posterior_entropy", o.auroc_posterior_entropy),
+            (
+                "ood_auroc_max_class_bits_per_dim",
+                o.auroc_max_class_bits_per_dim,
+            ),
+        ] {
+            if let Some(a) = value {
+                r.metric(key, a);
+            }
+        }
     }
     tracing::info!(
         "validation accuracy {:.4}, expected calibration error {:.4}{}",

@@ -180,6 +180,27 @@ fn config_errors_leave_no_folder_and_no_tracking_run() {
 }
 
 #[test]
+fn bad_background_settings_of_app2_leave_no_folder() {
+    let dir = scratch("background");
+    for (set, key) in [
+        ("background.noise_rate=1.0", "background.noise_rate"),
+        ("background.epochs_fraction=0", "background.epochs_fraction"),
+        ("background.hidden_channels=0", "background.hidden_channels"),
+        ("background.enabld=true", "enabld"),
+    ] {
+        fails_naming(
+            run(APP2, &["--set", set, "--run-dir", "never"], &dir),
+            &[key],
+        );
+        assert!(!dir.join("never").exists(), "{set}: a run folder was made");
+        assert!(
+            !dir.join("mlruns").exists(),
+            "{set}: a tracking run was made"
+        );
+    }
+}
+
+#[test]
 fn a_tracking_uri_that_is_no_server_or_folder_is_an_error() {
     let dir = scratch("trackinguri");
     let out = Command::new(APP1)

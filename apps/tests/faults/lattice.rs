@@ -69,6 +69,19 @@ fn bad_theories_and_settings_leave_no_folder() {
         ),
         (vec!["--lattice", "8y8"], "theory.lattice"),
         (vec!["--set", "run.mcmc_samples=1"], "run.mcmc_samples"),
+        (
+            vec!["--set", "objective.forward_kl_weight=-1"],
+            "objective.forward_kl_weight",
+        ),
+        (
+            vec![
+                "--set",
+                "objective.forward_kl_weight=1",
+                "--set",
+                "objective.forward_kl_fields=1",
+            ],
+            "objective.forward_kl_fields",
+        ),
     ] {
         let mut all = args.clone();
         all.extend(["--run-dir", "never"]);
