@@ -7,7 +7,8 @@
 //!   images, point files).
 //! - One module per application: [`app1`] (distribution mapping), [`app2`] (images and
 //!   anomalies), [`app3`] and [`app4`] (generative classification of images and points),
-//!   [`inverse`] (applications 5-7, inverse problems), [`app9`] (lattice phi^4 sampling); and
+//!   [`inverse`] (applications 5-7, inverse problems), [`app8`] (conditional generation),
+//!   [`app9`] (lattice phi^4 sampling); and
 //!   [`bench`], the benchmark table.
 //!
 //! Adding an application is a module here (its config, data, report and `cli` with an
@@ -25,6 +26,7 @@ pub mod app1;
 pub mod app2;
 pub mod app3;
 pub mod app4;
+pub mod app8;
 pub mod app9;
 pub mod bench;
 pub mod inverse;

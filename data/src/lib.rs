@@ -1,16 +1,23 @@
 //! flowdata: datasets and loaders for flowmodels. Toy point distributions (drawn fresh for
 //! every batch from a seed), point files, image folders on disk, S3 or embedded, and the
-//! forward simulators of the inverse problems.
+//! forward simulators of the inverse problems, conditional generators and HDF5 tables of
+//! conditions and data read in shuffled, prefetched blocks.
 
+mod conditional;
 pub mod images;
 pub mod inverse;
 mod points;
 pub mod s3;
+pub mod stream;
+mod table;
 mod toy;
 
+pub use conditional::{Conditional, digamma, ln_gamma};
 pub use points::{
     LabelledPoints, OUTLIER_SPREADS, Points, read_labelled_points_csv, read_points_csv,
 };
+pub use stream::{ShuffledRows, StreamOptions};
+pub use table::{Block, ColumnRange, Hdf5Table, TableReader, write_hdf5_table};
 pub use toy::Toy;
 
 /// Errors reading data; each names the file and, where it applies, the line.

@@ -18,7 +18,10 @@ use models::{
     dense_flops, glow, glow_flops, lattice_8x8, lattice_flops, maf_fedhex, mlp_flops, nsf_flashsim,
     phi4_8x8, real_nvp,
 };
-use timing::{loader, time_conditional_training, time_objective_training, time_training};
+pub use timing::hdf5_bench_dir;
+use timing::{
+    hdf5_reader, loader, time_conditional_training, time_objective_training, time_training,
+};
 
 /// One configuration of the table.
 #[derive(Clone, Copy, Debug)]
@@ -30,7 +33,7 @@ pub struct Case {
 }
 
 /// Every configuration, in table order.
-pub const CASES: [Case; 13] = [
+pub const CASES: [Case; 14] = [
     Case {
         id: "realnvp2d",
         what: "2-D RealNVP, 8 couplings, MLP 1-128-128-2, batch 1024, Adam: training",
@@ -58,6 +61,11 @@ pub const CASES: [Case; 13] = [
     Case {
         id: "loader",
         what: "data loading: PNG decode + flip/rotate/zoom + dequantise, 32x32x3",
+    },
+    Case {
+        id: "hdf5-reader",
+        what: "HDF5 tables as app 8 trains on them: 4 files x 250k rows x 31 f32 (deflate), \
+               shuffled blocks across files, prefetched, batches of 256: rows/s",
     },
     Case {
         id: "nsf-flashsim",
@@ -317,17 +325,13 @@ pub fn run_case(id: &str, scale: f64, peak_gflops: f64) -> Result<Row> {
             )
         }
         "loader" => {
-            let (decode, batches) = loader(steps(40))?;
-            return Ok(Row {
-                id: id.into(),
-                implementation: "flowmodels".into(),
-                steps_per_sec: batches / 32.0,
-                samples_per_sec: batches,
-                peak_mib: peak_mib(),
-                flops_per_step: 0.0,
-                fraction_of_peak: 0.0,
-                note: format!("decode alone {decode:.0} images/s; batches of 32"),
-            });
+            let (decode, images) = loader(steps(40))?;
+            let note = format!("decode alone {decode:.0} images/s; batches of 32");
+            (images / 32.0, 32, 0.0, note)
+        }
+        "hdf5-reader" => {
+            let (rows, note) = hdf5_reader(steps(1_000_000))?;
+            (rows / 256.0, 256, 0.0, note)
         }
         other => bail!(
             "unknown case `{other}`; the cases are {}",

@@ -106,3 +106,61 @@ pub(super) fn loader(batches: usize) -> Result<(f64, f64)> {
     let _ = std::fs::remove_dir_all(&dir);
     Ok((decode, per_sec))
 }
+
+/// The HDF5 files of the `hdf5-reader` case: FlashSim-shaped tables (14 conditions, 17
+/// targets), `HDF5_FILES` files of `HDF5_ROWS` rows each, chunks of 4096 rows, deflate level 1.
+/// The reference (`benches/reference/hdf5_bench.py`) reads the same files.
+pub fn hdf5_bench_dir() -> std::path::PathBuf {
+    std::env::temp_dir().join("flowmodels-bench-hdf5")
+}
+
+const HDF5_FILES: usize = 4;
+const HDF5_ROWS: usize = 250_000;
+
+/// Rows per second that training's shuffled, prefetched reader delivers in batches of 256
+/// from the bench's HDF5 files (written first), reading `rows` rows.
+pub(super) fn hdf5_reader(rows: usize) -> Result<(f64, String)> {
+    use flowdata::{Hdf5Table, ShuffledRows, StreamOptions, batch_rng, write_hdf5_table};
+    use rand_distr::{Distribution, StandardNormal};
+    let dir = hdf5_bench_dir();
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir)?;
+    let width = 31;
+    let files: Vec<std::path::PathBuf> = (0..HDF5_FILES)
+        .map(|f| dir.join(format!("table-{f}.h5")))
+        .collect();
+    for (f, path) in files.iter().enumerate() {
+        let mut rng = batch_rng(7, f as u64);
+        let values: Vec<f32> = (0..HDF5_ROWS * width)
+            .map(|_| StandardNormal.sample(&mut rng))
+            .collect();
+        write_hdf5_table(path, "data", &values, width, 4096, Some(1))?;
+    }
+    let table = Hdf5Table::open(&files, "data", "0:14".parse()?, "14:31".parse()?)?;
+    let blocks = table.blocks(4096);
+    let mut stream = ShuffledRows::new(
+        table,
+        blocks,
+        StreamOptions {
+            window: 8,
+            prefetch: 2,
+            seed: 0,
+        },
+    );
+    let batch = 256;
+    let started = Instant::now();
+    let mut read = 0;
+    while read < rows {
+        let (c, x) = stream.rows(read as u64, batch)?;
+        std::hint::black_box((c, x));
+        read += batch;
+    }
+    let per_sec = read as f64 / started.elapsed().as_secs_f64();
+    Ok((
+        per_sec,
+        format!(
+            "{read} rows of {HDF5_FILES} files x {HDF5_ROWS} x 31 f32 (deflate 1, chunks of \
+             4096): blocks of 4096, 8 shuffled together, 2 read ahead; batches of 256"
+        ),
+    ))
+}

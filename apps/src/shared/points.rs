@@ -282,7 +282,7 @@ fn file(
 }
 
 /// The rows `rows` of `values` (`[n, dim]`), row-major.
-fn take_rows(values: &[f32], dim: usize, rows: &[usize]) -> Vec<f32> {
+pub fn take_rows(values: &[f32], dim: usize, rows: &[usize]) -> Vec<f32> {
     rows.iter()
         .flat_map(|&i| values[i * dim..(i + 1) * dim].iter().copied())
         .collect()
