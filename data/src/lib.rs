@@ -1,12 +1,13 @@
 //! flowdata: datasets and loaders for flowmodels. Toy point distributions (drawn fresh for
 //! every batch from a seed), point files, image folders on disk, S3 or embedded, and the
-//! forward simulators of the inverse problems, conditional generators and HDF5 tables of
-//! conditions and data read in shuffled, prefetched blocks.
+//! forward simulators of the inverse problems, conditional generators, HDF5 tables of
+//! conditions and data read in shuffled, prefetched blocks, and ROOT TTrees of flat branches.
 
 mod conditional;
 pub mod images;
 pub mod inverse;
 mod points;
+mod root;
 pub mod s3;
 pub mod stream;
 mod table;
@@ -16,6 +17,7 @@ pub use conditional::{Conditional, digamma, ln_gamma};
 pub use points::{
     LabelledPoints, OUTLIER_SPREADS, Points, read_labelled_points_csv, read_points_csv,
 };
+pub use root::{read_root_table, read_root_tree};
 pub use stream::{ShuffledRows, StreamOptions};
 pub use table::{Block, ColumnRange, Hdf5Table, TableReader, write_hdf5_table};
 pub use toy::Toy;

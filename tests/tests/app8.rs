@@ -2,7 +2,8 @@
 //! condition estimated as well as the Bayes-optimal rule (two Gaussians) and as the maximum
 //! likelihood (a Gaussian mean, one and several observations); generation at a held-out grid
 //! label with the true moments; and the smearing simulator read from several HDF5 files to
-//! within 0.05 nats per dimension of its true conditional entropy.
+//! within 0.05 nats per dimension of its true conditional entropy; ROOT trees written by uproot
+//! read as the same table as their CSV.
 
 use std::path::{Path, PathBuf};
 
@@ -185,4 +186,74 @@ fn smearing_from_several_hdf5_files_reaches_the_true_conditional_entropy() {
         "below the entropy: {:?}",
         r.gap_per_dim
     );
+}
+
+/// ROOT trees written by uproot (the grid workflow's files) give the table their CSV gives:
+/// the same training, validation and held-out rows, the same whitening.
+#[test]
+fn root_trees_give_the_rows_of_the_same_table_as_csv() {
+    use flowapps::app8::data::Rows;
+    use flowapps::app8::{DataGroup, RunGroup};
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../data/tests/fixtures/root");
+    let names = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let data = DataGroup {
+        csv: String::new(),
+        c_columns: names(&["c0", "c1"]),
+        x_columns: names(&["x0", "x1"]),
+        root: Vec::new(),
+        tree: String::new(),
+        hdf5: Vec::new(),
+        dataset: "data".into(),
+        c: String::new(),
+        x: String::new(),
+        block_rows: 4096,
+        window_blocks: 8,
+        prefetch: 2,
+        whiten: true,
+        whiten_rows: 100_000,
+        truth: String::new(),
+    };
+    let run = RunGroup {
+        dataset: String::new(),
+        validation_size: 100,
+        plot_points: 100,
+        held_out: vec![vec![2.0, 2.0]],
+    };
+    let from_root = Rows::open(
+        &run,
+        &DataGroup {
+            root: vec![fixtures.join("grid.root").display().to_string()],
+            tree: "events".into(),
+            ..data.clone()
+        },
+        7,
+    )
+    .unwrap();
+    let from_csv = Rows::open(
+        &run,
+        &DataGroup {
+            csv: fixtures.join("grid.csv").display().to_string(),
+            ..data
+        },
+        7,
+    )
+    .unwrap();
+    let (r, c) = (from_root.info(), from_csv.info());
+    assert!(r.source.contains("grid.root"), "{}", r.source);
+    assert_eq!(r.x_whitening, c.x_whitening);
+    assert_eq!(r.c_whitening, c.c_whitening);
+    assert_eq!((&r.c_min, &r.c_max), (&c.c_min, &c.c_max));
+    assert_eq!(from_root.raw_validation(), from_csv.raw_validation());
+    let (hc, hx) = from_root.held_out_rows();
+    assert_eq!(
+        (hc.len(), hx.len()),
+        (80, 80),
+        "the 40 rows of label (2, 2)"
+    );
+    assert!(hc.iter().all(|&v| v == 2.0));
+    assert_eq!(from_root.held_out_rows(), from_csv.held_out_rows());
+    // 24 labels in training: the condition is discrete, and (2, 2) is not among them.
+    let labels = r.discrete_conditions.as_ref().unwrap();
+    assert_eq!(labels.len(), 24);
+    assert!(!labels.contains(&vec![2.0, 2.0]));
 }

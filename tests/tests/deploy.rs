@@ -181,7 +181,7 @@ fn submit_dry_run_prints_the_aws_calls() {
         .arg(root().join("awsbatch/submit.sh"))
         .args([
             "--app",
-            "train_flowmodels8",
+            "train_flowmodels10",
             "--queue",
             "q",
             "--job-definition",

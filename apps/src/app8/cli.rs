@@ -1,4 +1,4 @@
-//! Application 8's command line: `train` with `--dataset`, `--csv` and `--hdf5`; `sample`,
+//! Application 8's command line: `train` with `--dataset`, `--csv`, `--root` and `--hdf5`; `sample`,
 //! `logprob`, `estimate`, `interpolate`, and `simulate` (a generator's rows into HDF5 files).
 
 use std::fmt::Write;
@@ -30,9 +30,13 @@ pub struct Flags {
     /// A CSV with a header (data.csv); name its condition columns with --c-columns.
     #[arg(long)]
     csv: Option<PathBuf>,
-    /// The CSV's condition columns, comma-separated (data.c_columns).
+    /// The condition columns of a CSV or ROOT table, comma-separated (data.c_columns).
     #[arg(long)]
     c_columns: Option<String>,
+    /// ROOT files or folders (data.root), repeatable; name the condition branches with
+    /// --c-columns.
+    #[arg(long)]
+    root: Vec<PathBuf>,
     /// HDF5 files or folders (data.hdf5), repeatable; give --c and --x ranges.
     #[arg(long)]
     hdf5: Vec<PathBuf>,
@@ -52,13 +56,18 @@ impl ConfigFlags for Flags {
             let names: Vec<String> = c.split(',').map(|n| quoted(n.trim())).collect();
             sets.push(format!("data.c_columns=[{}]", names.join(",")));
         }
-        if !self.hdf5.is_empty() {
-            let files: Vec<String> = self
-                .hdf5
+        let paths = |ps: &[PathBuf]| -> String {
+            let quoted: Vec<String> = ps
                 .iter()
                 .map(|p| quoted(&p.display().to_string()))
                 .collect();
-            sets.push(format!("data.hdf5=[{}]", files.join(",")));
+            format!("[{}]", quoted.join(","))
+        };
+        if !self.root.is_empty() {
+            sets.push(format!("data.root={}", paths(&self.root)));
+        }
+        if !self.hdf5.is_empty() {
+            sets.push(format!("data.hdf5={}", paths(&self.hdf5)));
         }
         sets
     }

@@ -1,5 +1,5 @@
-//! Application 8's rows of `(c, x)`: a generator drawn fresh for every batch, a CSV held in
-//! memory, or HDF5 files streamed in shuffled blocks; all whitened with statistics of the
+//! Application 8's rows of `(c, x)`: a generator drawn fresh for every batch, a CSV or ROOT
+//! trees held in memory, or HDF5 files streamed in shuffled blocks; all whitened with statistics of the
 //! training rows, which the run keeps ([`TableInfo`]).
 
 use std::path::{Path, PathBuf};
@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use flowcore::train::{Batch, DataSource};
 use flowdata::{
-    Block, ColumnRange, Conditional, Hdf5Table, ShuffledRows, StreamOptions, batch_rng,
-    read_points_csv,
+    Block, ColumnRange, Conditional, Hdf5Table, Points, ShuffledRows, StreamOptions, batch_rng,
+    read_points_csv, read_root_table,
 };
 use rand::Rng;
 use rand::seq::SliceRandom;
@@ -157,8 +157,16 @@ impl Rows {
     /// The rows `run` and `data` name, drawn or shuffled from `seed`. Every file is checked
     /// before anything else happens.
     pub fn open(run: &RunGroup, data: &DataGroup, seed: u64) -> Result<Self> {
-        if !data.csv.is_empty() && !data.hdf5.is_empty() {
-            bail!("data.csv and data.hdf5 are both given: choose one");
+        let given: Vec<&str> = [
+            ("data.csv", !data.csv.is_empty()),
+            ("data.root", !data.root.is_empty()),
+            ("data.hdf5", !data.hdf5.is_empty()),
+        ]
+        .into_iter()
+        .filter_map(|(key, set)| set.then_some(key))
+        .collect();
+        if given.len() > 1 {
+            bail!("{} are all given: choose one", given.join(" and "));
         }
         let truth = (!data.truth.is_empty()).then(|| data.truth.clone());
         if let Some(t) = &truth {
@@ -166,6 +174,8 @@ impl Rows {
         }
         if !data.csv.is_empty() {
             csv_rows(run, data, truth, seed)
+        } else if !data.root.is_empty() {
+            root_rows(run, data, truth, seed)
         } else if !data.hdf5.is_empty() {
             hdf5_rows(run, data, truth, seed)
         } else {
@@ -289,21 +299,39 @@ fn info(
 }
 
 fn csv_rows(run: &RunGroup, data: &DataGroup, truth: Option<String>, seed: u64) -> Result<Rows> {
-    let path = Path::new(&data.csv);
-    let pts = read_points_csv(path).context("data.csv")?;
+    let pts = read_points_csv(Path::new(&data.csv)).context("data.csv")?;
     pts.check_outliers(&data.csv).context("data.csv")?;
+    table_rows(run, data, &data.csv, &pts, truth, seed)
+}
+
+fn root_rows(run: &RunGroup, data: &DataGroup, truth: Option<String>, seed: u64) -> Result<Rows> {
+    let files = files_in("data.root", &data.root, &["root"])?;
+    let tree = (!data.tree.is_empty()).then_some(data.tree.as_str());
+    let pts = read_root_table(&files, tree).context("data.root")?;
+    let name = format!("{} ROOT file(s): {}", files.len(), data.root.join(", "));
+    pts.check_outliers(&name).context("data.root")?;
+    table_rows(run, data, &name, &pts, truth, seed)
+}
+
+/// The rows of a table held in memory (a CSV or ROOT trees), split by the named columns.
+fn table_rows(
+    run: &RunGroup,
+    data: &DataGroup,
+    name: &str,
+    pts: &Points,
+    truth: Option<String>,
+    seed: u64,
+) -> Result<Rows> {
     if data.c_columns.is_empty() {
         bail!(
-            "data.c_columns: name the condition's columns of {} (it has: {})",
-            data.csv,
+            "data.c_columns: name the condition's columns of {name} (it has: {})",
             pts.columns.join(", ")
         );
     }
-    let find = |name: &String, key: &str| {
-        pts.columns.iter().position(|c| c == name).with_context(|| {
+    let find = |col: &String, key: &str| {
+        pts.columns.iter().position(|c| c == col).with_context(|| {
             format!(
-                "data.{key}: {} has no column `{name}` (it has: {})",
-                data.csv,
+                "data.{key}: {name} has no column `{col}` (it has: {})",
                 pts.columns.join(", ")
             )
         })
@@ -322,7 +350,7 @@ fn csv_rows(run: &RunGroup, data: &DataGroup, truth: Option<String>, seed: u64) 
             .collect::<Result<_>>()?
     };
     if x_idx.is_empty() {
-        bail!("{}: every column is a condition; no x is left", data.csv);
+        bail!("{name}: every column is a condition; no x is left");
     }
     let (mut c, mut x) = (Vec::new(), Vec::new());
     let (mut hc, mut hx) = (Vec::new(), Vec::new());
@@ -339,15 +367,14 @@ fn csv_rows(run: &RunGroup, data: &DataGroup, truth: Option<String>, seed: u64) 
     }
     if !run.held_out.is_empty() && hc.is_empty() {
         bail!(
-            "run.held_out: no row of {} has the condition {:?}",
-            data.csv,
+            "run.held_out: no row of {name} has the condition {:?}",
             run.held_out
         );
     }
     let (cd, d) = (c_idx.len(), x_idx.len());
     let n = x.len() / d;
     if n < 10 {
-        bail!("{}: {n} rows are too few to train on", data.csv);
+        bail!("{name}: {n} rows are too few to train on");
     }
     let mut order: Vec<usize> = (0..n).collect();
     order.shuffle(&mut batch_rng(seed, u64::MAX));
@@ -356,7 +383,7 @@ fn csv_rows(run: &RunGroup, data: &DataGroup, truth: Option<String>, seed: u64) 
     let (tc, tx) = (take_rows(&c, cd, train), take_rows(&x, d, train));
     let columns = |idx: &[usize]| idx.iter().map(|&j| pts.columns[j].clone()).collect();
     let info = info(
-        data.csv.clone(),
+        name.to_string(),
         truth,
         columns(&c_idx),
         columns(&x_idx),
@@ -373,19 +400,26 @@ fn csv_rows(run: &RunGroup, data: &DataGroup, truth: Option<String>, seed: u64) 
     })
 }
 
-/// The files `data.hdf5` names: files as given, folders as their `*.h5` and `*.hdf5` files.
-pub fn hdf5_files(entries: &[String]) -> Result<Vec<PathBuf>> {
+/// The files a `key` (data.hdf5, data.root) names: files as given, folders as their files with
+/// one of `extensions`.
+pub fn files_in(key: &str, entries: &[String], extensions: &[&str]) -> Result<Vec<PathBuf>> {
     let mut files = Vec::new();
     for e in entries {
         let p = PathBuf::from(e);
         if p.is_dir() {
             let mut inside: Vec<PathBuf> = std::fs::read_dir(&p)
-                .with_context(|| format!("data.hdf5: cannot list {e}"))?
+                .with_context(|| format!("{key}: cannot list {e}"))?
                 .filter_map(|d| d.ok().map(|d| d.path()))
-                .filter(|f| f.extension().is_some_and(|x| x == "h5" || x == "hdf5"))
+                .filter(|f| {
+                    f.extension()
+                        .is_some_and(|x| extensions.iter().any(|&w| x == w))
+                })
                 .collect();
             if inside.is_empty() {
-                bail!("data.hdf5: the folder {e} holds no .h5 or .hdf5 file");
+                bail!(
+                    "{key}: the folder {e} holds no .{} file",
+                    extensions.join(" or .")
+                );
             }
             inside.sort();
             files.extend(inside);
@@ -398,7 +432,7 @@ pub fn hdf5_files(entries: &[String]) -> Result<Vec<PathBuf>> {
 
 fn hdf5_rows(run: &RunGroup, data: &DataGroup, truth: Option<String>, seed: u64) -> Result<Rows> {
     if !run.held_out.is_empty() {
-        bail!("run.held_out works with generators and CSV tables, not with data.hdf5");
+        bail!("run.held_out works with generators, CSV and ROOT tables, not with data.hdf5");
     }
     let range = |key: &str, v: &str| -> Result<ColumnRange> {
         if v.is_empty() {
@@ -407,7 +441,7 @@ fn hdf5_rows(run: &RunGroup, data: &DataGroup, truth: Option<String>, seed: u64)
         v.parse().with_context(|| format!("data.{key}"))
     };
     let (c, x) = (range("c", &data.c)?, range("x", &data.x)?);
-    let files = hdf5_files(&data.hdf5)?;
+    let files = files_in("data.hdf5", &data.hdf5, &["h5", "hdf5"])?;
     let table = Hdf5Table::open(&files, &data.dataset, c, x).context("data.hdf5")?;
     // Validation: the last rows of every file, the same share of each.
     let total = table.total_rows();

@@ -50,16 +50,20 @@ pub struct RunGroup {
     pub held_out: Vec<Vec<f64>>,
 }
 
-/// The `[data]` group: a CSV or HDF5 files, and how they are read.
+/// The `[data]` group: a CSV, ROOT or HDF5 files, and how they are read.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DataGroup {
     /// A CSV with a header ("" for none).
     pub csv: String,
-    /// The CSV's condition columns.
+    /// The condition columns of a CSV or ROOT table.
     pub c_columns: Vec<String>,
-    /// The CSV's data columns (none: all but the conditions).
+    /// Its data columns (none: all but the conditions).
     pub x_columns: Vec<String>,
+    /// ROOT files or folders of them.
+    pub root: Vec<String>,
+    /// The TTree in each ROOT file ("": the file's only one).
+    pub tree: String,
     /// HDF5 files or folders of them.
     pub hdf5: Vec<String>,
     /// The 2-D dataset in each HDF5 file.

@@ -1,5 +1,6 @@
 //! Application 8 given bad tables and bad conditions: a missing HDF5 dataset, a column range
-//! outside the table, a truncated file, a missing file, an unknown CSV column, a condition of
+//! outside the table, a truncated file, a missing file, an unknown CSV column, a missing ROOT
+//! TTree, a ROOT branch that is not a flat number, a folder without ROOT files, a condition of
 //! the wrong width for `sample` and `estimate`; each an error naming it, with no run folder
 //! made and a finished run unchanged. `simulate` never overwrites a file.
 
@@ -64,6 +65,10 @@ fn bad_tables_are_named_before_any_run_folder_exists() {
     let h5s = h5.to_str().unwrap();
     let cuts = cut.to_str().unwrap();
     let missing = dir.join("nothing.h5");
+    let root = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../data/tests/fixtures/root/grid.root"
+    );
     let cases: Vec<(Vec<&str>, Vec<&str>)> = vec![
         (
             train_args(h5s, &["--set", "data.dataset=events"]),
@@ -87,6 +92,30 @@ fn bad_tables_are_named_before_any_run_folder_exists() {
             vec!["rows.csv", "`q`"],
         ),
         (vec!["--dataset", "grid:1"], vec!["run.dataset", "grid:1"]),
+        (
+            vec![
+                "--root",
+                root,
+                "--c-columns",
+                "c0,c1",
+                "--set",
+                "data.tree=\"tree\"",
+            ],
+            vec!["grid.root", "no TTree `tree`", "events"],
+        ),
+        (
+            // `hits` is jagged: left out of the table, so not a column to name.
+            vec!["--root", root, "--c-columns", "c0,hits"],
+            vec!["grid.root", "`hits`", "c0, c1"],
+        ),
+        (
+            vec!["--root", cuts, "--c-columns", "c0,c1"],
+            vec!["data.root", "holds no .root file"],
+        ),
+        (
+            vec!["--root", root, "--csv", csv.to_str().unwrap()],
+            vec!["data.csv and data.root", "choose one"],
+        ),
     ];
     for (args, what) in cases {
         fails_naming(run(APP8, &args, &dir), &what);
