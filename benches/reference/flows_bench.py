@@ -162,7 +162,8 @@ def missing(case, library, why):
     }
 
 
-def main():
+def main(cases=CASES, libraries=LIBRARIES, run_case=run_case, script=__file__):
+    """Every case and library in a process of its own, or `--only CASE --library LIB`."""
     p = argparse.ArgumentParser()
     p.add_argument("--scale", type=float, default=1.0)
     p.add_argument("--peak", type=float, default=1.0)
@@ -181,11 +182,11 @@ def main():
             return
         print(json.dumps(run_case(args.only, args.library, args.scale, args.peak)))
         return
-    chosen = args.cases.split(",") if args.cases else CASES
-    for case in [c for c in CASES if c in chosen]:
-        for library in LIBRARIES:
+    chosen = args.cases.split(",") if args.cases else cases
+    for case in [c for c in cases if c in chosen]:
+        for library in libraries:
             out = subprocess.run(
-                [sys.executable, __file__, "--only", case, "--library", library]
+                [sys.executable, script, "--only", case, "--library", library]
                 + ["--scale", str(args.scale), "--peak", str(args.peak)],
                 capture_output=True,
                 text=True,

@@ -149,6 +149,8 @@ registry! {
     FactorOut(FactorOutSpec => FactorOut) = "factor_out",
     /// A per-value spline on the real line ([`SiteSpline`]).
     SiteSpline(SiteSplineSpec => SiteSpline) = "site_spline",
+    /// A continuous flow ([`Ffjord`]).
+    Ffjord(FfjordSpec => Ffjord) = "ffjord",
     /// Layers in sequence.
     Chain(ChainSpec => Chain<Layer>) = "chain",
     /// Layers in sequence, run backwards.

@@ -30,6 +30,7 @@ pub mod lattice;
 pub mod layer;
 pub mod layers;
 pub mod nets;
+pub mod ode;
 pub mod partition;
 pub mod tensor_util;
 pub mod testing;

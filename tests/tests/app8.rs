@@ -108,6 +108,46 @@ fn gaussian_mean_estimate_is_the_observation_and_the_mean_of_several() {
     assert!((m0 - 1.0).abs() < 0.05, "sample mean {m0}");
 }
 
+/// The conditional FFJORD (issue 16) meets the same `estimate` bars as the other flows: the
+/// Bayes-optimal accuracy over two candidates, and the maximum-likelihood mean by gradient
+/// ascent on c through the ODE solve.
+#[test]
+fn a_conditional_ffjord_estimates_the_condition_as_well_as_the_other_flows() {
+    let dir = scratch("ffjord");
+    let ffjord = [
+        "model.kind=ffjord",
+        "training.learning_rate=3e-3",
+        "training.gradient_checkpointing=false",
+    ];
+    let e = epochs(1);
+    let mut sets = vec!["run.dataset=\"two_gaussians\"", &e[0], &e[1]];
+    sets.extend(ffjord);
+    let s = train_in(&dir.join("two"), &sets);
+    let est = &s.report.estimate;
+    let (acc, bayes) = (est.accuracy.unwrap(), est.bayes_accuracy.unwrap());
+    eprintln!("ffjord, two Gaussians: accuracy {acc:.4}, Bayes-optimal {bayes:.4}");
+    assert!(
+        (acc - bayes).abs() <= 0.02,
+        "accuracy {acc} against {bayes}"
+    );
+
+    let e = epochs(2);
+    let mut sets = vec!["run.dataset=\"gaussian_mean\"", &e[0], &e[1]];
+    sets.extend(ffjord);
+    let s = train_in(&dir.join("mean"), &sets);
+    let check = s.report.estimate.mean_abs_error_to_true_ml.unwrap();
+    let gap = s.report.gap_per_dim.unwrap();
+    eprintln!("ffjord, Gaussian mean: mean |c - ML| {check:.4}, gap {gap:+.4} per dimension");
+    assert!(
+        check < 0.1,
+        "held-out rows: mean error to the true ML {check}"
+    );
+    assert!(
+        gap < 0.05,
+        "gap to the true conditional entropy {gap} per dimension"
+    );
+}
+
 #[test]
 fn grid_generates_the_held_out_centre_with_the_true_moments() {
     let dir = scratch("grid");

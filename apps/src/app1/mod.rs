@@ -18,6 +18,7 @@ pub use crate::run::TrainOptions;
 use crate::run::{AppInfo, AppRun, ResolvedConfig, RunRecord, Training, load_model, train_app};
 pub use crate::shared::csv::write_csv;
 use crate::shared::infer::to_vec;
+use crate::shared::normality::Normality;
 use crate::shared::points::{PointRun, PointSet};
 pub use cli::App1;
 
@@ -57,9 +58,39 @@ pub struct Report {
     pub change_of_variables_max_abs_diff: f64,
     /// Largest |x - inverse(forward(x))| over the plotted points.
     pub round_trip_max_abs_err: f64,
+    /// Whether the validation points, encoded, are a standard normal sample.
+    pub latent_normality: Normality,
+    /// The classic questions on the moons.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub moons: Option<MoonsAnswers>,
+    /// What the continuous layers' solves cost over the run (none without such layers).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ode: Option<OdeCost>,
     /// How training went and where the outputs are.
     #[serde(flatten)]
     pub run: RunRecord,
+}
+
+/// The answers a user of FFJORD's and TensorFlow Probability's moons examples looks for.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct MoonsAnswers {
+    /// The model's log p at (0, 0.5), nats.
+    pub log_p_at_0_05: f64,
+    /// The generator's own log-density there, by quadrature over its definition.
+    pub true_log_p_at_0_05: f64,
+    /// Where the latent point (-0.1, 0.6) lands in data space.
+    pub latent_m01_06_in_data: Vec<f64>,
+}
+
+/// Solves of continuous layers over a run (training and validation).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct OdeCost {
+    /// Solves.
+    pub solves: u64,
+    /// Function evaluations per solve.
+    pub nfe_per_solve: f64,
+    /// Accepted steps per solve.
+    pub steps_per_solve: f64,
 }
 
 /// The result of [`train`].
@@ -83,6 +114,7 @@ pub fn train_ranked(opts: &TrainOptions, ranks: &dyn Collective) -> Result<Optio
         .clone()
         .with_data_shape(&DataShape::features(points.dim()));
     tracing::info!("{} ({} features)", points.name(), points.dim());
+    let ode_start = flowcore::ode::OdeCounts::now();
     train_app(
         opts,
         ranks,
@@ -98,7 +130,7 @@ pub fn train_ranked(opts: &TrainOptions, ranks: &dyn Collective) -> Result<Optio
             data: &mut points,
             config: &resolved.training,
         },
-        |r, points| report::report(&point_run, &run, points, r),
+        |r, points| report::report(&point_run, &run, points, r, &ode_start),
     )
 }
 

@@ -15,12 +15,13 @@ use flowcore::{Flow, standard_normal};
 use serde::{Deserialize, Serialize};
 
 use models::{
-    dense_flops, glow, glow_flops, lattice_8x8, lattice_flops, maf_fedhex, mlp_flops, nsf_flashsim,
-    phi4_8x8, real_nvp,
+    dense_flops, ffjord_moons, glow, glow_flops, lattice_8x8, lattice_flops, maf_fedhex, mlp_flops,
+    nsf_flashsim, phi4_8x8, real_nvp,
 };
 pub use timing::hdf5_bench_dir;
 use timing::{
-    hdf5_reader, loader, time_conditional_training, time_objective_training, time_training,
+    hdf5_reader, loader, time_conditional_training, time_ffjord_training, time_objective_training,
+    time_training,
 };
 
 /// One configuration of the table.
@@ -33,7 +34,7 @@ pub struct Case {
 }
 
 /// Every configuration, in table order.
-pub const CASES: [Case; 14] = [
+pub const CASES: [Case; 16] = [
     Case {
         id: "realnvp2d",
         what: "2-D RealNVP, 8 couplings, MLP 1-128-128-2, batch 1024, Adam: training",
@@ -93,6 +94,16 @@ pub const CASES: [Case; 14] = [
     Case {
         id: "phi4-8x8-sample",
         what: "the 8x8 lattice flow: 4096 fields with their log-weights -S - log q",
+    },
+    Case {
+        id: "ffjord-moons",
+        what: "FFJORD on the moons: one block, concat-squash 2-64-64-64-2 tanh, dopri5 \
+               rtol = atol = 1e-5, exact trace, back-propagation through the solver, batch 256: \
+               training",
+    },
+    Case {
+        id: "ffjord-moons-sample",
+        what: "the FFJORD moons model: sampling 4096 points (one inverse solve)",
     },
 ];
 
@@ -322,6 +333,45 @@ pub fn run_case(id: &str, scale: f64, peak_gflops: f64) -> Result<Row> {
                 batch,
                 lattice_flops() * batch as f64,
                 format!("{n} batches of {batch} with log-weights"),
+            )
+        }
+        "ffjord-moons" => {
+            let n = steps(30);
+            let (s, nfe) = time_ffjord_training(ffjord_moons(), n, 256)?;
+            (
+                s,
+                256,
+                0.0,
+                format!("{n} steps, {nfe:.1} evaluations per solve"),
+            )
+        }
+        "ffjord-moons-sample" => {
+            let d = Device::flex();
+            // A model a few steps into training: dynamics that are not the zero start.
+            let flow =
+                flowcore::testing::perturb_params(Flow::seeded(ffjord_moons(), 0, &d)?, 0.3, 1);
+            let batch = 4096;
+            let _ = flow
+                .sample(batch, 1.0, 0, None, &d)
+                .sum()
+                .into_scalar::<f64>();
+            let n = steps(10);
+            let before = flowcore::ode::OdeCounts::now();
+            let started = Instant::now();
+            for i in 0..n as u64 {
+                let _ = flow
+                    .sample(batch, 1.0, 1 + i, None, &d)
+                    .sum()
+                    .into_scalar::<f64>();
+            }
+            let s = n as f64 / started.elapsed().as_secs_f64();
+            let c = flowcore::ode::OdeCounts::now().since(&before);
+            let nfe = c.nfe as f64 / c.solves.max(1) as f64;
+            (
+                s,
+                batch,
+                0.0,
+                format!("{n} batches of {batch}, {nfe:.1} evaluations per solve"),
             )
         }
         "loader" => {

@@ -146,6 +146,16 @@ pub(super) fn lattice_flops() -> f64 {
     2.0 * 8.0 * 64.0 * 9.0 * (8.0 + 64.0 + 16.0)
 }
 
+/// FFJORD's toy model, as the `ffjord-moons` reference builds it: one block, a 64-64-64
+/// concat-squash network with tanh, Dormand-Prince at rtol = atol = 1e-5, the exact trace.
+pub(super) fn ffjord_moons() -> ArchitectureConfig {
+    flowcore::arch::FfjordConfig {
+        dim: 2,
+        ..Default::default()
+    }
+    .into()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

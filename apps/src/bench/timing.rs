@@ -53,6 +53,31 @@ pub(super) fn time_objective_training(
     Ok(time_steps(flow, steps, 1e-3, &loss))
 }
 
+/// FFJORD on the moons (`ffjord-moons`): training steps per second at `batch`, Adam,
+/// without gradient checkpointing (as its reference back-propagates through the solver), and
+/// the evaluations of the dynamics per training solve.
+pub(super) fn time_ffjord_training(
+    config: ArchitectureConfig,
+    steps: usize,
+    batch: usize,
+) -> Result<(f64, f64)> {
+    let device = Device::flex().autodiff();
+    let flow = Flow::seeded(config, 0, &device)?;
+    let loss = |flow: &Flow, i: u64| flow.log_prob(moons(batch, i, &device), None).mean().neg();
+    let before = flowcore::ode::OdeCounts::now();
+    let s = time_steps(flow, steps, 1e-3, &loss);
+    let c = flowcore::ode::OdeCounts::now().since(&before);
+    Ok((s, c.nfe as f64 / c.solves.max(1) as f64))
+}
+
+/// `batch` moons points (noise 0.1) drawn from `seed`.
+fn moons(batch: usize, seed: u64, device: &Device) -> Tensor<2> {
+    use rand::SeedableRng;
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let values = flowdata::Toy::Moons { noise: 0.1 }.sample(batch, &mut rng);
+    Tensor::from_data(burn::tensor::TensorData::new(values, [batch, 2]), device)
+}
+
 /// Adam steps per second on `loss` (of the flow and the step), after three steps of warm-up.
 fn time_steps(
     mut flow: Flow,

@@ -1,7 +1,8 @@
 //! `bench`: the benchmark table of flowmodels (training and scoring throughput, peak memory,
 //! FLOPs per step, fraction of the matrix-multiply peak), each configuration in a process of
 //! its own; with `--compare-torch`, the PyTorch reference (`benches/reference/torch_bench.py`)
-//! runs its cases (RealNVP, Glow, spline and autoregressive flows, the lattice flow, h5py
+//! runs its cases (RealNVP, Glow, spline and autoregressive flows, FFJORD through torchdiffeq
+//! and zuko, the lattice flow, h5py
 //! reading the HDF5 case's files) in the same invocation.
 
 use std::path::PathBuf;
@@ -77,6 +78,7 @@ fn run(cli: Cli) -> Result<()> {
         for script in [
             "torch_bench.py",
             "flows_bench.py",
+            "ffjord_bench.py",
             "lattice_bench.py",
             "hdf5_bench.py",
         ] {

@@ -8,6 +8,7 @@ pub mod csv;
 pub mod evidence;
 pub mod images;
 pub mod infer;
+pub mod normality;
 pub mod plot;
 pub mod points;
 pub mod scores;

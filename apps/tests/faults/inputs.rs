@@ -214,3 +214,61 @@ fn a_tracking_uri_that_is_no_server_or_folder_is_an_error() {
     assert!(err.contains("MLFLOW_TRACKING_URI=databricks"), "{err}");
     assert!(!dir.join("never").exists());
 }
+
+#[test]
+fn bad_continuous_flow_settings_are_named_before_any_run_folder() {
+    let dir = scratch("ffjordconfig");
+    for (set, key) in [
+        (r#"model.solver={method = "dopri5", atol = 0.0}"#, "atol"),
+        (r#"model.solver={method = "euler"}"#, "euler"),
+        (r#"model.solver={method = "rk4", steps = 0}"#, "steps"),
+        (r#"model.trace="hutch""#, "hutch"),
+        (r#"model.activation="relu""#, "relu"),
+        ("model.hidden_units=[]", "hidden"),
+        ("model.num_blocks=0", "num_blocks"),
+    ] {
+        fails_naming(
+            run(
+                APP1,
+                &[
+                    "--set",
+                    "model.kind=ffjord",
+                    "--set",
+                    set,
+                    "--run-dir",
+                    "never",
+                ],
+                &dir,
+            ),
+            &[key],
+        );
+        assert!(!dir.join("never").exists(), "{set}: a run folder was made");
+    }
+}
+
+/// A solve that cannot reach its end within `max_steps` stops training with the reason: the
+/// layer and the time it reached, not a bare NaN.
+#[test]
+fn a_solver_out_of_steps_stops_training_naming_the_layer_and_time() {
+    let dir = scratch("ffjordsteps");
+    let out = run(
+        APP1,
+        &[
+            "--set",
+            "model.kind=ffjord",
+            "--set",
+            r#"model.solver={method = "dopri5", rtol = 1e-12, atol = 1e-12, max_steps = 1}"#,
+            "--set",
+            "training.epochs=1",
+            "--set",
+            "training.steps_per_epoch=2",
+            "--run-dir",
+            "r",
+        ],
+        &dir,
+    );
+    fails_naming(
+        out,
+        &["ffjord layer (2 features)", "stopped at t =", "max_steps"],
+    );
+}

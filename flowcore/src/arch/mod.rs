@@ -2,10 +2,11 @@
 //! original `flow_models` (RealNVP on dense vectors and Glow on images, in the layouts of
 //! TensorFlow Probability's bijectors, whose key names are accepted as aliases), neural spline
 //! flows (`nsf`), masked autoregressive flows (`maf`, `nsf_autoregressive`, and IAF as their
-//! inverse), lattice flows (`lattice`) and a free list of layers. An application gives an architecture the shape of its data with
+//! inverse), lattice flows (`lattice`), continuous flows (`ffjord`) and a free list of layers. An application gives an architecture the shape of its data with
 //! [`ArchitectureConfig::with_data_shape`], as burn's layers take theirs with
 //! `with_num_features`.
 
+mod ffjord;
 mod glow;
 mod lattice;
 mod layer_list;
@@ -15,6 +16,7 @@ mod real_nvp;
 
 use serde::{Deserialize, Serialize};
 
+pub use ffjord::FfjordConfig;
 pub use glow::{GlowConfig, ImageMask};
 pub use lattice::LatticeFlowConfig;
 pub use layer_list::LayerList;
@@ -163,6 +165,8 @@ registry! {
     NsfAutoregressive(NsfAutoregressiveConfig) = "nsf_autoregressive",
     /// Checkerboard couplings on a periodic lattice ([`LatticeFlowConfig`]).
     Lattice(LatticeFlowConfig) = "lattice",
+    /// Continuous normalizing flow ([`FfjordConfig`]).
+    Ffjord(FfjordConfig) = "ffjord",
 }
 
 /// The seed of the `index`-th random choice of an architecture seeded with `seed`.

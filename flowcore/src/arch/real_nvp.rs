@@ -184,13 +184,7 @@ impl Architecture for RealNvpConfig {
                 )
                 .map_err(|e| FlowError::config(format!("real_nvp_dense: {e}")))?;
             if self.actnorm {
-                specs.push(
-                    ActNormSpec {
-                        channels: self.dim,
-                        spatial: 1,
-                    }
-                    .into(),
-                );
+                specs.push(ActNormSpec::dense(self.dim).into());
             }
             specs.push(
                 CouplingSpec {

@@ -24,6 +24,16 @@ pub struct ActNormSpec {
     pub spatial: usize,
 }
 
+impl ActNormSpec {
+    /// ActNorm of dense vectors: every one of `features` a channel of its own.
+    pub fn dense(features: usize) -> Self {
+        Self {
+            channels: features,
+            spatial: 1,
+        }
+    }
+}
+
 impl BuildLayer for ActNormSpec {
     type Layer = ActNorm;
 

@@ -277,6 +277,7 @@ impl Trainer<'_> {
             epoch,
             step,
             checkpoint: self.last_checkpoint.clone(),
+            cause: crate::ode::take_failure(),
         }
     }
 

@@ -82,7 +82,8 @@ pub enum TrainError {
     Config(String),
     /// A NaN or infinite loss, gradient or validation loss.
     #[error(
-        "{what} is {value} at epoch {epoch}, step {step}: training stopped; {}",
+        "{what} is {value} at epoch {epoch}, step {step}{}: training stopped; {}",
+        cause.as_ref().map_or(String::new(), |c| format!(" ({c})")),
         match checkpoint {
             Some(p) => format!("the last good checkpoint is {}", p.display()),
             None => "no epoch had finished, so there is no checkpoint".to_string(),
@@ -99,6 +100,8 @@ pub enum TrainError {
         step: u64,
         /// The last checkpoint written, intact.
         checkpoint: Option<PathBuf>,
+        /// What made it non-finite, where a layer could tell (an ODE solve out of steps).
+        cause: Option<String>,
     },
     /// The data source failed.
     #[error("data: {0}")]

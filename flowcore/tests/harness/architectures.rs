@@ -249,3 +249,23 @@ fn lattice_architectures() {
         run_arch(name, ArchitectureConfig::Lattice(config), Inputs::Normal);
     }
 }
+
+#[test]
+fn ffjord_architectures() {
+    let two_blocks = FfjordConfig {
+        dim: 3,
+        num_blocks: 2,
+        hidden_units: vec![16, 16],
+        actnorm: true,
+        ..FfjordConfig::default()
+    };
+    run_arch("ffjord 2 blocks actnorm", two_blocks.into(), Inputs::Normal);
+    let conditional = FfjordConfig {
+        dim: 2,
+        hidden_units: vec![16],
+        cond_dim: 2,
+        solver: OdeSolver::Rk4 { steps: 12 },
+        ..FfjordConfig::default()
+    };
+    run_arch("ffjord conditional rk4", conditional.into(), Inputs::Normal);
+}

@@ -414,3 +414,78 @@ fn periodic_conv_checkerboard_couplings_1d_2d_and_z2() {
         }
     }
 }
+
+fn ffjord(dim: usize, cond_dim: usize) -> FfjordSpec {
+    FfjordSpec {
+        hidden: vec![16, 16],
+        cond_dim,
+        ..FfjordSpec::new(dim)
+    }
+}
+
+/// Round trips within 10 x the solver's tolerance (1e-5); the log-det of the whole solve
+/// against its numerical Jacobian.
+#[test]
+fn ffjord_blocks_exact_trace_both_time_inputs_conditional_and_rk4() {
+    let rk4 = FfjordSpec {
+        solver: OdeSolver::Rk4 { steps: 16 },
+        ..ffjord(3, 0)
+    };
+    let concat_softplus = FfjordSpec {
+        time: TimeInput::Concat,
+        activation: OdeActivation::Softplus,
+        ..ffjord(2, 1)
+    };
+    // A condition of several columns goes through an embedding.
+    let embedded = ffjord(3, 4);
+    // Trained with Hutchinson's estimator: the harness's densities use the exact trace.
+    let hutchinson = FfjordSpec {
+        trace: TraceEstimator::Hutchinson,
+        ..ffjord(2, 0)
+    };
+    for (name, spec) in [
+        ("ffjord dopri5 dim 2", ffjord(2, 0)),
+        ("ffjord rk4 dim 3", rk4),
+        ("ffjord concat softplus cond 1", concat_softplus),
+        ("ffjord embedded cond 4", embedded),
+        ("ffjord hutchinson", hutchinson),
+    ] {
+        run(name, vec![spec.into()], Inputs::Normal);
+    }
+}
+
+#[test]
+fn ffjord_with_strong_dynamics_and_between_other_layers() {
+    // Large random weights: stiffer dynamics, many more adaptive steps.
+    run_with(
+        "ffjord strong dynamics",
+        ArchitectureConfig::Layers(LayerList {
+            layers: vec![ffjord(2, 0).into()],
+        }),
+        Inputs::Wide,
+        HarnessSettings {
+            perturbation: 0.6,
+            ..HarnessSettings::default()
+        },
+    );
+    run(
+        "actnorm ffjord coupling",
+        vec![
+            ActNormSpec {
+                channels: 4,
+                spatial: 1,
+            }
+            .into(),
+            ffjord(4, 0).into(),
+            coupling(
+                Mask::Half {
+                    dim: 4,
+                    flip: false,
+                },
+                affine(TANH),
+                mlp(),
+            ),
+        ],
+        Inputs::Normal,
+    );
+}

@@ -3,17 +3,19 @@
 //! architecture kind to `architectures.rs`.
 
 use flowcore::arch::{
-    DenseNet, ImageMask, LatticeFlowConfig, MafConfig, Mixing, NsfAutoregressiveConfig, NsfConfig,
-    NsfMixing,
+    DenseNet, FfjordConfig, ImageMask, LatticeFlowConfig, MafConfig, Mixing,
+    NsfAutoregressiveConfig, NsfConfig, NsfMixing,
 };
 use flowcore::layers::{
-    ActNormSpec, AutoregressiveSpec, ChainSpec, CouplingSpec, FactorOutSpec, ImageShape,
-    InvConvSpec, InvertSpec, LogitSpec, LuLinearSpec, Mask, PermutationKind, PermuteSpec,
-    SiteSplineSpec, SqueezeSpec,
+    ActNormSpec, AutoregressiveSpec, ChainSpec, CouplingSpec, FactorOutSpec, FfjordSpec,
+    ImageShape, InvConvSpec, InvertSpec, LogitSpec, LuLinearSpec, Mask, PermutationKind,
+    PermuteSpec, SiteSplineSpec, SqueezeSpec, TraceEstimator,
 };
 use flowcore::nets::{
-    Activation, ConvSpec, MadeSpec, MlpSpec, NetSpec, PeriodicConvSpec, ResMlpSpec,
+    Activation, ConvSpec, MadeSpec, MlpSpec, NetSpec, OdeActivation, PeriodicConvSpec, ResMlpSpec,
+    TimeInput,
 };
+use flowcore::ode::OdeSolver;
 use flowcore::testing::{HarnessSettings, Inputs, check_architecture};
 use flowcore::transform::{ScaleFn, Spline, Transform};
 use flowcore::{ArchitectureConfig, GlowConfig, LayerList, LayerSpec, RealNvpConfig};

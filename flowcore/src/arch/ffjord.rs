@@ -1,0 +1,124 @@
+//! Continuous normalizing flows (FFJORD, Grathwohl et al. 2019): one or more continuous blocks,
+//! each optionally after an ActNorm, conditional when the data carry a condition. The defaults
+//! are FFJORD's toy-data model: one block, a 64-64-64 concat-squash network with tanh, and
+//! Dormand-Prince at rtol = atol = 1e-5.
+
+use serde::{Deserialize, Serialize};
+
+use super::{Architecture, DataShape};
+use crate::layer::LayerSpec;
+use crate::layers::{ActNormSpec, FfjordSpec, ProbeNoise, TraceEstimator};
+use crate::nets::{OdeActivation, TimeInput};
+use crate::ode::OdeSolver;
+use crate::{FlowError, Result};
+
+fn one() -> usize {
+    1
+}
+
+fn sixty_four_thrice() -> Vec<usize> {
+    vec![64, 64, 64]
+}
+
+/// `num_blocks` continuous blocks.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FfjordConfig {
+    /// Features; 0 (or absent): those of the data.
+    #[serde(default)]
+    pub dim: usize,
+    /// Continuous blocks in sequence.
+    #[serde(default = "one")]
+    pub num_blocks: usize,
+    /// Hidden widths of every block's dynamics network.
+    #[serde(default = "sixty_four_thrice")]
+    pub hidden_units: Vec<usize>,
+    /// Hidden nonlinearity (smooth: tanh or softplus).
+    #[serde(default)]
+    pub activation: OdeActivation,
+    /// How the network sees the time: `concat_squash` or `concat`.
+    #[serde(default)]
+    pub time_input: TimeInput,
+    /// The solver: `{ method = "dopri5", rtol, atol, max_steps }` or `{ method = "rk4", steps }`.
+    #[serde(default)]
+    pub solver: OdeSolver,
+    /// The trace while training: `exact` or `hutchinson`.
+    #[serde(default)]
+    pub trace: TraceEstimator,
+    /// Hutchinson's noise: `rademacher` or `gaussian`.
+    #[serde(default)]
+    pub noise: ProbeNoise,
+    /// An ActNorm before every block.
+    #[serde(default)]
+    pub actnorm: bool,
+    /// Size of the optional condition (0: unconditional).
+    #[serde(default)]
+    pub cond_dim: usize,
+}
+
+impl Default for FfjordConfig {
+    fn default() -> Self {
+        Self {
+            dim: 0,
+            num_blocks: 1,
+            hidden_units: sixty_four_thrice(),
+            activation: OdeActivation::default(),
+            time_input: TimeInput::default(),
+            solver: OdeSolver::default(),
+            trace: TraceEstimator::default(),
+            noise: ProbeNoise::default(),
+            actnorm: false,
+            cond_dim: 0,
+        }
+    }
+}
+
+impl Architecture for FfjordConfig {
+    fn to_specs(&self) -> Result<Vec<LayerSpec>> {
+        let bad = |what: String| Err(FlowError::config(format!("ffjord: {what}")));
+        if self.dim == 0 {
+            return bad("dim must be at least 1".into());
+        }
+        if self.num_blocks == 0 {
+            return bad("num_blocks must be at least 1".into());
+        }
+        if self.hidden_units.is_empty() || self.hidden_units.contains(&0) {
+            return bad(format!(
+                "hidden_units must be one or more positive widths, got {:?}",
+                self.hidden_units
+            ));
+        }
+        if let Err(e) = self.solver.check() {
+            return bad(e);
+        }
+        let mut specs = Vec::new();
+        for _ in 0..self.num_blocks {
+            if self.actnorm {
+                specs.push(ActNormSpec::dense(self.dim).into());
+            }
+            specs.push(
+                FfjordSpec {
+                    dim: self.dim,
+                    hidden: self.hidden_units.clone(),
+                    activation: self.activation,
+                    time: self.time_input,
+                    solver: self.solver,
+                    trace: self.trace,
+                    noise: self.noise,
+                    cond_dim: self.cond_dim,
+                }
+                .into(),
+            );
+        }
+        Ok(specs)
+    }
+
+    fn with_data_shape(mut self, shape: &DataShape) -> Self {
+        shape.fill_dense(&mut self.dim, &mut self.cond_dim);
+        self
+    }
+
+    fn cond_dim(&self) -> usize {
+        self.cond_dim
+    }
+}

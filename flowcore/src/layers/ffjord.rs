@@ -1,0 +1,224 @@
+//! A continuous normalizing flow (FFJORD, Grathwohl et al. 2019; Chen et al. 2018): the solution
+//! of dz/dt = f(t, z, c) over t in [0, 1]. `forward` integrates from the data at t = 0 to the
+//! latent at t = 1, `inverse` back, and the log-det is the integral of the trace of df/dz,
+//! carried as one more column of the state so the solver controls its error too.
+//!
+//! The trace is exact (one tangent per feature) or, while training with `trace =
+//! "hutchinson"`, Hutchinson's estimate v^T (df/dz) v with one noise vector per sample drawn
+//! once per solve; densities outside training always use the exact trace.
+
+use burn::prelude::*;
+use burn::tensor::Distribution;
+use serde::{Deserialize, Serialize};
+
+use crate::layer::{BuildLayer, positive};
+use crate::nets::{OdeActivation, OdeNet, OdeNetSpec, TimeInput};
+use crate::ode::{OdeSolver, record_failure};
+use crate::tensor_util::constant;
+use crate::{Bijector, DataInit, Result};
+
+/// How the trace of df/dz is computed while training.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TraceEstimator {
+    /// One tangent per feature: exact, `dim` times the cost of f.
+    #[default]
+    Exact,
+    /// Hutchinson's estimator with one noise vector per sample.
+    Hutchinson,
+}
+
+/// The distribution of Hutchinson's noise.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProbeNoise {
+    /// +-1 with equal probability (the lower-variance choice).
+    #[default]
+    Rademacher,
+    /// Standard normal.
+    Gaussian,
+}
+
+fn sixty_four_thrice() -> Vec<usize> {
+    vec![64, 64, 64]
+}
+
+/// A continuous flow block of `dim` features.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FfjordSpec {
+    /// Features.
+    pub dim: usize,
+    /// Hidden widths of the dynamics network (FFJORD's toy default, 64-64-64).
+    #[serde(default = "sixty_four_thrice")]
+    pub hidden: Vec<usize>,
+    /// Hidden nonlinearity.
+    #[serde(default)]
+    pub activation: OdeActivation,
+    /// How the network sees the time.
+    #[serde(default)]
+    pub time: TimeInput,
+    /// The solver and its tolerances.
+    #[serde(default)]
+    pub solver: OdeSolver,
+    /// The trace while training.
+    #[serde(default)]
+    pub trace: TraceEstimator,
+    /// The noise of Hutchinson's estimator.
+    #[serde(default)]
+    pub noise: ProbeNoise,
+    /// Size of the optional condition (0: none).
+    #[serde(default)]
+    pub cond_dim: usize,
+}
+
+impl FfjordSpec {
+    /// A block with the defaults for `dim` features.
+    pub fn new(dim: usize) -> Self {
+        Self {
+            dim,
+            hidden: sixty_four_thrice(),
+            activation: OdeActivation::default(),
+            time: TimeInput::default(),
+            solver: OdeSolver::default(),
+            trace: TraceEstimator::default(),
+            noise: ProbeNoise::default(),
+            cond_dim: 0,
+        }
+    }
+}
+
+impl BuildLayer for FfjordSpec {
+    type Layer = Ffjord;
+
+    fn build(&self, device: &Device) -> Result<Ffjord> {
+        positive("ffjord dim", self.dim)?;
+        self.solver
+            .check()
+            .map_err(|e| crate::FlowError::config(format!("ffjord: {e}")))?;
+        let net = OdeNetSpec {
+            hidden: self.hidden.clone(),
+            activation: self.activation,
+            time: self.time,
+        }
+        .build(self.dim, self.cond_dim, device)?;
+        Ok(Ffjord {
+            net,
+            solver: self.solver,
+            trace: self.trace,
+            noise: self.noise,
+            dim: self.dim,
+        })
+    }
+
+    fn cond_dim(&self) -> usize {
+        self.cond_dim
+    }
+}
+
+/// dz/dt = f(t, z, c) over [0, 1], with the log-det integrated beside z.
+#[derive(Module, Debug)]
+pub struct Ffjord {
+    net: OdeNet,
+    #[module(skip)]
+    solver: OdeSolver,
+    #[module(skip)]
+    trace: TraceEstimator,
+    #[module(skip)]
+    noise: ProbeNoise,
+    #[module(skip)]
+    dim: usize,
+}
+
+impl Ffjord {
+    /// The tangent directions of one solve, `[k * batch, dim]`: the unit vectors (exact), or
+    /// one noise vector per sample while training with Hutchinson's estimator.
+    fn probes(&self, like: &Tensor<2>) -> Tensor<2> {
+        let [batch, dim] = like.dims();
+        let device = like.device();
+        if self.trace == TraceEstimator::Hutchinson && device.is_autodiff() {
+            let noise = match self.noise {
+                ProbeNoise::Rademacher => {
+                    Tensor::<2>::random([batch, dim], Distribution::Bernoulli(0.5), &device)
+                        .mul_scalar(2.0)
+                        .sub_scalar(1.0)
+                }
+                ProbeNoise::Gaussian => {
+                    Tensor::<2>::random([batch, dim], Distribution::Normal(0.0, 1.0), &device)
+                }
+            };
+            return noise.cast(like.dtype()).detach();
+        }
+        let mut eye = vec![0.0f32; dim * batch * dim];
+        for k in 0..dim {
+            for b in 0..batch {
+                eye[(k * batch + b) * dim + k] = 1.0;
+            }
+        }
+        constant(eye, [dim * batch, dim], like)
+    }
+
+    /// Integrate `[x, 0]` from `t0` to `t1`: the end point and the integral of the trace.
+    fn solve(
+        &self,
+        x: Tensor<2>,
+        cond: Option<&Tensor<2>>,
+        t0: f64,
+        t1: f64,
+    ) -> (Tensor<2>, Tensor<1>) {
+        let [batch, dim] = x.dims();
+        let cond = self.net.embed(cond);
+        let v = self.probes(&x);
+        let k = v.dims()[0] / batch;
+        let dynamics = |t: f64, y: Tensor<2>| {
+            let z = y.narrow(1, 0, dim);
+            let (dz, jv) = self.net.eval(t, z, cond.as_ref(), v.clone());
+            let trace = (jv * v.clone())
+                .reshape([k, batch, dim])
+                .sum_dim(2)
+                .sum_dim(0)
+                .reshape([batch, 1]);
+            Tensor::cat(vec![dz, trace], 1)
+        };
+        let y0 = Tensor::cat(
+            vec![x.clone(), x.clone().narrow(1, 0, 1).mul_scalar(0.0)],
+            1,
+        );
+        let y1 = match self.solver.solve(dynamics, y0, t0, t1) {
+            Ok((y1, stats)) => {
+                tracing::trace!(nfe = stats.nfe, steps = stats.steps, "ffjord solve");
+                y1
+            }
+            Err(limit) => {
+                record_failure(format!(
+                    "ffjord layer ({dim} features): the solver stopped at t = {:.6} of [{t0}, {t1}] \
+                     after {} step attempts (last step {:.3e}); raise solver.max_steps or the \
+                     tolerances, or regularise the dynamics",
+                    limit.time, limit.attempts, limit.step
+                ));
+                let nan = x.clone().mul_scalar(f64::NAN);
+                return (nan.clone(), nan.sum_dim(1).reshape([batch]));
+            }
+        };
+        (
+            y1.clone().narrow(1, 0, dim),
+            y1.narrow(1, dim, 1).reshape([batch]),
+        )
+    }
+}
+
+impl Bijector for Ffjord {
+    fn forward(&self, x: Tensor<2>, cond: Option<&Tensor<2>>) -> (Tensor<2>, Tensor<1>) {
+        self.solve(x, cond, 0.0, 1.0)
+    }
+
+    fn inverse(&self, z: Tensor<2>, cond: Option<&Tensor<2>>) -> (Tensor<2>, Tensor<1>) {
+        self.solve(z, cond, 1.0, 0.0)
+    }
+
+    fn dim(&self) -> usize {
+        self.dim
+    }
+}
+
+impl DataInit for Ffjord {}
