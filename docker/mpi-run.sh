@@ -1,7 +1,7 @@
 #!/bin/bash
 # Data-parallel training across the nodes of an AWS Batch multi-node parallel job (or on one
 # machine): every node runs this script. The main node gathers the nodes' addresses into an
-# MPI hostfile and starts `mpirun ... APP --distributed mpi ARGS` over ssh; the other nodes run
+# MPI hostfile and starts `mpirun ... APP --distributed mpi|nccl ARGS` over ssh; the other nodes run
 # an sshd for mpirun to reach them and wait until the main node ends the job.
 #
 #   mpi-run.sh APP [ARGS...]
@@ -9,6 +9,8 @@
 # From AWS Batch: AWS_BATCH_JOB_NODE_INDEX, AWS_BATCH_JOB_MAIN_NODE_INDEX,
 # AWS_BATCH_JOB_NUM_NODES, AWS_BATCH_JOB_MAIN_NODE_PRIVATE_IPV4_ADDRESS. Without them this is a
 # job of one node. Ranks per node: FLOWMODELS_RANKS_PER_NODE (default: the node's GPUs, else 1).
+# How gradients are summed: FLOWMODELS_DISTRIBUTED=mpi (through host memory) or nccl (between
+# the GPUs); by default nccl when the app is given a `--device cuda...`, else mpi.
 # FLOWMODELS_MPI_DRY_RUN=1 prints the mpirun command instead of running it.
 set -euo pipefail
 
@@ -33,6 +35,18 @@ my_ip=$(hostname -I 2>/dev/null | awk '{print $1}')
 my_ip=${my_ip:-127.0.0.1}
 log() { echo "mpi-run (node $index of $nodes): $*" >&2; }
 
+distributed=${FLOWMODELS_DISTRIBUTED:-}
+if [ -z "$distributed" ]; then
+  distributed=mpi
+  for arg in "$@"; do
+    case "$arg" in cuda | cuda:* | --device=cuda*) distributed=nccl ;; esac
+  done
+fi
+case "$distributed" in
+  mpi | nccl) ;;
+  *) echo "mpi-run: FLOWMODELS_DISTRIBUTED=$distributed: expected mpi or nccl" >&2; exit 2 ;;
+esac
+
 mpirun_command() {
   local np=$((nodes * ranks_per_node))
   local pass=()
@@ -41,7 +55,7 @@ mpirun_command() {
   done
   printf '%q ' mpirun --hostfile "$hostfile" -np "$np" --map-by "ppr:$ranks_per_node:node" \
     --mca plm_rsh_args "-p $ssh_port -o StrictHostKeyChecking=no" "${pass[@]}" \
-    "$app" --distributed mpi "$@"
+    "$app" --distributed "$distributed" "$@"
   echo
 }
 

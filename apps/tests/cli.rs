@@ -64,6 +64,29 @@ fn distributed_mpi_in_a_build_without_mpi_says_how_to_get_it() {
     );
 }
 
+#[cfg(not(all(feature = "mpi", feature = "cuda")))]
+#[test]
+fn distributed_nccl_in_a_build_without_it_says_how_to_get_it() {
+    let dir = std::env::temp_dir().join(format!("flowapps-nccl-{}", std::process::id()));
+    let out = app1(&[
+        "--distributed",
+        "nccl",
+        "--epochs",
+        "1",
+        "--run-dir",
+        dir.to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--distributed nccl")
+            && err.contains("--features cuda,mpi")
+            && err.contains("cuda:local"),
+        "{err}"
+    );
+    assert!(!dir.exists(), "the refused run left {}", dir.display());
+}
+
 #[test]
 fn distributed_training_is_refused_where_an_app_trains_in_one_process() {
     use flowapps::run::{Distributed, TrainOptions};

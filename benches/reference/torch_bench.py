@@ -4,7 +4,11 @@
 row per case on stdout, in the bench's row format. Each case runs in a process of its own so
 that its peak memory is its own.
 
-    python3 torch_bench.py [--scale 1.0] [--peak GFLOPS] [--only CASE]
+    python3 torch_bench.py [--scale 1.0] [--peak GFLOPS] [--only CASE] [--device cuda]
+
+With `--device cuda` the models and batches live on the GPU (batches are drawn on the CPU from
+the same seeds and copied), each timing ends with a synchronisation, and the peak memory is
+the GPU's (torch.cuda.max_memory_allocated).
 
 Needs torch (CPU wheel): python3 -m venv /tmp/torchvenv && /tmp/torchvenv/bin/pip install torch
 """
@@ -22,6 +26,12 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 CASES = ["realnvp2d", "glow32", "glow32-score"]
+DEVICE = "cpu"
+
+
+def synchronize():
+    if DEVICE != "cpu":
+        torch.cuda.synchronize()
 
 
 class Coupling2d(nn.Module):
@@ -48,7 +58,7 @@ class RealNVP2d(nn.Module):
         self.layers = nn.ModuleList(Coupling2d(hidden) for _ in range(layers))
 
     def log_prob(self, x):
-        total = torch.zeros(x.shape[0])
+        total = torch.zeros(x.shape[0], device=x.device)
         for i, layer in enumerate(self.layers):
             x, ld = layer(x)
             total = total + ld
@@ -178,10 +188,13 @@ def time_training(model, batch_fn, steps):
     for i in range(steps + 3):
         if i == 3:
             started = time.perf_counter()
-        loss = -model.log_prob(batch_fn(i)).mean()
+        loss = -model.log_prob(batch_fn(i).to(DEVICE)).mean()
         opt.zero_grad()
         loss.backward()
         opt.step()
+        if i == 2:
+            synchronize()
+    synchronize()
     return steps / (time.perf_counter() - started)
 
 
@@ -195,24 +208,25 @@ def run_case(case, scale, peak):
     torch.manual_seed(0)
     if case == "realnvp2d":
         steps = n(200)
-        model = RealNVP2d(8, 128)
+        model = RealNVP2d(8, 128).to(DEVICE)
         s = time_training(model, lambda i: torch.randn(1024, 2, generator=torch.Generator().manual_seed(i)), steps)
         batch, flops = 1024, 3.0 * 2 * (1 * 128 + 128 * 128 + 128 * 2) * 8 * 1024
         note = f"{steps} steps"
     elif case == "glow32":
         steps = n(30)
-        model = Glow(3, 3, 4, 64)
+        model = Glow(3, 3, 4, 64).to(DEVICE)
         s = time_training(model, lambda i: unit(16, 3, 32, i), steps)
         batch, flops = 16, 3.0 * glow_flops(3, 32, 3, 4, 64) * 16
         note = f"{steps} steps"
     elif case == "glow32-score":
         steps = n(6)
-        model = Glow(3, 3, 4, 64)
+        model = Glow(3, 3, 4, 64).to(DEVICE)
         with torch.no_grad():
-            model.log_prob(unit(256, 3, 32, 0))
+            model.log_prob(unit(256, 3, 32, 0).to(DEVICE))
+            synchronize()
             started = time.perf_counter()
             for i in range(steps):
-                model.log_prob(unit(256, 3, 32, 2 + i)).sum().item()
+                model.log_prob(unit(256, 3, 32, 2 + i).to(DEVICE)).sum().item()
             s = steps / (time.perf_counter() - started)
         batch, flops = 256, glow_flops(3, 32, 3, 4, 64) * 256
         note = f"{steps} batches"
@@ -225,10 +239,14 @@ def row(case, s, batch, flops, peak, note):
     """One row of the bench's table for `case` at `s` steps per second."""
     return {
         "id": case,
-        "implementation": f"pytorch {torch.__version__}",
+        "implementation": f"pytorch {torch.__version__}" + ("" if DEVICE == "cpu" else f" {DEVICE}"),
         "steps_per_sec": s,
         "samples_per_sec": s * batch,
-        "peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
+        "peak_mib": (
+            resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+            if DEVICE == "cpu"
+            else torch.cuda.max_memory_allocated() / 2**20
+        ),
         "flops_per_step": flops,
         "fraction_of_peak": flops * s / 1e9 / max(peak, 1e-9),
         "note": f"{note}, {torch.get_num_threads()} threads",
@@ -242,7 +260,10 @@ def main(cases=CASES, run_case=run_case, script=__file__):
     p.add_argument("--peak", type=float, default=1.0)
     p.add_argument("--only")
     p.add_argument("--cases", help="comma-separated: run only these of the cases")
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
     args = p.parse_args()
+    global DEVICE
+    DEVICE = args.device
     torch.set_num_threads(os.cpu_count() or 1)
     if args.only:
         print(json.dumps(run_case(args.only, args.scale, args.peak)))
@@ -250,7 +271,10 @@ def main(cases=CASES, run_case=run_case, script=__file__):
     chosen = args.cases.split(",") if args.cases else cases
     for case in [c for c in cases if c in chosen]:
         out = subprocess.run(
-            [sys.executable, script, "--only", case, "--scale", str(args.scale), "--peak", str(args.peak)],
+            [
+                sys.executable, script, "--only", case, "--scale", str(args.scale),
+                "--peak", str(args.peak), "--device", args.device,
+            ],
             capture_output=True,
             text=True,
             check=True,

@@ -32,6 +32,7 @@ pub mod layers;
 pub mod nets;
 pub mod ode;
 pub mod partition;
+pub mod penalty;
 pub mod tensor_util;
 pub mod testing;
 pub mod train;

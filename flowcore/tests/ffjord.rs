@@ -1,11 +1,13 @@
-//! The continuous flow beyond the shared harness: Hutchinson's estimator is unbiased, and a
-//! solve that runs out of steps fails loudly, naming the layer and the time it reached.
+//! The continuous flow beyond the shared harness: Hutchinson's estimator is unbiased, a solve
+//! that runs out of steps fails loudly, naming the layer and the time it reached, and RNODE's
+//! penalties are the integrals they stand for.
 
 use burn::prelude::*;
 use burn::tensor::TensorData;
 use flowcore::layer::BuildLayer;
 use flowcore::layers::{FfjordSpec, ProbeNoise, TraceEstimator};
 use flowcore::ode::{OdeSolver, take_failure};
+use flowcore::penalty;
 use flowcore::testing::perturb_params;
 use flowcore::{Bijector, Layer};
 
@@ -69,4 +71,139 @@ fn a_solve_out_of_steps_gives_non_finite_values_and_names_the_layer_and_time() {
         "{why}"
     );
     assert!(why.contains("max_steps"), "{why}");
+}
+
+/// RNODE's terms against a quadrature of our own: classic RK4 with 400 steps along the
+/// trajectory, through the network's own values and tangents, of |f|^2 and |df/dz|_F^2.
+#[test]
+fn rnode_penalties_are_the_integrals_of_kinetic_energy_and_jacobian_norm() {
+    let device = Device::flex().autodiff();
+    let (dim, batch) = (2, 5);
+    let x = Tensor::<2>::from_data(
+        TensorData::new(
+            vec![0.3f32, -0.8, 1.1, 0.2, -1.5, 0.7, 0.0, 0.0, 2.0, -2.0],
+            [batch, dim],
+        ),
+        &device,
+    );
+    let penalty_of = |kinetic_weight: f64, jacobian_weight: f64| {
+        let spec = FfjordSpec {
+            hidden: vec![16, 16],
+            kinetic_weight,
+            jacobian_weight,
+            ..FfjordSpec::new(dim)
+        };
+        device.seed(4);
+        let layer = perturb_params(spec.build(&device).unwrap(), 0.4, 8);
+        let ((z, _), gathered) = penalty::collect(|| layer.forward(x.clone(), None));
+        // Outside `collect` nothing is gathered and the solve is the same.
+        let (z_plain, _) = layer.forward(x.clone(), None);
+        let diff = (z - z_plain).abs().max().into_scalar::<f64>();
+        assert!(
+            diff < 1e-4,
+            "the penalty's columns moved the solution by {diff}"
+        );
+        (layer, gathered.expect("a penalty").into_scalar::<f64>())
+    };
+    let (layer, kinetic) = penalty_of(1.0, 0.0);
+    let (_, jacobian) = penalty_of(0.0, 1.0);
+    let (_, both) = penalty_of(0.5, 2.0);
+    let mixed = 0.5 * kinetic + 2.0 * jacobian;
+    assert!(
+        (both - mixed).abs() < 1e-3 * both.abs(),
+        "weights 0.5 and 2: {both} against {mixed}"
+    );
+
+    // The quadrature: the state z, the two integrals per sample, in f32 tensors.
+    let net = layer.net();
+    let mut eye = vec![0.0f32; dim * batch * dim];
+    for k in 0..dim {
+        for b in 0..batch {
+            eye[(k * batch + b) * dim + k] = 1.0;
+        }
+    }
+    let v = Tensor::<2>::from_data(TensorData::new(eye, [dim * batch, dim]), &device);
+    let rate = |t: f64, z: Tensor<2>| {
+        let (f, jv) = net.eval(t, z, None, v.clone());
+        let k = f.clone().powi_scalar(2).sum_dim(1);
+        let j = jv
+            .powi_scalar(2)
+            .reshape([dim, batch, dim])
+            .sum_dim(2)
+            .sum_dim(0)
+            .reshape([batch, 1]);
+        (f, k, j)
+    };
+    let steps = 400;
+    let h = 1.0 / steps as f64;
+    let mut z = x.clone();
+    let (mut ke, mut jn) = (0.0f64, 0.0f64);
+    for i in 0..steps {
+        let t = i as f64 * h;
+        let (f1, k1, j1) = rate(t, z.clone());
+        let (f2, k2, j2) = rate(t + h / 2.0, z.clone() + f1.clone().mul_scalar(h / 2.0));
+        let (f3, k3, j3) = rate(t + h / 2.0, z.clone() + f2.clone().mul_scalar(h / 2.0));
+        let (f4, k4, j4) = rate(t + h, z.clone() + f3.clone().mul_scalar(h));
+        z = z + (f1 + f2.mul_scalar(2.0) + f3.mul_scalar(2.0) + f4).mul_scalar(h / 6.0);
+        let avg = |a: Tensor<2>, b: Tensor<2>, c: Tensor<2>, d: Tensor<2>| {
+            (a + b.mul_scalar(2.0) + c.mul_scalar(2.0) + d)
+                .mean()
+                .into_scalar::<f64>()
+                * h
+                / 6.0
+        };
+        ke += avg(k1, k2, k3, k4);
+        jn += avg(j1, j2, j3, j4);
+    }
+    assert!(
+        kinetic > 1e-3 && jacobian > 1e-3,
+        "trivial dynamics: {kinetic}, {jacobian}"
+    );
+    assert!(
+        (kinetic - ke).abs() < 1e-3 * ke,
+        "kinetic energy {kinetic} against quadrature {ke}"
+    );
+    assert!(
+        (jacobian - jn).abs() < 1e-3 * jn,
+        "Jacobian norm {jacobian} against quadrature {jn}"
+    );
+}
+
+/// Maximum likelihood adds the penalties to the loss, with the parts named; validation does
+/// not see them.
+#[test]
+fn the_likelihood_objective_adds_rnode_penalties_to_the_loss_only() {
+    use flowcore::arch::FfjordConfig;
+    use flowcore::train::{MaximumLikelihood, Objective};
+    use flowcore::{ArchitectureConfig, Flow};
+    let device = Device::flex().autodiff();
+    let x = flowcore::standard_normal(16, 2, 1, &device);
+    let flow_with = |kinetic_weight: f64| {
+        let config = ArchitectureConfig::Ffjord(FfjordConfig {
+            dim: 2,
+            hidden_units: vec![8, 8],
+            kinetic_weight,
+            ..FfjordConfig::default()
+        });
+        perturb_params(Flow::seeded(config, 0, &device).unwrap(), 0.3, 2)
+    };
+    let plain = MaximumLikelihood.loss(&flow_with(0.0), x.clone(), None, 0, 0);
+    assert!(plain.parts.is_empty());
+    let loss = MaximumLikelihood.loss(&flow_with(0.1), x.clone(), None, 0, 0);
+    let part = |name: &str| {
+        loss.parts
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, t)| t.clone().into_scalar::<f64>())
+            .unwrap_or_else(|| panic!("no part {name}"))
+    };
+    let (nll, pen, total) = (
+        part("nll"),
+        part("penalty"),
+        loss.total.into_scalar::<f64>(),
+    );
+    assert!(pen > 0.0 && (total - nll - pen).abs() < 1e-5 * total.abs().max(1.0));
+    // The penalty's columns join the solver's error control: the steps differ a little.
+    let plain = plain.total.into_scalar::<f64>();
+    assert!((nll - plain).abs() < 1e-3, "nll {nll} against {plain}");
 }

@@ -381,6 +381,33 @@ fn mpi_run_starts_mpirun_with_the_app_as_every_rank() {
     );
     let hostfile = std::fs::read_to_string(dir.join("hostfile")).unwrap();
     assert_eq!(hostfile.trim(), "localhost slots=2");
+    // On GPUs the gradients go over NCCL, unless the job says otherwise; a bad choice is refused.
+    let launch = |distributed: Option<&str>| {
+        let mut c = Command::new("bash");
+        c.arg(root().join("docker/mpi-run.sh"))
+            .env("FLOWMODELS_MPI_DIR", &dir)
+            .env("FLOWMODELS_MPI_DRY_RUN", "1")
+            .env("FLOWMODELS_RANKS_PER_NODE", "2")
+            .args(["train_flowmodels2", "--device", "cuda:local"]);
+        if let Some(d) = distributed {
+            c.env("FLOWMODELS_DISTRIBUTED", d);
+        }
+        run(&mut c)
+    };
+    let (ok, out, err) = launch(None);
+    assert!(ok, "{err}");
+    assert!(
+        out.trim_end()
+            .ends_with("train_flowmodels2 --distributed nccl --device cuda:local"),
+        "{out}"
+    );
+    let (ok, out, err) = launch(Some("mpi"));
+    assert!(
+        ok && out.contains("--distributed mpi --device cuda:local"),
+        "{out}{err}"
+    );
+    let (ok, _, err) = launch(Some("gloo"));
+    assert!(!ok && err.contains("expected mpi or nccl"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -3,17 +3,18 @@
 //! Each configuration runs in a process of its own (`bench --only ID`), so its peak resident
 //! memory is its own.
 
+mod device_check;
 mod models;
 mod timing;
 
 use std::time::Instant;
 
 use anyhow::{Result, bail};
-use burn::prelude::*;
 use flowcore::train::TrainingConfig;
 use flowcore::{Flow, standard_normal};
 use serde::{Deserialize, Serialize};
 
+pub use device_check::{DeviceCheck, check_device, format_checks};
 use models::{
     dense_flops, ffjord_moons, glow, glow_flops, lattice_8x8, lattice_flops, maf_fedhex, mlp_flops,
     nsf_flashsim, phi4_8x8, real_nvp,
@@ -145,7 +146,7 @@ pub fn peak_mib() -> f64 {
 /// This machine's matrix-multiply peak through burn: the best of several 1024^3 products,
 /// GFLOP/s.
 pub fn matmul_peak_gflops() -> f64 {
-    let d = Device::flex();
+    let d = crate::run::device();
     let n = 1024;
     let a = standard_normal(n, n, 1, &d);
     let b = standard_normal(n, n, 2, &d);
@@ -163,7 +164,7 @@ pub fn matmul_peak_gflops() -> f64 {
 pub fn run_case(id: &str, scale: f64, peak_gflops: f64) -> Result<Row> {
     let steps = |n: usize| ((n as f64 * scale).round() as usize).max(2);
     // As the apps train: with gradient checkpointing (TrainingConfig's default).
-    let device = TrainingConfig::default().autodiff_device(&Device::flex());
+    let device = TrainingConfig::default().autodiff_device(&crate::run::device());
     let unit = |dim: usize, batch: usize| {
         let d = device.clone();
         move |i: u64| {
@@ -220,7 +221,7 @@ pub fn run_case(id: &str, scale: f64, peak_gflops: f64) -> Result<Row> {
             )
         }
         "glow32-score" => {
-            let d = Device::flex();
+            let d = crate::run::device();
             let flow = Flow::seeded(glow(3, 32, 3, 4, 64), 0, &d)?;
             let dim = 3 * 32 * 32;
             let x = |i| {
@@ -288,7 +289,7 @@ pub fn run_case(id: &str, scale: f64, peak_gflops: f64) -> Result<Row> {
             } else {
                 (maf_fedhex(), 2, steps(10))
             };
-            let d = Device::flex();
+            let d = crate::run::device();
             let flow = Flow::seeded(config, 0, &d)?;
             let batch = 4096;
             let c = standard_normal(batch, cond, 5, &d);
@@ -312,7 +313,7 @@ pub fn run_case(id: &str, scale: f64, peak_gflops: f64) -> Result<Row> {
             (s, 256, 3.0 * lattice_flops() * 256.0, format!("{n} steps"))
         }
         "phi4-8x8-sample" => {
-            let d = Device::flex();
+            let d = crate::run::device();
             let flow = Flow::seeded(lattice_8x8(), 0, &d)?;
             let objective = phi4_8x8();
             let batch = 4096;
@@ -346,7 +347,7 @@ pub fn run_case(id: &str, scale: f64, peak_gflops: f64) -> Result<Row> {
             )
         }
         "ffjord-moons-sample" => {
-            let d = Device::flex();
+            let d = crate::run::device();
             // A model a few steps into training: dynamics that are not the zero start.
             let flow =
                 flowcore::testing::perturb_params(Flow::seeded(ffjord_moons(), 0, &d)?, 0.3, 1);

@@ -24,7 +24,7 @@ pub(super) fn time_conditional_training(
     input: &dyn Fn(u64) -> (Tensor<2>, Option<Tensor<2>>),
 ) -> Result<f64> {
     // As the apps train: with gradient checkpointing (TrainingConfig's default).
-    let device = TrainingConfig::default().autodiff_device(&Device::flex());
+    let device = TrainingConfig::default().autodiff_device(&crate::run::device());
     let (x0, c0) = input(0);
     let flow = Flow::seeded(config, 0, &device)?.initialize(x0, c0.as_ref());
     let loss = |flow: &Flow, i: u64| {
@@ -43,7 +43,7 @@ pub(super) fn time_objective_training(
     steps: usize,
     batch: usize,
 ) -> Result<f64> {
-    let device = Device::flex().autodiff();
+    let device = crate::run::device().autodiff();
     let flow = Flow::seeded(config, 0, &device)?;
     let sites = flow.dim();
     let loss = |flow: &Flow, i: u64| {
@@ -61,7 +61,7 @@ pub(super) fn time_ffjord_training(
     steps: usize,
     batch: usize,
 ) -> Result<(f64, f64)> {
-    let device = Device::flex().autodiff();
+    let device = crate::run::device().autodiff();
     let flow = Flow::seeded(config, 0, &device)?;
     let loss = |flow: &Flow, i: u64| flow.log_prob(moons(batch, i, &device), None).mean().neg();
     let before = flowcore::ode::OdeCounts::now();

@@ -10,7 +10,9 @@ use std::process::{Command, ExitCode};
 
 use anyhow::{Context, Result, bail};
 use clap::Parser;
-use flowapps::bench::{CASES, Row, format_table, matmul_peak_gflops, run_case};
+use flowapps::bench::{
+    CASES, Row, check_device, format_checks, format_table, matmul_peak_gflops, run_case,
+};
 
 #[derive(Parser)]
 #[command(version, about = "Benchmark table of flowmodels")]
@@ -33,12 +35,33 @@ struct Cli {
     /// Only these cases (comma-separated ids), flowmodels and references alike.
     #[arg(long, value_delimiter = ',')]
     cases: Vec<String>,
+    /// Where the cases compute: `cpu`, or `cuda`/`cuda:N` in a build with `--features cuda`
+    /// (the references run on the CPU unless their script is told otherwise).
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// Instead of the table: check the bench's flows on `--device` against the CPU (log p,
+    /// round trip, gradients); fails when one differs.
+    #[arg(long)]
+    check_device: bool,
     /// Write the rows as JSON here too.
     #[arg(long)]
     json: Option<PathBuf>,
 }
 
 fn run(cli: Cli) -> Result<()> {
+    flowapps::run::select_device(&cli.device)?;
+    if cli.check_device {
+        let checks = check_device(&flowapps::run::device())?;
+        print!("{}", format_checks(&checks, &cli.device));
+        if let Some(path) = &cli.json {
+            flowcore::io::write_atomic(path, serde_json::to_string_pretty(&checks)?.as_bytes())?;
+        }
+        let failed: Vec<_> = checks.iter().filter(|c| !c.pass).map(|c| &c.case).collect();
+        if !failed.is_empty() {
+            bail!("the device check failed for {failed:?}");
+        }
+        return Ok(());
+    }
     let peak = cli.peak.unwrap_or_else(matmul_peak_gflops);
     if let Some(id) = cli.only {
         let row = run_case(&id, cli.scale, peak)?;
@@ -58,7 +81,7 @@ fn run(cli: Cli) -> Result<()> {
         eprintln!("bench: {} ({})", case.id, case.what);
         let out = Command::new(&exe)
             .args(["--only", case.id, "--scale", &cli.scale.to_string()])
-            .args(["--peak", &peak.to_string()])
+            .args(["--peak", &peak.to_string(), "--device", &cli.device])
             .output()
             .with_context(|| format!("cannot run case {}", case.id))?;
         if !out.status.success() {
@@ -82,14 +105,22 @@ fn run(cli: Cli) -> Result<()> {
             "lattice_bench.py",
             "hdf5_bench.py",
         ] {
-            let script = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-                .join("../benches/reference")
-                .join(script);
+            let on_gpu = cli.device != "cpu";
+            if on_gpu && script != "torch_bench.py" {
+                // Only torch_bench.py moves its models to the GPU; a CPU figure beside a GPU
+                // one would mislead.
+                rows.push(missing_row(script, "has no GPU mode; run on the CPU only"));
+                continue;
+            }
+            let script = reference_dir().join(script);
             eprintln!("bench: references ({})", script.display());
             let mut command = Command::new(&cli.python);
             command.arg(&script);
             if !cli.cases.is_empty() {
                 command.args(["--cases", &cli.cases.join(",")]);
+            }
+            if on_gpu {
+                command.args(["--device", "cuda"]);
             }
             let out = command
                 .args([
@@ -105,19 +136,10 @@ fn run(cli: Cli) -> Result<()> {
                 let why = String::from_utf8_lossy(&out.stderr);
                 let why = why.lines().last().unwrap_or("no message");
                 eprintln!("bench: the reference {} failed: {why}", script.display());
-                rows.push(Row {
-                    id: "-".into(),
-                    implementation: format!(
-                        "missing: {}",
-                        script.file_name().unwrap_or_default().to_string_lossy()
-                    ),
-                    steps_per_sec: 0.0,
-                    samples_per_sec: 0.0,
-                    peak_mib: 0.0,
-                    flops_per_step: 0.0,
-                    fraction_of_peak: 0.0,
-                    note: format!("{} failed: {why}", cli.python),
-                });
+                rows.push(missing_row(
+                    &script.file_name().unwrap_or_default().to_string_lossy(),
+                    &format!("{} failed: {why}", cli.python),
+                ));
                 continue;
             }
             for line in String::from_utf8_lossy(&out.stdout).lines() {
@@ -134,6 +156,32 @@ fn run(cli: Cli) -> Result<()> {
         flowcore::io::write_atomic(&path, serde_json::to_string_pretty(&rows)?.as_bytes())?;
     }
     Ok(())
+}
+
+/// A row saying that a reference did not run, and why.
+fn missing_row(script: &str, why: &str) -> Row {
+    Row {
+        id: "-".into(),
+        implementation: format!("missing: {script}"),
+        steps_per_sec: 0.0,
+        samples_per_sec: 0.0,
+        peak_mib: 0.0,
+        flops_per_step: 0.0,
+        fraction_of_peak: 0.0,
+        note: why.into(),
+    }
+}
+
+/// The reference scripts: beside the sources this binary was built from, else
+/// `benches/reference` under the working directory (a binary built elsewhere, run from a
+/// checkout).
+fn reference_dir() -> PathBuf {
+    let built = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../benches/reference");
+    if built.is_dir() {
+        built
+    } else {
+        PathBuf::from("benches/reference")
+    }
 }
 
 fn main() -> ExitCode {

@@ -12,7 +12,7 @@ use std::process::ExitCode;
 use super::{
     AppInfo, Distributed, Ranks, TrainOptions, resolved_config, select_device, tracking_from_env,
 };
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use flowcore::train::Collective;
 
@@ -88,7 +88,9 @@ pub struct CommonArgs {
     #[arg(long, default_value = "cpu")]
     pub device: String,
     /// `mpi`: this process is one rank of a data-parallel run launched by
-    /// `mpirun -np N` (a build with `--features mpi`); training.batch_size is per rank.
+    /// `mpirun -np N` (a build with `--features mpi`); `nccl`: the same with one GPU per rank
+    /// and the gradients summed by NCCL (`--features cuda,mpi`, `--device cuda:local`).
+    /// training.batch_size is per rank.
     #[arg(long, value_enum, default_value = "none")]
     pub distributed: Distributed,
 }
@@ -183,8 +185,17 @@ pub fn main<A: App>(app: &A) -> ExitCode {
     exit(match cli.command {
         None => train(app, cli.train),
         Some(Command::Train(args)) => train(app, args),
-        Some(Command::Other(command)) => app.command(command),
+        Some(Command::Other(command)) => other_device().and_then(|()| app.command(command)),
     })
+}
+
+/// The device of a command other than `train` (scoring, sampling, reports): the CPU, or the
+/// one `FLOWMODELS_DEVICE` names (`cuda`, `cuda:N`; as `--device` takes).
+fn other_device() -> Result<()> {
+    match std::env::var("FLOWMODELS_DEVICE") {
+        Ok(spec) => select_device(&spec).context("FLOWMODELS_DEVICE"),
+        Err(_) => Ok(()),
+    }
 }
 
 /// Write `text` to `out`, atomically, or to stdout when no path is given.

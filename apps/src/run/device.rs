@@ -4,6 +4,7 @@ use anyhow::{Context, Result};
 use burn::prelude::*;
 
 static DEVICE: std::sync::OnceLock<Device> = std::sync::OnceLock::new();
+static CUDA_ORDINAL: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
 
 /// The device the applications compute on: the one `--device` selected, else the CPU.
 pub fn device() -> Device {
@@ -13,17 +14,25 @@ pub fn device() -> Device {
 /// Select the process's device from `cpu`, `cuda` or `cuda:N`. CUDA needs a build with
 /// `--features cuda` and a working driver and GPU; either missing is an error that says so.
 pub fn select_device(spec: &str) -> Result<()> {
-    let device = parse_device(spec)?;
+    let (device, ordinal) = parse_device(spec)?;
     if DEVICE.set(device.clone()).is_err() && DEVICE.get() != Some(&device) {
         anyhow::bail!("--device {spec}: the process already computes on another device");
+    }
+    if let Some(ordinal) = ordinal {
+        let _ = CUDA_ORDINAL.set(ordinal);
     }
     Ok(())
 }
 
-fn parse_device(spec: &str) -> Result<Device> {
+/// The GPU `--device` selected (its index on this node), if a GPU.
+pub fn cuda_ordinal() -> Option<usize> {
+    CUDA_ORDINAL.get().copied()
+}
+
+fn parse_device(spec: &str) -> Result<(Device, Option<usize>)> {
     let spec = spec.trim();
     if spec == "cpu" || spec == "flex" {
-        return Ok(Device::flex());
+        return Ok((Device::flex(), None));
     }
     let index = match spec.strip_prefix("cuda") {
         Some("") => 0,
@@ -34,7 +43,7 @@ fn parse_device(spec: &str) -> Result<Device> {
             .with_context(|| format!("--device {spec}: expected cuda, cuda:N or cuda:local"))?,
         None => anyhow::bail!("--device {spec}: expected cpu, cuda, cuda:N or cuda:local"),
     };
-    cuda_device(spec, index)
+    Ok((cuda_device(spec, index)?, Some(index)))
 }
 
 /// This process's rank among the ranks of a job on its node, as the MPI launcher says

@@ -3,6 +3,9 @@
 //! [`flowcore::train::fit_data_parallel`]. MPI needs a build with `--features mpi` (OpenMPI and
 //! libclang to compile); without it `--distributed mpi` is an error that says how to get it.
 //!
+//! `--distributed nccl` is the same with one GPU per rank, the gradients summed by NCCL (a
+//! build with `--features cuda,mpi`; see `nccl.rs`).
+//!
 //! MPI is initialised once per process and finalised when [`Ranks`] is dropped. Only the thread
 //! that initialised it calls MPI (`MPI_THREAD_FUNNELED`); the tensor backend's own threads
 //! never do.
@@ -19,6 +22,9 @@ pub enum Distributed {
     /// One rank of a data-parallel run over MPI, started by `mpirun -np N` (a build with
     /// `--features mpi`).
     Mpi,
+    /// One rank per GPU of a data-parallel run started by `mpirun -np N`, summing gradients
+    /// over NCCL (a build with `--features cuda,mpi`; with `--device cuda:local`).
+    Nccl,
 }
 
 /// The processes of a training run: this one alone, or the ranks of an MPI world. Dropping it
@@ -29,6 +35,9 @@ pub enum Ranks {
     /// The ranks of `MPI_COMM_WORLD`.
     #[cfg(feature = "mpi")]
     Mpi(MpiWorld),
+    /// The ranks of `MPI_COMM_WORLD`, one GPU each, summing over NCCL.
+    #[cfg(all(feature = "mpi", feature = "cuda"))]
+    Nccl(super::nccl::NcclWorld),
 }
 
 impl Ranks {
@@ -54,6 +63,35 @@ impl Ranks {
                 }
                 Ok(Self::Mpi(world))
             }
+            #[cfg(all(feature = "mpi", feature = "cuda"))]
+            Distributed::Nccl => {
+                let Some(ordinal) = super::device::cuda_ordinal() else {
+                    anyhow::bail!(
+                        "--distributed nccl sums gradients on GPUs: add --device cuda:local \
+                         (each rank on the GPU of its index on its node)"
+                    )
+                };
+                let world = super::nccl::NcclWorld::init(ordinal)?;
+                tracing::info!(
+                    rank = world.rank(),
+                    size = world.size(),
+                    gpu = ordinal,
+                    host = world.mpi().processor_name(),
+                    "data-parallel training over NCCL"
+                );
+                Ok(Self::Nccl(world))
+            }
+            #[cfg(not(all(feature = "mpi", feature = "cuda")))]
+            Distributed::Nccl => anyhow::bail!(
+                "--distributed nccl: this build lacks {}; build with `--features cuda,mpi` \
+                 (scripts/build-cuda.sh --features mpi) and launch with `mpirun -np N` and \
+                 --device cuda:local",
+                if cfg!(feature = "cuda") {
+                    "MPI"
+                } else {
+                    "CUDA"
+                }
+            ),
             #[cfg(not(feature = "mpi"))]
             Distributed::Mpi => anyhow::bail!(
                 "--distributed mpi: this build has no MPI support; build with `--features mpi` \
@@ -69,6 +107,8 @@ impl Ranks {
             Self::One(one) => one,
             #[cfg(feature = "mpi")]
             Self::Mpi(world) => world,
+            #[cfg(all(feature = "mpi", feature = "cuda"))]
+            Self::Nccl(world) => world,
         }
     }
 
@@ -78,7 +118,14 @@ impl Ranks {
     /// stays intact.
     pub fn finish<T>(self, result: Result<T>) -> Result<T> {
         #[cfg(feature = "mpi")]
-        if let (Self::Mpi(world), Err(e)) = (&self, &result)
+        let world = match &self {
+            Self::One(_) => None,
+            Self::Mpi(world) => Some(world),
+            #[cfg(feature = "cuda")]
+            Self::Nccl(world) => Some(world.mpi()),
+        };
+        #[cfg(feature = "mpi")]
+        if let (Some(world), Err(e)) = (world, &result)
             && world.size() > 1
         {
             eprintln!("error on rank {} of {}: {e:#}", world.rank(), world.size());

@@ -16,6 +16,8 @@ pub mod config;
 pub mod device;
 pub mod distributed;
 pub mod folder;
+#[cfg(all(feature = "cuda", feature = "mpi"))]
+pub mod nccl;
 pub mod place;
 pub mod progress;
 

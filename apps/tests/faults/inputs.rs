@@ -226,6 +226,8 @@ fn bad_continuous_flow_settings_are_named_before_any_run_folder() {
         (r#"model.activation="relu""#, "relu"),
         ("model.hidden_units=[]", "hidden"),
         ("model.num_blocks=0", "num_blocks"),
+        ("model.kinetic_weight=-0.01", "kinetic_weight"),
+        ("model.jacobian_weight=nan", "jacobian_weight"),
     ] {
         fails_naming(
             run(

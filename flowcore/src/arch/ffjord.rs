@@ -54,6 +54,12 @@ pub struct FfjordConfig {
     /// Size of the optional condition (0: unconditional).
     #[serde(default)]
     pub cond_dim: usize,
+    /// RNODE's kinetic-energy weight (Finlay et al. 2020; 0: off; they use 0.01).
+    #[serde(default)]
+    pub kinetic_weight: f64,
+    /// RNODE's Jacobian-norm weight (0: off; they use 0.01).
+    #[serde(default)]
+    pub jacobian_weight: f64,
 }
 
 impl Default for FfjordConfig {
@@ -69,6 +75,8 @@ impl Default for FfjordConfig {
             noise: ProbeNoise::default(),
             actnorm: false,
             cond_dim: 0,
+            kinetic_weight: 0.0,
+            jacobian_weight: 0.0,
         }
     }
 }
@@ -91,6 +99,14 @@ impl Architecture for FfjordConfig {
         if let Err(e) = self.solver.check() {
             return bad(e);
         }
+        for (key, w) in [
+            ("kinetic_weight", self.kinetic_weight),
+            ("jacobian_weight", self.jacobian_weight),
+        ] {
+            if !(w.is_finite() && w >= 0.0) {
+                return bad(format!("{key} = {w}: expected a finite weight >= 0"));
+            }
+        }
         let mut specs = Vec::new();
         for _ in 0..self.num_blocks {
             if self.actnorm {
@@ -106,6 +122,8 @@ impl Architecture for FfjordConfig {
                     trace: self.trace,
                     noise: self.noise,
                     cond_dim: self.cond_dim,
+                    kinetic_weight: self.kinetic_weight,
+                    jacobian_weight: self.jacobian_weight,
                 }
                 .into(),
             );

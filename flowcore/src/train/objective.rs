@@ -89,9 +89,19 @@ impl Objective for MaximumLikelihood {
         _seed: u64,
         _step: u64,
     ) -> Loss {
-        Loss {
-            total: flow.log_prob(x, condition(flow, y).as_ref()).mean().neg(),
-            parts: Vec::new(),
+        // Layers' penalties (a continuous flow's RNODE terms) join the likelihood here only:
+        // validation and densities stay the plain negative log-likelihood.
+        let (nll, penalty) =
+            crate::penalty::collect(|| flow.log_prob(x, condition(flow, y).as_ref()).mean().neg());
+        match penalty {
+            None => Loss {
+                total: nll,
+                parts: Vec::new(),
+            },
+            Some(penalty) => Loss {
+                total: nll.clone() + penalty.clone(),
+                parts: vec![("nll", nll), ("penalty", penalty)],
+            },
         }
     }
 

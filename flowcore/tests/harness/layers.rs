@@ -443,8 +443,15 @@ fn ffjord_blocks_exact_trace_both_time_inputs_conditional_and_rk4() {
         trace: TraceEstimator::Hutchinson,
         ..ffjord(2, 0)
     };
+    // RNODE's weights change nothing outside a training loss.
+    let rnode = FfjordSpec {
+        kinetic_weight: 0.01,
+        jacobian_weight: 0.01,
+        ..ffjord(2, 0)
+    };
     for (name, spec) in [
         ("ffjord dopri5 dim 2", ffjord(2, 0)),
+        ("ffjord rnode weights", rnode),
         ("ffjord rk4 dim 3", rk4),
         ("ffjord concat softplus cond 1", concat_softplus),
         ("ffjord embedded cond 4", embedded),
