@@ -19,6 +19,13 @@ pub trait Bijector {
     /// Latent to data: `(x, log|det dx/dz|)`.
     fn inverse(&self, z: Tensor<2>, cond: Option<&Tensor<2>>) -> (Tensor<2>, Tensor<1>);
 
+    /// Latent to data without the log-det, for sampling. A layer whose log-det costs more than
+    /// its map (a continuous flow integrates the trace of its Jacobian beside z) skips it here;
+    /// for the others it is `inverse(z, cond).0`.
+    fn inverse_without_logdet(&self, z: Tensor<2>, cond: Option<&Tensor<2>>) -> Tensor<2> {
+        self.inverse(z, cond).0
+    }
+
     /// The number of features it maps.
     fn dim(&self) -> usize;
 }
@@ -84,6 +91,13 @@ impl<T: Module + Bijector> Bijector for Chain<T> {
         }
         let total = total.unwrap_or_else(|| crate::tensor_util::zero_logdet(&z));
         (z, total)
+    }
+
+    fn inverse_without_logdet(&self, z: Tensor<2>, cond: Option<&Tensor<2>>) -> Tensor<2> {
+        self.layers
+            .iter()
+            .rev()
+            .fold(z, |z, layer| layer.inverse_without_logdet(z, cond))
     }
 
     fn dim(&self) -> usize {

@@ -153,9 +153,9 @@ impl Flow {
         self.bijector.forward(x, cond).0
     }
 
-    /// Latent to data.
+    /// Latent to data, without computing the log-det where that costs extra.
     pub fn decode(&self, z: Tensor<2>, cond: Option<&Tensor<2>>) -> Tensor<2> {
-        self.bijector.inverse(z, cond).0
+        self.bijector.inverse_without_logdet(z, cond)
     }
 
     /// `n` samples with the base scaled by `temperature` (1 samples the model; below 1 gives

@@ -96,6 +96,12 @@ macro_rules! registry {
                 }
             }
 
+            fn inverse_without_logdet(&self, z: Tensor<2>, cond: Option<&Tensor<2>>) -> Tensor<2> {
+                match self {
+                    $(Self::$variant(l) => l.inverse_without_logdet(z, cond),)*
+                }
+            }
+
             fn dim(&self) -> usize {
                 match self {
                     $(Self::$variant(l) => l.dim(),)*

@@ -310,6 +310,15 @@ pub fn check_architecture(
         "{name}: inverse(forward(x)) differs from x by {round_trip:e} > {:e}",
         settings.round_trip
     );
+    // Sampling's inverse, without the log-det, is the same map (a continuous flow solves it
+    // without the trace column, so it meets the round trip's tolerance rather than equality).
+    let decoded = eval.bijector().inverse_without_logdet(z.clone(), cond_e);
+    let decode_trip = max_abs_diff(decoded, x_eval.clone());
+    assert!(
+        decode_trip <= settings.round_trip,
+        "{name}: inverse_without_logdet(forward(x)) differs from x by {decode_trip:e} > {:e}",
+        settings.round_trip
+    );
     let scale = ld_fwd.clone().abs().max().into_scalar::<f64>().max(1.0);
     let cancel = (ld_fwd.clone() + ld_inv).abs().max().into_scalar::<f64>() / scale;
     assert!(

@@ -77,6 +77,11 @@ impl Bijector for FactorOut {
         (Tensor::cat(vec![x, rest], 1), ld)
     }
 
+    fn inverse_without_logdet(&self, z: Tensor<2>, cond: Option<&Tensor<2>>) -> Tensor<2> {
+        let (a, rest) = self.split(z);
+        Tensor::cat(vec![self.inner.inverse_without_logdet(a, cond), rest], 1)
+    }
+
     fn dim(&self) -> usize {
         self.dim
     }

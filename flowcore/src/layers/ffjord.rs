@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::layer::{BuildLayer, positive};
 use crate::nets::{OdeActivation, OdeNet, OdeNetSpec, TimeInput};
-use crate::ode::{OdeSolver, record_failure};
+use crate::ode::{OdeSolver, StepLimit, record_failure};
 use crate::penalty;
 use crate::tensor_util::constant;
 use crate::{Bijector, DataInit, Result};
@@ -194,6 +194,15 @@ impl Ffjord {
         constant(eye, [dim * batch, dim], like)
     }
 
+    fn step_limit_message(&self, limit: StepLimit, t0: f64, t1: f64) -> String {
+        format!(
+            "ffjord layer ({} features): the solver stopped at t = {:.6} of [{t0}, {t1}] after {} \
+             step attempts (last step {:.3e}); raise solver.max_steps or the tolerances, or \
+             regularise the dynamics",
+            self.dim, limit.time, limit.attempts, limit.step
+        )
+    }
+
     /// Integrate `[x, 0]` from `t0` to `t1`: the end point and the integral of the trace.
     /// Going forward while penalties are gathered, two more columns integrate RNODE's |f|^2
     /// and |df/dz|_F^2, and their weighted batch means go to [`penalty::add`].
@@ -246,12 +255,7 @@ impl Ffjord {
                 y1
             }
             Err(limit) => {
-                record_failure(format!(
-                    "ffjord layer ({dim} features): the solver stopped at t = {:.6} of [{t0}, {t1}] \
-                     after {} step attempts (last step {:.3e}); raise solver.max_steps or the \
-                     tolerances, or regularise the dynamics",
-                    limit.time, limit.attempts, limit.step
-                ));
+                record_failure(self.step_limit_message(limit, t0, t1));
                 let nan = x.clone().mul_scalar(f64::NAN);
                 return (nan.clone(), nan.sum_dim(1).reshape([batch]));
             }
@@ -277,6 +281,25 @@ impl Bijector for Ffjord {
 
     fn inverse(&self, z: Tensor<2>, cond: Option<&Tensor<2>>) -> (Tensor<2>, Tensor<1>) {
         self.solve(z, cond, 1.0, 0.0)
+    }
+
+    fn inverse_without_logdet(&self, z: Tensor<2>, cond: Option<&Tensor<2>>) -> Tensor<2> {
+        let cond = self.net.embed(cond);
+        let dynamics = |t: f64, z: Tensor<2>| self.net.value(t, z, cond.as_ref());
+        match self.solver.solve(dynamics, z.clone(), 1.0, 0.0) {
+            Ok((x, stats)) => {
+                tracing::trace!(
+                    nfe = stats.nfe,
+                    steps = stats.steps,
+                    "ffjord solve, no trace"
+                );
+                x
+            }
+            Err(limit) => {
+                record_failure(self.step_limit_message(limit, 1.0, 0.0));
+                z.mul_scalar(f64::NAN)
+            }
+        }
     }
 
     fn dim(&self) -> usize {

@@ -5,7 +5,7 @@ use std::path::Path;
 use anyhow::Result;
 use plotters::prelude::*;
 
-use super::{FAMILY, Partial, draw_legend, err, range, register_font};
+use super::{FAMILY, draw_legend, err, png, range, register_font};
 
 /// Training curves: train and validation NLL per epoch, with a reference line (for example
 /// the entropy of the data) when given.
@@ -49,62 +49,64 @@ pub fn loss_curves(
 ) -> Result<()> {
     register_font();
     let e = err(path);
-    let partial = Partial::new(path);
-    let tmp = partial.tmp.clone();
-    let root = BitMapBackend::new(&tmp, (720, 480)).into_drawing_area();
-    root.fill(&WHITE).map_err(|x| e(&x))?;
-    let epochs = train.len().max(val.len()).max(1);
-    let all = train
-        .iter()
-        .chain(val)
-        .copied()
-        .chain(reference.map(|r| r.0));
-    let y = range(all);
-    let mut chart = ChartBuilder::on(&root)
-        .caption(title, (FAMILY, 20))
-        .margin(14)
-        .x_label_area_size(36)
-        .y_label_area_size(56)
-        .build_cartesian_2d(0.5f64..epochs as f64 + 0.5, y)
-        .map_err(|x| e(&x))?;
-    chart
-        .configure_mesh()
-        .x_desc("epoch")
-        .y_desc(y_desc)
-        .label_style((FAMILY, 13))
-        .draw()
-        .map_err(|x| e(&x))?;
-    let blue = RGBColor(31, 119, 180);
-    let orange = RGBColor(255, 127, 14);
-    let line = |v: &[f64]| -> Vec<(f64, f64)> {
-        v.iter()
-            .enumerate()
-            .map(|(i, &y)| ((i + 1) as f64, y))
-            .collect()
-    };
-    chart
-        .draw_series(LineSeries::new(line(train), blue.stroke_width(2)))
-        .map_err(|x| e(&x))?
-        .label("train")
-        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], blue.stroke_width(2)));
-    chart
-        .draw_series(LineSeries::new(line(val), orange.stroke_width(2)))
-        .map_err(|x| e(&x))?
-        .label("validation")
-        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], orange.stroke_width(2)));
-    if let Some((value, label)) = reference {
+    png(path, (720, 480), |root| {
+        root.fill(&WHITE).map_err(|x| e(&x))?;
+        let epochs = train.len().max(val.len()).max(1);
+        let all = train
+            .iter()
+            .chain(val)
+            .copied()
+            .chain(reference.map(|r| r.0));
+        let y = range(all);
+        let mut chart = ChartBuilder::on(root)
+            .caption(title, (FAMILY, 20))
+            .margin(14)
+            .x_label_area_size(36)
+            .y_label_area_size(56)
+            .build_cartesian_2d(0.5f64..epochs as f64 + 0.5, y)
+            .map_err(|x| e(&x))?;
         chart
-            .draw_series(LineSeries::new(
-                vec![(0.5, value), (epochs as f64 + 0.5, value)],
-                BLACK.stroke_width(1),
-            ))
+            .configure_mesh()
+            .x_desc("epoch")
+            .y_desc(y_desc)
+            .label_style((FAMILY, 13))
+            .draw()
+            .map_err(|x| e(&x))?;
+        let blue = RGBColor(31, 119, 180);
+        let orange = RGBColor(255, 127, 14);
+        let line = |v: &[f64]| -> Vec<(f64, f64)> {
+            v.iter()
+                .enumerate()
+                .map(|(i, &y)| ((i + 1) as f64, y))
+                .collect()
+        };
+        chart
+            .draw_series(LineSeries::new(line(train), blue.stroke_width(2)))
             .map_err(|x| e(&x))?
-            .label(label)
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], BLACK));
-    }
-    draw_legend(&mut chart, SeriesLabelPosition::UpperRight).map_err(|x| e(&x))?;
-    root.present().map_err(|x| e(&x))?;
-    partial.commit()
+            .label("train")
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 18, y)], blue.stroke_width(2))
+            });
+        chart
+            .draw_series(LineSeries::new(line(val), orange.stroke_width(2)))
+            .map_err(|x| e(&x))?
+            .label("validation")
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 18, y)], orange.stroke_width(2))
+            });
+        if let Some((value, label)) = reference {
+            chart
+                .draw_series(LineSeries::new(
+                    vec![(0.5, value), (epochs as f64 + 0.5, value)],
+                    BLACK.stroke_width(1),
+                ))
+                .map_err(|x| e(&x))?
+                .label(label)
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], BLACK));
+        }
+        draw_legend(&mut chart, SeriesLabelPosition::UpperRight).map_err(|x| e(&x))?;
+        Ok(())
+    })
 }
 
 // Matplotlib's tab10, reordered so the first three (blue, red, green) contrast most.

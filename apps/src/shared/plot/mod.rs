@@ -13,10 +13,11 @@ pub use panels::{Panel, Series, decision_map, histogram_outline, panels};
 pub use scatter::{ScatterSet, scatter};
 pub use scores::{RocCurve, histograms, roc_curves};
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Once;
 
 use anyhow::{Result, anyhow};
+use plotters::coord::Shift;
 use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 use plotters::style::FontStyle;
@@ -80,40 +81,38 @@ pub(super) const PALETTE: [RGBColor; 10] = [
     RGBColor(23, 190, 207),
 ];
 
-/// A figure drawn to a hidden file beside its path and renamed over it once complete, so that
-/// an error or a full disk never leaves a truncated figure under the real name; the hidden
-/// file is removed when the figure is not committed.
-pub(super) struct Partial {
-    pub(super) tmp: PathBuf,
-    path: PathBuf,
-    committed: bool,
-}
-
-impl Partial {
-    pub(super) fn new(path: &Path) -> Self {
-        let name = path
-            .file_name()
-            .map_or_else(|| "figure.png".into(), |n| n.to_string_lossy().to_string());
-        // The extension stays last: plotters picks the image format by it.
-        Self {
-            tmp: path.with_file_name(format!(".{}.partial.{name}", std::process::id())),
-            path: path.to_path_buf(),
-            committed: false,
-        }
+/// Draws a figure into memory and writes it as a PNG to a hidden file beside `path`, renamed
+/// over it once complete, so that an error or a full disk never leaves a truncated figure under
+/// the real name. The PNG is encoded by `image`, the crate the data loaders already build,
+/// rather than by plotters' encoder, which would compile a second, older `image`.
+pub(super) fn png(
+    path: &Path,
+    size: (u32, u32),
+    draw: impl FnOnce(&DrawingArea<BitMapBackend<'_>, Shift>) -> Result<()>,
+) -> Result<()> {
+    let mut pixels = vec![0u8; size.0 as usize * size.1 as usize * 3];
+    {
+        let root = BitMapBackend::with_buffer(&mut pixels, size).into_drawing_area();
+        draw(&root)?;
+        root.present().map_err(|x| err(path)(&x))?;
     }
-
-    pub(super) fn commit(mut self) -> Result<()> {
-        std::fs::rename(&self.tmp, &self.path)
-            .map_err(|e| anyhow!("plot {}: {e}", self.path.display()))?;
-        self.committed = true;
-        Ok(())
+    let name = path
+        .file_name()
+        .map_or_else(|| "figure.png".into(), |n| n.to_string_lossy().to_string());
+    let tmp = path.with_file_name(format!(".{}.partial.{name}", std::process::id()));
+    let written = image::save_buffer_with_format(
+        &tmp,
+        &pixels,
+        size.0,
+        size.1,
+        image::ExtendedColorType::Rgb8,
+        image::ImageFormat::Png,
+    )
+    .map_err(anyhow::Error::from)
+    .and_then(|()| std::fs::rename(&tmp, path).map_err(anyhow::Error::from));
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(anyhow!("plot {}: {e}", path.display()));
     }
-}
-
-impl Drop for Partial {
-    fn drop(&mut self) {
-        if !self.committed {
-            let _ = std::fs::remove_file(&self.tmp);
-        }
-    }
+    Ok(())
 }

@@ -5,7 +5,7 @@ use std::path::Path;
 use anyhow::Result;
 use plotters::prelude::*;
 
-use super::{FAMILY, PALETTE, Partial, draw_legend, err, range, register_font};
+use super::{FAMILY, PALETTE, draw_legend, err, png, range, register_font};
 
 /// Lines of one kind in a [`Panel`]: each line a polyline, all in one color.
 pub struct Series {
@@ -113,70 +113,71 @@ pub fn panels(
     let e = err(path);
     let columns = columns.clamp(1, panels.len().max(1));
     let rows = panels.len().div_ceil(columns).max(1);
-    let partial = Partial::new(path);
-    let tmp = partial.tmp.clone();
-    let root = BitMapBackend::new(&tmp, (size.0 * columns as u32, size.1 * rows as u32 + 40))
-        .into_drawing_area();
-    root.fill(&WHITE).map_err(|x| e(&x))?;
-    let root = root.titled(caption, (FAMILY, 22)).map_err(|x| e(&x))?;
-    let areas = root.split_evenly((rows, columns));
-    for (panel, area) in panels.iter().zip(areas) {
-        let points = || panel.series.iter().flat_map(|s| s.lines.iter().flatten());
-        let x = panel
-            .x_range
-            .clone()
-            .unwrap_or_else(|| range(points().map(|p| p.0)));
-        let y = panel
-            .y_range
-            .clone()
-            .unwrap_or_else(|| range(points().map(|p| p.1)));
-        let mut chart = ChartBuilder::on(&area)
-            .caption(&panel.title, (FAMILY, 16))
-            .margin(10)
-            .x_label_area_size(34)
-            .y_label_area_size(56)
-            .build_cartesian_2d(x, y)
-            .map_err(|x| e(&x))?;
-        chart
-            .configure_mesh()
-            .x_desc(panel.x_desc.as_str())
-            .y_desc(panel.y_desc.as_str())
-            .label_style((FAMILY, 12))
-            .draw()
-            .map_err(|x| e(&x))?;
-        let mut labelled = false;
-        for series in &panel.series {
-            let base = series.color.map_or(BLACK, |c| PALETTE[c % PALETTE.len()]);
-            let style = base.mix(series.alpha).stroke_width(series.width);
-            let legend_style = base.stroke_width(2);
-            let mut last = None;
-            for line in &series.lines {
-                last = Some(if series.markers {
-                    chart
-                        .draw_series(
-                            line.iter()
-                                .map(|&p| Circle::new(p, 3 + series.width, style.filled())),
-                        )
-                        .map_err(|x| e(&x))?
-                } else {
-                    chart
-                        .draw_series(LineSeries::new(line.clone(), style))
-                        .map_err(|x| e(&x))?
-                });
+    png(
+        path,
+        (size.0 * columns as u32, size.1 * rows as u32 + 40),
+        |root| {
+            root.fill(&WHITE).map_err(|x| e(&x))?;
+            let root = root.titled(caption, (FAMILY, 22)).map_err(|x| e(&x))?;
+            let areas = root.split_evenly((rows, columns));
+            for (panel, area) in panels.iter().zip(areas) {
+                let points = || panel.series.iter().flat_map(|s| s.lines.iter().flatten());
+                let x = panel
+                    .x_range
+                    .clone()
+                    .unwrap_or_else(|| range(points().map(|p| p.0)));
+                let y = panel
+                    .y_range
+                    .clone()
+                    .unwrap_or_else(|| range(points().map(|p| p.1)));
+                let mut chart = ChartBuilder::on(&area)
+                    .caption(&panel.title, (FAMILY, 16))
+                    .margin(10)
+                    .x_label_area_size(34)
+                    .y_label_area_size(56)
+                    .build_cartesian_2d(x, y)
+                    .map_err(|x| e(&x))?;
+                chart
+                    .configure_mesh()
+                    .x_desc(panel.x_desc.as_str())
+                    .y_desc(panel.y_desc.as_str())
+                    .label_style((FAMILY, 12))
+                    .draw()
+                    .map_err(|x| e(&x))?;
+                let mut labelled = false;
+                for series in &panel.series {
+                    let base = series.color.map_or(BLACK, |c| PALETTE[c % PALETTE.len()]);
+                    let style = base.mix(series.alpha).stroke_width(series.width);
+                    let legend_style = base.stroke_width(2);
+                    let mut last = None;
+                    for line in &series.lines {
+                        last = Some(if series.markers {
+                            chart
+                                .draw_series(
+                                    line.iter()
+                                        .map(|&p| Circle::new(p, 3 + series.width, style.filled())),
+                                )
+                                .map_err(|x| e(&x))?
+                        } else {
+                            chart
+                                .draw_series(LineSeries::new(line.clone(), style))
+                                .map_err(|x| e(&x))?
+                        });
+                    }
+                    if let (Some(label), Some(drawn)) = (&series.label, last) {
+                        drawn.label(label.clone()).legend(move |(x, y)| {
+                            PathElement::new(vec![(x, y), (x + 18, y)], legend_style)
+                        });
+                        labelled = true;
+                    }
+                }
+                if labelled {
+                    draw_legend(&mut chart, SeriesLabelPosition::UpperRight).map_err(|x| e(&x))?;
+                }
             }
-            if let (Some(label), Some(drawn)) = (&series.label, last) {
-                drawn.label(label.clone()).legend(move |(x, y)| {
-                    PathElement::new(vec![(x, y), (x + 18, y)], legend_style)
-                });
-                labelled = true;
-            }
-        }
-        if labelled {
-            draw_legend(&mut chart, SeriesLabelPosition::UpperRight).map_err(|x| e(&x))?;
-        }
-    }
-    root.present().map_err(|x| e(&x))?;
-    partial.commit()
+            Ok(())
+        },
+    )
 }
 
 /// The outline of a normalised histogram (a density) of `values` over `bins` bins of `range`.
@@ -220,46 +221,44 @@ pub fn decision_map(
 ) -> Result<()> {
     register_font();
     let e = err(path);
-    let partial = Partial::new(path);
-    let tmp = partial.tmp.clone();
-    let root = BitMapBackend::new(&tmp, (720, 680)).into_drawing_area();
-    root.fill(&WHITE).map_err(|x| e(&x))?;
-    let mut chart = ChartBuilder::on(&root)
-        .caption(caption, (FAMILY, 18))
-        .margin(14)
-        .x_label_area_size(36)
-        .y_label_area_size(48)
-        .build_cartesian_2d(x.clone(), y.clone())
-        .map_err(|x| e(&x))?;
-    chart
-        .configure_mesh()
-        .disable_mesh()
-        .label_style((FAMILY, 13))
-        .draw()
-        .map_err(|x| e(&x))?;
-    let (dx, dy) = ((x.end - x.start) / nx as f64, (y.end - y.start) / ny as f64);
-    let color = |k: usize| PALETTE[k % PALETTE.len()];
-    chart
-        .draw_series(cells.iter().enumerate().map(|(i, &k)| {
-            let (cx, cy) = (i % nx, i / nx);
-            let (x0, y0) = (x.start + cx as f64 * dx, y.start + cy as f64 * dy);
-            Rectangle::new([(x0, y0), (x0 + dx, y0 + dy)], color(k).mix(0.25).filled())
-        }))
-        .map_err(|x| e(&x))?;
-    for (k, name) in names.iter().enumerate() {
-        let c = color(k);
+    png(path, (720, 680), |root| {
+        root.fill(&WHITE).map_err(|x| e(&x))?;
+        let mut chart = ChartBuilder::on(root)
+            .caption(caption, (FAMILY, 18))
+            .margin(14)
+            .x_label_area_size(36)
+            .y_label_area_size(48)
+            .build_cartesian_2d(x.clone(), y.clone())
+            .map_err(|x| e(&x))?;
         chart
-            .draw_series(
-                points
-                    .iter()
-                    .filter(|p| p.2 == k)
-                    .map(move |p| Circle::new((p.0, p.1), 2, c.filled())),
-            )
-            .map_err(|x| e(&x))?
-            .label(name.clone())
-            .legend(move |(x, y)| Circle::new((x + 8, y), 4, c.filled()));
-    }
-    draw_legend(&mut chart, SeriesLabelPosition::UpperRight).map_err(|x| e(&x))?;
-    root.present().map_err(|x| e(&x))?;
-    partial.commit()
+            .configure_mesh()
+            .disable_mesh()
+            .label_style((FAMILY, 13))
+            .draw()
+            .map_err(|x| e(&x))?;
+        let (dx, dy) = ((x.end - x.start) / nx as f64, (y.end - y.start) / ny as f64);
+        let color = |k: usize| PALETTE[k % PALETTE.len()];
+        chart
+            .draw_series(cells.iter().enumerate().map(|(i, &k)| {
+                let (cx, cy) = (i % nx, i / nx);
+                let (x0, y0) = (x.start + cx as f64 * dx, y.start + cy as f64 * dy);
+                Rectangle::new([(x0, y0), (x0 + dx, y0 + dy)], color(k).mix(0.25).filled())
+            }))
+            .map_err(|x| e(&x))?;
+        for (k, name) in names.iter().enumerate() {
+            let c = color(k);
+            chart
+                .draw_series(
+                    points
+                        .iter()
+                        .filter(|p| p.2 == k)
+                        .map(move |p| Circle::new((p.0, p.1), 2, c.filled())),
+                )
+                .map_err(|x| e(&x))?
+                .label(name.clone())
+                .legend(move |(x, y)| Circle::new((x + 8, y), 4, c.filled()));
+        }
+        draw_legend(&mut chart, SeriesLabelPosition::UpperRight).map_err(|x| e(&x))?;
+        Ok(())
+    })
 }

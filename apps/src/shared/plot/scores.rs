@@ -5,7 +5,7 @@ use std::path::Path;
 use anyhow::Result;
 use plotters::prelude::*;
 
-use super::{FAMILY, PALETTE, Partial, draw_legend, err, range, register_font};
+use super::{FAMILY, PALETTE, draw_legend, err, png, range, register_font};
 
 /// One ROC curve: `(false positive rate, true positive rate)` points and their area.
 pub struct RocCurve {
@@ -21,43 +21,41 @@ pub struct RocCurve {
 pub fn roc_curves(path: &Path, title: &str, curves: &[RocCurve]) -> Result<()> {
     register_font();
     let e = err(path);
-    let partial = Partial::new(path);
-    let tmp = partial.tmp.clone();
-    let root = BitMapBackend::new(&tmp, (560, 560)).into_drawing_area();
-    root.fill(&WHITE).map_err(|x| e(&x))?;
-    let mut chart = ChartBuilder::on(&root)
-        .caption(title, (FAMILY, 18))
-        .margin(14)
-        .x_label_area_size(36)
-        .y_label_area_size(48)
-        .build_cartesian_2d(0f64..1f64, 0f64..1f64)
-        .map_err(|x| e(&x))?;
-    chart
-        .configure_mesh()
-        .x_desc("false positive rate")
-        .y_desc("true positive rate")
-        .label_style((FAMILY, 13))
-        .draw()
-        .map_err(|x| e(&x))?;
-    chart
-        .draw_series(LineSeries::new(
-            vec![(0.0, 0.0), (1.0, 1.0)],
-            BLACK.mix(0.3),
-        ))
-        .map_err(|x| e(&x))?;
-    for (k, curve) in curves.iter().enumerate() {
-        let color = PALETTE[k % PALETTE.len()];
+    png(path, (560, 560), |root| {
+        root.fill(&WHITE).map_err(|x| e(&x))?;
+        let mut chart = ChartBuilder::on(root)
+            .caption(title, (FAMILY, 18))
+            .margin(14)
+            .x_label_area_size(36)
+            .y_label_area_size(48)
+            .build_cartesian_2d(0f64..1f64, 0f64..1f64)
+            .map_err(|x| e(&x))?;
         chart
-            .draw_series(LineSeries::new(curve.points.clone(), color.stroke_width(2)))
-            .map_err(|x| e(&x))?
-            .label(format!("{} (AUROC {:.3})", curve.name, curve.auroc))
-            .legend(move |(x, y)| {
-                PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2))
-            });
-    }
-    draw_legend(&mut chart, SeriesLabelPosition::LowerRight).map_err(|x| e(&x))?;
-    root.present().map_err(|x| e(&x))?;
-    partial.commit()
+            .configure_mesh()
+            .x_desc("false positive rate")
+            .y_desc("true positive rate")
+            .label_style((FAMILY, 13))
+            .draw()
+            .map_err(|x| e(&x))?;
+        chart
+            .draw_series(LineSeries::new(
+                vec![(0.0, 0.0), (1.0, 1.0)],
+                BLACK.mix(0.3),
+            ))
+            .map_err(|x| e(&x))?;
+        for (k, curve) in curves.iter().enumerate() {
+            let color = PALETTE[k % PALETTE.len()];
+            chart
+                .draw_series(LineSeries::new(curve.points.clone(), color.stroke_width(2)))
+                .map_err(|x| e(&x))?
+                .label(format!("{} (AUROC {:.3})", curve.name, curve.auroc))
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2))
+                });
+        }
+        draw_legend(&mut chart, SeriesLabelPosition::LowerRight).map_err(|x| e(&x))?;
+        Ok(())
+    })
 }
 
 /// Histograms of one score per group (folder), as outlines over shared bins, with the
@@ -86,51 +84,49 @@ pub fn histograms(
         })
         .collect();
     let top = counts.iter().flatten().copied().fold(0.0, f64::max) * 1.1 + 1e-9;
-    let partial = Partial::new(path);
-    let tmp = partial.tmp.clone();
-    let root = BitMapBackend::new(&tmp, (720, 440)).into_drawing_area();
-    root.fill(&WHITE).map_err(|x| e(&x))?;
-    let mut chart = ChartBuilder::on(&root)
-        .caption(title, (FAMILY, 18))
-        .margin(14)
-        .x_label_area_size(36)
-        .y_label_area_size(56)
-        .build_cartesian_2d(x.clone(), 0.0..top)
-        .map_err(|x| e(&x))?;
-    chart
-        .configure_mesh()
-        .y_desc("fraction of the folder")
-        .label_style((FAMILY, 13))
-        .draw()
-        .map_err(|x| e(&x))?;
-    for (k, ((name, _), c)) in groups.iter().zip(&counts).enumerate() {
-        let color = PALETTE[k % PALETTE.len()];
-        let mut outline = vec![(x.start, 0.0)];
-        for (b, &v) in c.iter().enumerate() {
-            let left = x.start + b as f64 * width;
-            outline.push((left, v));
-            outline.push((left + width, v));
+    png(path, (720, 440), |root| {
+        root.fill(&WHITE).map_err(|x| e(&x))?;
+        let mut chart = ChartBuilder::on(root)
+            .caption(title, (FAMILY, 18))
+            .margin(14)
+            .x_label_area_size(36)
+            .y_label_area_size(56)
+            .build_cartesian_2d(x.clone(), 0.0..top)
+            .map_err(|x| e(&x))?;
+        chart
+            .configure_mesh()
+            .y_desc("fraction of the folder")
+            .label_style((FAMILY, 13))
+            .draw()
+            .map_err(|x| e(&x))?;
+        for (k, ((name, _), c)) in groups.iter().zip(&counts).enumerate() {
+            let color = PALETTE[k % PALETTE.len()];
+            let mut outline = vec![(x.start, 0.0)];
+            for (b, &v) in c.iter().enumerate() {
+                let left = x.start + b as f64 * width;
+                outline.push((left, v));
+                outline.push((left + width, v));
+            }
+            outline.push((x.end, 0.0));
+            chart
+                .draw_series(LineSeries::new(outline, color.stroke_width(2)))
+                .map_err(|x| e(&x))?
+                .label(name.clone())
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2))
+                });
         }
-        outline.push((x.end, 0.0));
-        chart
-            .draw_series(LineSeries::new(outline, color.stroke_width(2)))
-            .map_err(|x| e(&x))?
-            .label(name.clone())
-            .legend(move |(x, y)| {
-                PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2))
-            });
-    }
-    if let Some(t) = threshold {
-        chart
-            .draw_series(LineSeries::new(
-                vec![(t, 0.0), (t, top)],
-                BLACK.stroke_width(1),
-            ))
-            .map_err(|x| e(&x))?
-            .label("threshold")
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], BLACK));
-    }
-    draw_legend(&mut chart, SeriesLabelPosition::UpperRight).map_err(|x| e(&x))?;
-    root.present().map_err(|x| e(&x))?;
-    partial.commit()
+        if let Some(t) = threshold {
+            chart
+                .draw_series(LineSeries::new(
+                    vec![(t, 0.0), (t, top)],
+                    BLACK.stroke_width(1),
+                ))
+                .map_err(|x| e(&x))?
+                .label("threshold")
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], BLACK));
+        }
+        draw_legend(&mut chart, SeriesLabelPosition::UpperRight).map_err(|x| e(&x))?;
+        Ok(())
+    })
 }
