@@ -89,15 +89,20 @@ fn rnode_penalties_are_the_integrals_of_kinetic_energy_and_jacobian_norm() {
         ),
         &device,
     );
+    let spec = |kinetic_weight: f64, jacobian_weight: f64| FfjordSpec {
+        hidden: vec![16, 16],
+        kinetic_weight,
+        jacobian_weight,
+        ..FfjordSpec::new(dim)
+    };
+    // One set of parameters for every weighting, copied rather than re-drawn: burn's random
+    // generator is one per process, and other tests of this binary draw from it concurrently.
+    let weights = perturb_params(spec(0.0, 0.0).build(&device).unwrap(), 0.4, 8).into_record();
     let penalty_of = |kinetic_weight: f64, jacobian_weight: f64| {
-        let spec = FfjordSpec {
-            hidden: vec![16, 16],
-            kinetic_weight,
-            jacobian_weight,
-            ..FfjordSpec::new(dim)
-        };
-        device.seed(4);
-        let layer = perturb_params(spec.build(&device).unwrap(), 0.4, 8);
+        let layer = spec(kinetic_weight, jacobian_weight)
+            .build(&device)
+            .unwrap()
+            .load_record(weights.clone());
         let ((z, _), gathered) = penalty::collect(|| layer.forward(x.clone(), None));
         // Outside `collect` nothing is gathered and the solve is the same.
         let (z_plain, _) = layer.forward(x.clone(), None);
@@ -181,14 +186,22 @@ fn the_likelihood_objective_adds_rnode_penalties_to_the_loss_only() {
     use flowcore::{ArchitectureConfig, Flow};
     let device = Device::flex().autodiff();
     let x = flowcore::standard_normal(16, 2, 1, &device);
-    let flow_with = |kinetic_weight: f64| {
-        let config = ArchitectureConfig::Ffjord(FfjordConfig {
+    let config = |kinetic_weight: f64| {
+        ArchitectureConfig::Ffjord(FfjordConfig {
             dim: 2,
             hidden_units: vec![8, 8],
             kinetic_weight,
             ..FfjordConfig::default()
-        });
-        perturb_params(Flow::seeded(config, 0, &device).unwrap(), 0.3, 2)
+        })
+    };
+    // The same parameters for both, copied: other tests of this binary draw from burn's
+    // process-wide random generator while these flows are built.
+    let weights =
+        perturb_params(Flow::seeded(config(0.0), 0, &device).unwrap(), 0.3, 2).into_record();
+    let flow_with = |kinetic_weight: f64| {
+        Flow::seeded(config(kinetic_weight), 0, &device)
+            .unwrap()
+            .load_record(weights.clone())
     };
     let plain = MaximumLikelihood.loss(&flow_with(0.0), x.clone(), None, 0, 0);
     assert!(plain.parts.is_empty());
