@@ -43,7 +43,7 @@ impl OdeActivation {
     /// The activation at `pre`.
     fn value(self, pre: Tensor<2>) -> Tensor<2> {
         match self {
-            Self::Tanh => tanh(pre),
+            Self::Tanh => pre.tanh(),
             Self::Softplus => activation::softplus(pre, 1.0),
         }
     }
@@ -52,7 +52,7 @@ impl OdeActivation {
     fn apply(self, pre: Tensor<2>) -> (Tensor<2>, Tensor<2>) {
         match self {
             Self::Tanh => {
-                let h = tanh(pre);
+                let h = pre.tanh();
                 let d = h.clone().powi_scalar(2).neg().add_scalar(1.0);
                 (h, d)
             }
@@ -62,16 +62,6 @@ impl OdeActivation {
             ),
         }
     }
-}
-
-/// tanh as 2 sigmoid(2x) - 1, one exponential per value. burn's CPU backend computes
-/// `tanh` with libm's scalar `tanhf`, which took two thirds of FFJORD's sampling time in a
-/// profile (its `expf` is several times cheaper); the two forms differ by float rounding
-/// (about 1e-7, absolute).
-fn tanh(pre: Tensor<2>) -> Tensor<2> {
-    activation::sigmoid(pre.mul_scalar(2.0))
-        .mul_scalar(2.0)
-        .sub_scalar(1.0)
 }
 
 /// The sizes and kind of a dynamics network.
