@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{Architecture, DataShape, derive_seed};
 use crate::layer::LayerSpec;
-use crate::layers::{ActNormSpec, CouplingSpec, Mask, PermutationKind, PermuteSpec};
+use crate::layers::{ActNormSpec, CouplingSpec, LuLinearSpec, Mask, PermutationKind, PermuteSpec};
 use crate::nets::{Activation, MlpSpec, NetSpec, ResMlpSpec};
 use crate::transform::Transform;
 use crate::{FlowError, Result};
@@ -21,6 +21,10 @@ pub enum Mixing {
     Random,
     /// No permutation; the mask alternates halves instead (the original RealNVP).
     Alternate,
+    /// A seeded random permutation and a learnt LU-parametrised linear map per gap (Glow's
+    /// 1x1 convolution for vectors, starting as the identity): the couplings can route any
+    /// combination of features to any output, which a fixed permutation cannot.
+    LuLinear,
 }
 
 /// The parameter network of a dense coupling.
@@ -200,20 +204,23 @@ impl Architecture for RealNvpConfig {
                 .into(),
             );
             let last = i + 1 == self.num_layers;
-            match self.permutation {
-                Mixing::Reverse | Mixing::Random if !last => specs.push(
-                    PermuteSpec {
-                        dim: self.dim,
-                        permutation: if self.permutation == Mixing::Random {
-                            PermutationKind::Random
-                        } else {
-                            PermutationKind::Reverse
-                        },
-                        seed: derive_seed(self.seed, i),
-                    }
-                    .into(),
-                ),
-                _ => {}
+            if last || self.permutation == Mixing::Alternate {
+                continue;
+            }
+            specs.push(
+                PermuteSpec {
+                    dim: self.dim,
+                    permutation: if self.permutation == Mixing::Reverse {
+                        PermutationKind::Reverse
+                    } else {
+                        PermutationKind::Random
+                    },
+                    seed: derive_seed(self.seed, i),
+                }
+                .into(),
+            );
+            if self.permutation == Mixing::LuLinear {
+                specs.push(LuLinearSpec { dim: self.dim }.into());
             }
         }
         Ok(specs)

@@ -39,6 +39,10 @@ pub struct InnLossConfig {
     /// Reconstruction of the whole input (padding included) from `inverse(y, z)` with the `z`
     /// of the forward pass: it keeps the input padding at zero.
     pub weight_reconstruction: f64,
+    /// Maximum likelihood of the input under `(y, z) ~ (y, N(0, I))`: the mean of
+    /// `(|z|^2 / 2 - log|det J|) / dim` (Kruse et al. 2021). Unlike the joint MMD it does not
+    /// weaken as `y` grows, so it is the term that makes `z` independent of a long noisy `y`.
+    pub weight_likelihood: f64,
     /// Widths of the inverse multiquadric kernels.
     pub kernel_widths: Vec<f64>,
     /// Standard deviation of the noise added to `y` during training.
@@ -54,6 +58,7 @@ impl Default for InnLossConfig {
             weight_latent: 300.0,
             weight_x: 400.0,
             weight_reconstruction: 3.0,
+            weight_likelihood: 0.0,
             kernel_widths: vec![0.05, 0.2, 0.9],
             y_noise: 0.01,
             pad_noise: 0.05,
@@ -69,6 +74,7 @@ impl InnLossConfig {
             ("weight_latent", self.weight_latent),
             ("weight_x", self.weight_x),
             ("weight_reconstruction", self.weight_reconstruction),
+            ("weight_likelihood", self.weight_likelihood),
             ("y_noise", self.y_noise),
             ("pad_noise", self.pad_noise),
         ] {
@@ -109,6 +115,14 @@ fn noise(n: usize, k: usize, std: f64, seed: u64, like: &Tensor<2>) -> Tensor<2>
 
 fn mse(a: Tensor<2>, b: Tensor<2>) -> Tensor<1> {
     (a - b).square().mean()
+}
+
+/// `mean(|z|^2 / 2 - logdet) / dim`: the negative log-likelihood per dimension of the input
+/// when `z` is standard normal given `y`, up to the constants and the `y` term (the supervised
+/// fit). Shape `[1]`.
+pub fn latent_nll(z: Tensor<2>, logdet: Tensor<1>, dim: usize) -> Tensor<1> {
+    let half_sq = z.square().sum_dim(1).squeeze_dim::<1>(1).mul_scalar(0.5);
+    (half_sq - logdet).mean().div_scalar(dim as f64)
 }
 
 /// The INN objective on a [`Partition`]: input `[x | eps | pad]` blocks, output
@@ -187,7 +201,7 @@ impl InnObjective {
 
         // Forward: fit y, and make (z, y) look like (N(0, I), y). As in the original, the MMD
         // sees y without its gradient, so it shapes z alone.
-        let (out, _) = flow.forward(input.clone(), None);
+        let (out, logdet) = flow.forward(input.clone(), None);
         let p = &self.partition;
         let y_hat = p
             .gather(Side::Output, Role::Observation, &out)
@@ -217,24 +231,27 @@ impl InnObjective {
             .gather(Side::Input, Role::Data, &x_gen)
             .expect("a data block");
         let match_x = mmd_imq(gen_data, x_data, &c.kernel_widths);
-        let z_back = z_hat.detach() + noise(n, k, c.y_noise, s(6), &y);
+        let z_back = z_hat.clone().detach() + noise(n, k, c.y_noise, s(6), &y);
         let cycle = self.output(&y_again, z_back, c.pad_noise, s(7));
         let (x_back, _) = flow.inverse(cycle, None);
         let reconstruction = mse(x_back, input);
 
-        let total = fit_y.clone().mul_scalar(c.weight_y)
+        let mut total = fit_y.clone().mul_scalar(c.weight_y)
             + latent.clone().mul_scalar(c.weight_latent)
             + match_x.clone().mul_scalar(c.weight_x)
             + reconstruction.clone().mul_scalar(c.weight_reconstruction);
-        (
-            total,
-            vec![
-                ("fit_y", fit_y),
-                ("mmd_latent", latent),
-                ("mmd_x", match_x),
-                ("reconstruction", reconstruction),
-            ],
-        )
+        let mut parts = vec![
+            ("fit_y", fit_y),
+            ("mmd_latent", latent),
+            ("mmd_x", match_x),
+            ("reconstruction", reconstruction),
+        ];
+        if c.weight_likelihood > 0.0 {
+            let nll = latent_nll(z_hat, logdet, p.dim());
+            total = total + nll.clone().mul_scalar(c.weight_likelihood);
+            parts.push(("nll", nll));
+        }
+        (total, parts)
     }
 
     /// `n` samples of the posterior `p(x | y_obs)` for one observation (`y_dim` values):

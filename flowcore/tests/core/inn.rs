@@ -132,3 +132,48 @@ fn the_objective_reaches_every_parameter_and_rejects_mismatched_data() {
         assert!(g.is_finite() && g > 0.0, "{path}: {g}");
     }
 }
+
+#[test]
+fn the_likelihood_term_is_the_latent_nll_per_dimension_and_adds_to_the_total() {
+    let (mut objective, flow) = inn("[x:2 | eps:2] -> [y:2 | z:2]");
+    let d = device().autodiff();
+    let x = standard_normal(64, 4, 11, &d);
+    let y = standard_normal(64, 2, 12, &d);
+    let without = objective.loss(&flow, x.clone(), Some(y.clone()), 0, 1);
+    objective.config.weight_likelihood = 2.5;
+    let with = objective.loss(&flow, x.clone(), Some(y), 0, 1);
+    let names: Vec<_> = with.parts.iter().map(|p| p.0).collect();
+    assert_eq!(
+        names,
+        ["fit_y", "mmd_latent", "mmd_x", "reconstruction", "nll"]
+    );
+    // No padding here, so the network's input is x itself and z its last two outputs.
+    let (out, logdet) = flow.forward(x, None);
+    let (z, ld) = (
+        host(out.narrow(1, 2, 2)),
+        logdet
+            .into_data()
+            .convert::<f32>()
+            .try_into_vec::<f32>()
+            .unwrap(),
+    );
+    let expected = z
+        .chunks(2)
+        .zip(&ld)
+        .map(|(r, l)| 0.5 * (r[0] as f64).powi(2) + 0.5 * (r[1] as f64).powi(2) - *l as f64)
+        .sum::<f64>()
+        / 64.0
+        / 4.0;
+    let nll = with.parts[4].1.clone().into_scalar::<f64>();
+    assert!((nll - expected).abs() < 1e-5, "nll {nll} vs {expected}");
+    let gap = with.total.into_scalar::<f64>() - without.total.into_scalar::<f64>();
+    assert!((gap - 2.5 * expected).abs() < 1e-4, "total grew by {gap}");
+    objective.config.weight_likelihood = -1.0;
+    assert!(
+        objective
+            .config
+            .validate()
+            .unwrap_err()
+            .contains("weight_likelihood")
+    );
+}

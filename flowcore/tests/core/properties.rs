@@ -20,7 +20,7 @@ proptest! {
     fn random_real_nvp_round_trips(
         dim in 2usize..9,
         layers in 1usize..5,
-        mixing in prop_oneof![Just(Mixing::Reverse), Just(Mixing::Random), Just(Mixing::Alternate)],
+        mixing in prop_oneof![Just(Mixing::Reverse), Just(Mixing::Random), Just(Mixing::Alternate), Just(Mixing::LuLinear)],
         seed in 0u64..1000,
         values in proptest::collection::vec(-3.0f32..3.0, 4 * 8),
     ) {

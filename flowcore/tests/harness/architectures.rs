@@ -27,6 +27,16 @@ fn real_nvp_dense_architectures() {
         Inputs::Normal,
     );
 
+    // A learnt linear map between the couplings, as application 7's INN uses.
+    let mut mixed = odd.clone();
+    mixed.dim = 5;
+    mixed.permutation = Mixing::LuLinear;
+    run_arch(
+        "real_nvp_dense lu_linear",
+        ArchitectureConfig::RealNvpDense(mixed),
+        Inputs::Normal,
+    );
+
     let mut nice = odd;
     nice.dim = 4;
     nice.transform = Transform::Additive;
