@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use anyhow::Result;
 use flowcore::train::{Batch, DataSource, TrainingConfig};
-use flowdata::images::{ImageBatches, ImageSet, to_unit};
+use flowdata::images::{Augment, ImageBatches, ImageSet, to_unit};
 
 use crate::shared::images::ImageRun;
 
@@ -19,6 +19,8 @@ pub(super) struct RunImages {
     pub val_pixels: Vec<u8>,
     /// `val/`, scored after training, when the root has it.
     pub val_set: Option<ImageSet>,
+    /// The training augmentation, `flip = "auto"` decided.
+    pub augment: Augment,
 }
 
 impl RunImages {
@@ -63,18 +65,20 @@ impl RunImages {
                 format!(", {} unreadable skipped", train_set.skipped.len())
             }
         );
+        let augment = images.augment.resolve(&train_set);
         Ok(Self {
             train: Arc::new(train_set),
             normal,
             val_pixels,
             val_set,
+            augment,
         })
     }
 
     /// The data source of training.
     pub(super) fn source(&self, images: &ImageRun, training: &TrainingConfig) -> Images {
         Images {
-            batches: images.batches(self.train.clone(), training),
+            batches: images.batches(self.train.clone(), self.augment, training),
             validation: to_unit(&self.val_pixels),
             dim: images.spec().len(),
         }

@@ -66,6 +66,9 @@ pub struct Report {
     pub val_bits_per_dim: f64,
     /// Largest |x - decode(encode(x))| over the reconstructed images, in [0, 1] units.
     pub reconstruction_max_abs_err: f64,
+    /// Whether training images were mirrored (`run.augment.flip`, `"auto"` decided).
+    #[serde(default)]
+    pub flipped: bool,
     /// The scores of the validation folders.
     pub scores: ScoreSummary,
     /// How training went and where the outputs are.

@@ -196,6 +196,7 @@ pub(super) fn report(
         val_images: n_val,
         val_bits_per_dim: val_bpd,
         reconstruction_max_abs_err: recon_err,
+        flipped: data.augment.flip,
         scores,
         run: r.record(),
     })

@@ -68,7 +68,11 @@ impl RunImages {
     pub(super) fn source(&self, images: &ImageRun, training: &TrainingConfig) -> LabelledImages {
         let classes = &self.classes;
         LabelledImages {
-            batches: images.batches(self.train.clone(), training),
+            batches: images.batches(
+                self.train.clone(),
+                images.augment.resolve(&self.train),
+                training,
+            ),
             labels: self
                 .train
                 .classes

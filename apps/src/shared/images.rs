@@ -10,7 +10,8 @@ use flowcore::layers::ImageShape;
 use flowcore::train::{self, TrainingConfig};
 use flowcore::{DataShape, Flow};
 use flowdata::images::{
-    Augment, ImageBatches, ImageRoot, ImageSet, ImageSpec, OnBadImage, load_split, to_unit,
+    Augment, ImageBatches, ImageRoot, ImageSet, ImageSpec, OnBadImage, load_split, mirror_check,
+    to_unit,
 };
 use serde::{Deserialize, Serialize};
 
@@ -50,7 +51,7 @@ pub struct ImageRun {
     pub on_bad_image: OnBadImage,
     /// Training augmentation.
     #[serde(default)]
-    pub augment: Augment,
+    pub augment: AugmentConfig,
     /// Batches prepared ahead of the training step.
     pub prefetch: usize,
     /// Held out of `train/` for validation when `val/` has none of the training classes.
@@ -85,15 +86,111 @@ impl ImageRun {
         Ok((train_set, val_set))
     }
 
-    /// Seeded, augmented, dequantised training batches of `set`, prepared ahead.
-    pub fn batches(&self, set: Arc<ImageSet>, training: &TrainingConfig) -> ImageBatches {
+    /// Seeded, dequantised training batches of `set` augmented by `augment` (see
+    /// [`AugmentConfig::resolve`]), prepared ahead.
+    pub fn batches(
+        &self,
+        set: Arc<ImageSet>,
+        augment: Augment,
+        training: &TrainingConfig,
+    ) -> ImageBatches {
         ImageBatches::new(
             set,
-            self.augment,
+            augment,
             training.seed,
             training.batch_size,
             self.prefetch,
         )
+    }
+}
+
+/// `run.augment.flip`: `true`, `false`, or `"auto"`, which flips when mirrored training images
+/// lie as near the set as the images themselves ([`mirror_check`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "FlipValue", into = "FlipValue")]
+pub enum Flip {
+    /// Never.
+    #[default]
+    Off,
+    /// Left-right with probability 1/2.
+    On,
+    /// Decided from the training images.
+    Auto,
+}
+
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(untagged)]
+enum FlipValue {
+    Fixed(bool),
+    Word(String),
+}
+
+impl TryFrom<FlipValue> for Flip {
+    type Error = String;
+
+    fn try_from(v: FlipValue) -> Result<Self, String> {
+        match v {
+            FlipValue::Fixed(b) => Ok(if b { Flip::On } else { Flip::Off }),
+            FlipValue::Word(w) if w == "auto" => Ok(Flip::Auto),
+            FlipValue::Word(w) => Err(format!("flip must be true, false or \"auto\", got \"{w}\"")),
+        }
+    }
+}
+
+impl From<Flip> for FlipValue {
+    fn from(f: Flip) -> Self {
+        match f {
+            Flip::Off => FlipValue::Fixed(false),
+            Flip::On => FlipValue::Fixed(true),
+            Flip::Auto => FlipValue::Word("auto".into()),
+        }
+    }
+}
+
+/// `[run.augment]`: [`Augment`] with `flip` possibly left to the data.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AugmentConfig {
+    /// Mirror left-right: `true`, `false` or `"auto"`.
+    pub flip: Flip,
+    /// Rotate by up to this many degrees either way.
+    pub rotate_degrees: f64,
+    /// Scale by a factor in `[1 - zoom, 1 + zoom]`.
+    pub zoom: f64,
+}
+
+impl AugmentConfig {
+    /// Images mirrored for `flip = "auto"`, at most: enough for the quartiles, and a second
+    /// or less on a few thousand 28 x 28 images.
+    const MIRROR_PROBES: usize = 200;
+
+    /// The augmentation for training on `set`: `flip = "auto"` decided by [`mirror_check`],
+    /// and the decision logged with its figures.
+    pub fn resolve(&self, set: &ImageSet) -> Augment {
+        let flip = match self.flip {
+            Flip::Off => false,
+            Flip::On => true,
+            Flip::Auto => {
+                let c = mirror_check(set, Self::MIRROR_PROBES);
+                let on = c.flips_suit();
+                tracing::info!(
+                    "run.augment.flip = \"auto\": {} ({} mirrored images lie {:.2}x (median) and \
+                     {:.2}x (upper quartile) as far from the training images as the images \
+                     themselves; flips need at most {:.2}x)",
+                    if on { "flipping" } else { "not flipping" },
+                    c.probes,
+                    c.median_ratio,
+                    c.upper_quartile_ratio,
+                    flowdata::images::MirrorCheck::THRESHOLD
+                );
+                on
+            }
+        };
+        Augment {
+            flip,
+            rotate_degrees: self.rotate_degrees,
+            zoom: self.zoom,
+        }
     }
 }
 

@@ -187,6 +187,8 @@ fn bad_background_settings_of_app2_leave_no_folder() {
         ("background.epochs_fraction=0", "background.epochs_fraction"),
         ("background.hidden_channels=0", "background.hidden_channels"),
         ("background.enabld=true", "enabld"),
+        // Not background, but read with it before any work: a flip that is no choice.
+        ("run.augment.flip=\"sometimes\"", "run.augment.flip"),
     ] {
         fails_naming(
             run(APP2, &["--set", set, "--run-dir", "never"], &dir),

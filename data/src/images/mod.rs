@@ -8,6 +8,7 @@
 
 mod batches;
 mod load;
+mod mirror;
 mod png;
 mod roots;
 
@@ -17,6 +18,7 @@ pub use batches::{
     Augment, ImageBatch, ImageBatches, dequantize, to_unit, train_batch, train_rows,
 };
 pub use load::{decode, load_any, load_folder, load_s3, load_split};
+pub use mirror::{MirrorCheck, mirror_check};
 pub use png::{deflate_bits, png_bits, save_grid, to_pixels};
 pub use roots::{EMBEDDED, EMBEDDED_CLASSES, EMBEDDED_ROOT, EmbeddedSet, ImageRoot};
 

@@ -7,8 +7,8 @@ use std::sync::Arc;
 
 use flowdata::DataError;
 use flowdata::images::{
-    Augment, EMBEDDED, EmbeddedSet, ImageBatches, ImageRoot, ImageSpec, OnBadImage, load_split,
-    png_bits, train_batch,
+    Augment, EMBEDDED, EmbeddedSet, ImageBatches, ImageRoot, ImageSet, ImageSpec, OnBadImage,
+    load_split, mirror_check, png_bits, train_batch,
 };
 
 const SPEC: ImageSpec = ImageSpec {
@@ -313,4 +313,66 @@ fn the_embedded_classes_set_has_four_classes_and_an_unseen_one() {
     let b = train_batch(&train, &Augment::default(), 1, 2, 6);
     assert_eq!(b.indices.len(), 6);
     assert_eq!(b.values.len(), 6 * 784);
+}
+
+/// The images of `class` in `set`.
+fn of_class(set: &ImageSet, class: &str) -> ImageSet {
+    let idx: Vec<usize> = (0..set.len())
+        .filter(|&i| set.classes[i] == class)
+        .collect();
+    ImageSet {
+        spec: set.spec,
+        pixels: idx.iter().flat_map(|&i| set.image(i).to_vec()).collect(),
+        paths: idx.iter().map(|&i| set.paths[i].clone()).collect(),
+        classes: idx.iter().map(|&i| set.classes[i].clone()).collect(),
+        skipped: Vec::new(),
+    }
+}
+
+#[test]
+fn mirroring_suits_symmetric_classes_and_not_one_way_ones() {
+    let root = ImageRoot::parse("embedded:fashion-mnist-classes").unwrap();
+    let train = load_split(&root, "train", SPEC, OnBadImage::Stop).unwrap();
+    for (class, symmetric) in [
+        ("bag", true),
+        ("tshirt", true),
+        ("sneaker", false),
+        ("trouser", false),
+    ] {
+        // A small folder and a larger one.
+        for n in [80, 500] {
+            let mut set = of_class(&train, class);
+            set.pixels.truncate(n * 784);
+            set.paths.truncate(n);
+            set.classes.truncate(n);
+            let c = mirror_check(&set, 200);
+            assert_eq!(c.probes, n.min(200), "{class}");
+            assert_eq!(c.flips_suit(), symmetric, "{class}, {n} images: {c:?}");
+        }
+    }
+    // One one-way class among symmetric ones is enough to keep flips off.
+    let all = mirror_check(&train, 200);
+    assert!(!all.flips_suit(), "{all:?}");
+    // Mirrored images of a mirror-symmetric set are the set itself: every ratio is 1.
+    let mut symmetric = of_class(&train, "bag");
+    for k in 0..symmetric.len() {
+        let row = k * 784;
+        let mirrored: Vec<u8> = symmetric.pixels[row..row + 784]
+            .chunks(28)
+            .flat_map(|r| r.iter().rev().copied())
+            .collect();
+        symmetric.pixels.extend(mirrored);
+        symmetric.paths.push(format!("mirror-{k}"));
+        symmetric.classes.push("bag".into());
+    }
+    let c = mirror_check(&symmetric, 100);
+    assert!(c.upper_quartile_ratio <= 1.0 + 1e-12, "{c:?}");
+    // Too few images to say anything.
+    let mut tiny = of_class(&train, "bag");
+    tiny.pixels.truncate(2 * 784);
+    tiny.paths.truncate(2);
+    tiny.classes.truncate(2);
+    let c = mirror_check(&tiny, 100);
+    assert_eq!(c.probes, 0);
+    assert!(!c.flips_suit());
 }

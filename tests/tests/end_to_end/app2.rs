@@ -249,6 +249,8 @@ fn a_small_folder_is_scored_with_its_best_epoch_and_held_out_thresholds() {
     );
     let r = &s.report;
     eprintln!("{}", app2::format_table(&r.scores));
+    // `flip = "auto"`: sneakers all point one way, so their mirrors are not trained on.
+    assert!(!r.flipped);
     let history = &r.run.history;
     let best = history
         .iter()
