@@ -43,6 +43,10 @@ pub struct InnLossConfig {
     /// `(|z|^2 / 2 - log|det J|) / dim` (Kruse et al. 2021). Unlike the joint MMD it does not
     /// weaken as `y` grows, so it is the term that makes `z` independent of a long noisy `y`.
     pub weight_likelihood: f64,
+    /// Independence of `z` from the observations in their first two moments: the mean squared
+    /// batch cross-covariance of `z` and of `z * z` with `y`. Zero when `z | y` has mean 0 and
+    /// a covariance that does not change with `y`, which the joint MMD hardly sees.
+    pub weight_independence: f64,
     /// Widths of the inverse multiquadric kernels.
     pub kernel_widths: Vec<f64>,
     /// Standard deviation of the noise added to `y` during training.
@@ -59,6 +63,7 @@ impl Default for InnLossConfig {
             weight_x: 400.0,
             weight_reconstruction: 3.0,
             weight_likelihood: 0.0,
+            weight_independence: 0.0,
             kernel_widths: vec![0.05, 0.2, 0.9],
             y_noise: 0.01,
             pad_noise: 0.05,
@@ -75,6 +80,7 @@ impl InnLossConfig {
             ("weight_x", self.weight_x),
             ("weight_reconstruction", self.weight_reconstruction),
             ("weight_likelihood", self.weight_likelihood),
+            ("weight_independence", self.weight_independence),
             ("y_noise", self.y_noise),
             ("pad_noise", self.pad_noise),
         ] {
@@ -115,6 +121,15 @@ fn noise(n: usize, k: usize, std: f64, seed: u64, like: &Tensor<2>) -> Tensor<2>
 
 fn mse(a: Tensor<2>, b: Tensor<2>) -> Tensor<1> {
     (a - b).square().mean()
+}
+
+/// The mean squared entry of the batch cross-covariance of `a` (`[n, k]`) and `b` (`[n, m]`).
+/// Shape `[1]`.
+pub fn cross_covariance_sq(a: Tensor<2>, b: Tensor<2>) -> Tensor<1> {
+    let n = a.dims()[0] as f64;
+    let a = a.clone() - a.mean_dim(0);
+    let b = b.clone() - b.mean_dim(0);
+    a.transpose().matmul(b).div_scalar(n).square().mean()
 }
 
 /// `mean(|z|^2 / 2 - logdet) / dim`: the negative log-likelihood per dimension of the input
@@ -246,6 +261,12 @@ impl InnObjective {
             ("mmd_x", match_x),
             ("reconstruction", reconstruction),
         ];
+        if c.weight_independence > 0.0 {
+            let dependence = cross_covariance_sq(z_hat.clone(), y.clone())
+                + cross_covariance_sq(z_hat.clone().square(), y);
+            total = total + dependence.clone().mul_scalar(c.weight_independence);
+            parts.push(("dependence", dependence));
+        }
         if c.weight_likelihood > 0.0 {
             let nll = latent_nll(z_hat, logdet, p.dim());
             total = total + nll.clone().mul_scalar(c.weight_likelihood);

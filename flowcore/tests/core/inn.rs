@@ -3,7 +3,7 @@
 
 use burn::prelude::*;
 use burn::tensor::TensorData;
-use flowcore::inn::{InnLossConfig, InnObjective, mmd_imq, mmd_imq_host};
+use flowcore::inn::{InnLossConfig, InnObjective, cross_covariance_sq, mmd_imq, mmd_imq_host};
 use flowcore::testing::perturb_params;
 use flowcore::train::Objective;
 use flowcore::{ArchitectureConfig, Flow, RealNvpConfig, standard_normal};
@@ -176,4 +176,37 @@ fn the_likelihood_term_is_the_latent_nll_per_dimension_and_adds_to_the_total() {
             .unwrap_err()
             .contains("weight_likelihood")
     );
+}
+
+#[test]
+fn the_dependence_term_is_the_squared_cross_covariance_of_z_and_its_square_with_y() {
+    let d = device();
+    let t = |v: &[f32], rows: usize| {
+        Tensor::<2>::from_data(TensorData::new(v.to_vec(), [rows, v.len() / rows]), &d)
+    };
+    // Covariance of (1, 2, 3) and (2, 4, 6) over the batch: 4/3.
+    let c = cross_covariance_sq(t(&[1.0, 2.0, 3.0], 3), t(&[2.0, 4.0, 6.0], 3));
+    assert!((c.into_scalar::<f64>() - 16.0 / 9.0).abs() < 1e-6);
+    // Orthogonal patterns have none; the mean runs over every pair of columns.
+    let a = t(&[1.0, -1.0, 1.0, -1.0], 4);
+    let b = t(&[1.0, 1.0, 1.0, -1.0, -1.0, -1.0, -1.0, 1.0], 4);
+    let c = cross_covariance_sq(a, b).into_scalar::<f64>();
+    assert!(c.abs() < 1e-9, "{c}");
+
+    let (mut objective, flow) = inn("[x:2 | eps:2] -> [y:2 | z:2]");
+    let ad = device().autodiff();
+    let x = standard_normal(64, 4, 21, &ad);
+    let y = standard_normal(64, 2, 22, &ad);
+    let without = objective.loss(&flow, x.clone(), Some(y.clone()), 0, 1);
+    objective.config.weight_independence = 7.0;
+    let with = objective.loss(&flow, x.clone(), Some(y.clone()), 0, 1);
+    assert_eq!(with.parts[4].0, "dependence");
+    let (out, _) = flow.forward(x, None);
+    let z = out.narrow(1, 2, 2);
+    let expected = (cross_covariance_sq(z.clone(), y.clone()) + cross_covariance_sq(z.square(), y))
+        .into_scalar::<f64>();
+    let got = with.parts[4].1.clone().into_scalar::<f64>();
+    assert!((got - expected).abs() < 1e-6, "{got} vs {expected}");
+    let gap = with.total.into_scalar::<f64>() - without.total.into_scalar::<f64>();
+    assert!((gap - 7.0 * expected).abs() < 1e-4, "total grew by {gap}");
 }
