@@ -7,6 +7,10 @@ smoothly to 20 x 20 and centred on 28 x 28 as MNIST's are. Each pair is a folder
 `train_flowmodels2 --images DIR` takes:
 
   all-vs-digits   all ten Fashion-MNIST classes against the digits
+  all-vs-digits-test
+                  a folder for `score --images`: other test images of the ten classes and
+                  other digits, none of them in all-vs-digits, so that the score a run
+                  recommends from its val/ is judged on images it was not chosen on
   five-vs-five    classes 0-4 (t-shirt, trouser, pullover, dress, coat) against 5-9
   corrupted       all ten classes against their own noisy, flipped and constant versions
 
@@ -63,14 +67,14 @@ def per_class(images, labels, classes, n, offset=0):
     return {c: images[labels == c][offset:offset + n] for c in classes}
 
 
-def digits_28(n, rng):
+def digits_28(n, rng, skip=0):
     """MNIST-like: each 8 x 8 digit smoothly upscaled to 20 x 20 (cubic spline) and centred
     on a 28 x 28 black field, as MNIST's digits are. Their large dark background is what
     makes a flow trained on clothes find them likelier than its own data."""
     from scipy.ndimage import zoom
     from sklearn.datasets import load_digits
     d = load_digits().images  # 8 x 8, values 0..16
-    pick = d[rng.permutation(len(d))[:n]]
+    pick = d[rng.permutation(len(d))[skip:skip + n]]
     out = np.zeros((len(pick), 28, 28))
     for i, img in enumerate(pick):
         out[i, 4:24, 4:24] = zoom(img, 2.5, order=3)
@@ -101,7 +105,13 @@ def main():
     for c in range(10):
         save(root, "train", CLASSES[c], train[c])
         save(root, "val", CLASSES[c], val[c])
-    save(root, "val", "digits", digits_28(a.outliers, rng))
+    save(root, "val", "digits", digits_28(a.outliers, np.random.default_rng(a.seed)))
+    root = os.path.join(a.out, "all-vs-digits-test")
+    test = per_class(x_test, y_test, range(10), a.val_per_class, offset=a.val_per_class)
+    for c in range(10):
+        save(root, "", CLASSES[c], test[c])
+    save(root, "", "digits",
+         digits_28(a.outliers, np.random.default_rng(a.seed), skip=a.outliers))
 
     root = os.path.join(a.out, "five-vs-five")
     per_outlier_class = a.outliers // 5
@@ -123,7 +133,7 @@ def main():
     save(root, "val", "flipped", base[:, ::-1, :])
     save(root, "val", "constant", np.repeat(base.mean(axis=(1, 2), keepdims=True), 28, 1)
          .repeat(28, 2).astype(np.uint8))
-    print(f"wrote {a.out}/all-vs-digits, five-vs-five, corrupted")
+    print(f"wrote {a.out}/all-vs-digits, all-vs-digits-test, five-vs-five, corrupted")
 
 
 if __name__ == "__main__":

@@ -1,9 +1,11 @@
-//! The background model of the likelihood-ratio score (Ren et al. 2019): a second flow of the
-//! same architecture, trained on the same images with a share of their pixels replaced by
-//! uniform noise, learns the population-level statistics (smooth regions, dark backgrounds)
-//! that make simple images likely under any image model, and little of what is specific to the
-//! training data. `log p(x) - log p_background(x)` keeps the specific part. The two are
-//! saved together: `background.safetensors` beside `model.safetensors`.
+//! The background model of the likelihood-ratio score: a second flow of the same architecture,
+//! trained on the same images mirrored, rotated and scaled at random (and, as Ren et al. 2019
+//! do, with a share of their pixels replaced by uniform noise, if asked). Seeing them at every
+//! size, angle and side, it learns the local statistics (smooth regions, edges, dark
+//! backgrounds) that make simple images likely under any image model, a general-domain model
+//! in the sense of Schirrmeister et al. 2020, and little of the training data's layout.
+//! `log p(x) - log p_background(x)` keeps the specific part. The two are saved together:
+//! `background.safetensors` beside `model.safetensors`.
 
 use std::path::Path;
 
@@ -16,6 +18,8 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
+use crate::shared::images::AugmentConfig;
+
 /// The background model's file in a run directory.
 pub const BACKGROUND_FILE: &str = "background.safetensors";
 
@@ -26,8 +30,14 @@ pub struct BackgroundGroup {
     /// Train the background model and add the `likelihood_ratio` score.
     pub enabled: bool,
     /// The share of pixels replaced by uniform noise in its training images (Ren et al.
-    /// found 0.1-0.3 best).
+    /// found 0.1-0.3 best without `augment`).
     pub noise_rate: f64,
+    /// How its training images are mirrored, rotated and scaled (the keys of
+    /// `run.augment`). Without it (the default of configs that predate it) the model learns
+    /// the layout of the training images as the main model does, and the ratio of two such
+    /// models separated nothing in our runs (AUROC 0.26 for clothes against digits).
+    #[serde(default)]
+    pub augment: AugmentConfig,
     /// Its epochs, as a share of the main model's: 0.5 keeps the run within 1.5x the cost.
     pub epochs_fraction: f64,
     /// For a Glow: its steps per level and hidden channels, when not the main model's. A
@@ -49,6 +59,7 @@ impl BackgroundGroup {
                 self.noise_rate
             );
         }
+        self.augment.validate("background.augment")?;
         if self.steps_per_level == Some(0) || self.hidden_channels == Some(0) {
             bail!("background.steps_per_level and background.hidden_channels must be positive");
         }
@@ -144,9 +155,13 @@ pub(super) fn train(
     let flow = Flow::seeded(group.model(model), config.seed, &device)
         .context("cannot build the background model from [model]")?;
     tracing::info!(
-        "background model: {} x {} steps on images with {:.0}% of pixels noised",
+        "background model: {} x {} steps on images mirrored ({:?}), rotated by up to {} \
+         degrees, scaled by up to {} either way, {:.0}% of pixels noised",
         config.epochs,
         config.steps_per_epoch,
+        group.augment.flip,
+        group.augment.rotate_degrees,
+        group.augment.zoom,
         100.0 * group.noise_rate
     );
     let mut noised = Noised::new(data, group.noise_rate, config.seed);
@@ -211,6 +226,11 @@ mod tests {
             epochs_fraction: 0.5,
             steps_per_level: None,
             hidden_channels: None,
+            augment: AugmentConfig {
+                rotate_degrees: 180.0,
+                zoom: 0.9,
+                ..AugmentConfig::default()
+            },
         };
         good.validate().unwrap();
         for (bad, key) in [
@@ -227,6 +247,26 @@ mod tests {
                     ..good.clone()
                 },
                 "epochs_fraction",
+            ),
+            (
+                BackgroundGroup {
+                    augment: AugmentConfig {
+                        zoom: 1.0,
+                        ..good.augment
+                    },
+                    ..good.clone()
+                },
+                "background.augment.zoom",
+            ),
+            (
+                BackgroundGroup {
+                    augment: AugmentConfig {
+                        rotate_degrees: f64::NAN,
+                        ..good.augment
+                    },
+                    ..good.clone()
+                },
+                "background.augment.rotate_degrees",
             ),
         ] {
             let e = bad.validate().unwrap_err().to_string();

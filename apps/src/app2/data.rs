@@ -65,7 +65,7 @@ impl RunImages {
                 format!(", {} unreadable skipped", train_set.skipped.len())
             }
         );
-        let augment = images.augment.resolve(&train_set);
+        let augment = images.augment.resolve(&train_set, "run.augment");
         Ok(Self {
             train: Arc::new(train_set),
             normal,
@@ -77,8 +77,18 @@ impl RunImages {
 
     /// The data source of training.
     pub(super) fn source(&self, images: &ImageRun, training: &TrainingConfig) -> Images {
+        self.source_with(images, training, self.augment)
+    }
+
+    /// The data source of training with another augmentation (the background model's).
+    pub(super) fn source_with(
+        &self,
+        images: &ImageRun,
+        training: &TrainingConfig,
+        augment: Augment,
+    ) -> Images {
         Images {
-            batches: images.batches(self.train.clone(), self.augment, training),
+            batches: images.batches(self.train.clone(), augment, training),
             validation: to_unit(&self.val_pixels),
             dim: images.spec().len(),
         }

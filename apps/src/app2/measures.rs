@@ -43,7 +43,8 @@ pub const TYPICALITY: usize = 2;
 pub const LEVEL_RATIO: &str = "level_ratio";
 
 /// The background model's score (Ren et al. 2019): bits/dim under the model minus bits/dim
-/// under a model of the same images with noised pixels (see [`super::background`]).
+/// under a model of the same images seen at every size, angle and side (see
+/// [`super::background`]).
 pub const LIKELIHOOD_RATIO: &str = "likelihood_ratio";
 
 /// The flows that score: the model, and the background model when the run has one.

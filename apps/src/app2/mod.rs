@@ -93,6 +93,7 @@ pub fn train_ranked(opts: &TrainOptions, ranks: &dyn Collective) -> Result<Optio
     let run: RunGroup = resolved.group("run")?;
     let background: BackgroundGroup = resolved.group("background")?;
     resolved.finish()?;
+    images.augment.validate("run.augment")?;
     background.validate()?;
     let model = resolved.model.clone().with_data_shape(&images.data_shape());
     let levels = match &model {
@@ -116,9 +117,14 @@ pub fn train_ranked(opts: &TrainOptions, ranks: &dyn Collective) -> Result<Optio
             data: &mut source,
             config: &resolved.training,
         },
-        |r, source| {
+        |r, _| {
             let background_flow = if background.enabled {
-                let flow = background::train(&model, &background, r.training, source, r.run_dir)?;
+                let augment = background
+                    .augment
+                    .resolve(&data.train, "background.augment");
+                let mut images = data.source_with(&images, r.training, augment);
+                let flow =
+                    background::train(&model, &background, r.training, &mut images, r.run_dir)?;
                 r.artifact(&r.path(BACKGROUND_FILE), None);
                 Some(flow)
             } else {

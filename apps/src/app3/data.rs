@@ -70,7 +70,7 @@ impl RunImages {
         LabelledImages {
             batches: images.batches(
                 self.train.clone(),
-                images.augment.resolve(&self.train),
+                images.augment.resolve(&self.train, "run.augment"),
                 training,
             ),
             labels: self

@@ -71,6 +71,7 @@ pub fn train(opts: &TrainOptions) -> Result<TrainSummary> {
     let run: RunGroup = resolved.group("run")?;
     let classification = Classification::take(&mut resolved)?;
     resolved.finish()?;
+    images.augment.validate("run.augment")?;
     let mode = classification.group.mode;
     let mut model = resolved.model.clone().with_data_shape(&images.data_shape());
     // The INN objective runs the network backwards on random z: Glow's sigmoid scale, whose

@@ -164,9 +164,24 @@ impl AugmentConfig {
     /// or less on a few thousand 28 x 28 images.
     const MIRROR_PROBES: usize = 200;
 
+    /// Check the values; errors name `key` (`run.augment`, say) and the value.
+    pub fn validate(&self, key: &str) -> Result<()> {
+        if !(self.rotate_degrees.is_finite() && (0.0..=180.0).contains(&self.rotate_degrees)) {
+            anyhow::bail!(
+                "{key}.rotate_degrees must lie in [0, 180], got {}",
+                self.rotate_degrees
+            );
+        }
+        // A factor of 1 - zoom at or below 0 would shrink an image to a point or mirror it.
+        if !(self.zoom.is_finite() && (0.0..1.0).contains(&self.zoom)) {
+            anyhow::bail!("{key}.zoom must lie in [0, 1), got {}", self.zoom);
+        }
+        Ok(())
+    }
+
     /// The augmentation for training on `set`: `flip = "auto"` decided by [`mirror_check`],
-    /// and the decision logged with its figures.
-    pub fn resolve(&self, set: &ImageSet) -> Augment {
+    /// and the decision logged with its figures under `key` (`run.augment`, say).
+    pub fn resolve(&self, set: &ImageSet, key: &str) -> Augment {
         let flip = match self.flip {
             Flip::Off => false,
             Flip::On => true,
@@ -174,7 +189,7 @@ impl AugmentConfig {
                 let c = mirror_check(set, Self::MIRROR_PROBES);
                 let on = c.flips_suit();
                 tracing::info!(
-                    "run.augment.flip = \"auto\": {} ({} mirrored images lie {:.2}x (median) and \
+                    "{key}.flip = \"auto\": {} ({} mirrored images lie {:.2}x (median) and \
                      {:.2}x (upper quartile) as far from the training images as the images \
                      themselves; flips need at most {:.2}x)",
                     if on { "flipping" } else { "not flipping" },

@@ -189,6 +189,12 @@ fn bad_background_settings_of_app2_leave_no_folder() {
         ("background.enabld=true", "enabld"),
         // Not background, but read with it before any work: a flip that is no choice.
         ("run.augment.flip=\"sometimes\"", "run.augment.flip"),
+        ("run.augment.zoom=1.0", "run.augment.zoom"),
+        ("background.augment.zoom=-0.1", "background.augment.zoom"),
+        (
+            "background.augment.rotate_degrees=400",
+            "background.augment.rotate_degrees",
+        ),
     ] {
         fails_naming(
             run(APP2, &["--set", set, "--run-dir", "never"], &dir),

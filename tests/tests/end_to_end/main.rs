@@ -9,3 +9,4 @@ mod classify;
 mod core_trains;
 mod deploy;
 mod inverse;
+mod outliers;
