@@ -47,6 +47,11 @@ pub struct InnLossConfig {
     /// batch cross-covariance of `z` and of `z * z` with `y`. Zero when `z | y` has mean 0 and
     /// a covariance that does not change with `y`, which the joint MMD hardly sees.
     pub weight_independence: f64,
+    /// MMD of the inverse's data and noise together, `inverse(y, z ~ N(0, I))`, against the
+    /// data rows `[x | eps]`. The posterior's `x` paired with the noise that explains `y` is a
+    /// draw of the prior and of `N(0, I)`; matching `x` alone lets the network give prior draws
+    /// of `x` and absorb `y` in noise values no simulator would make.
+    pub weight_noise: f64,
     /// Widths of the inverse multiquadric kernels.
     pub kernel_widths: Vec<f64>,
     /// Standard deviation of the noise added to `y` during training.
@@ -64,6 +69,7 @@ impl Default for InnLossConfig {
             weight_reconstruction: 3.0,
             weight_likelihood: 0.0,
             weight_independence: 0.0,
+            weight_noise: 0.0,
             kernel_widths: vec![0.05, 0.2, 0.9],
             y_noise: 0.01,
             pad_noise: 0.05,
@@ -81,6 +87,7 @@ impl InnLossConfig {
             ("weight_reconstruction", self.weight_reconstruction),
             ("weight_likelihood", self.weight_likelihood),
             ("weight_independence", self.weight_independence),
+            ("weight_noise", self.weight_noise),
             ("y_noise", self.y_noise),
             ("pad_noise", self.pad_noise),
         ] {
@@ -241,10 +248,19 @@ impl InnObjective {
         let fresh = self.output(&y_again, noise(n, k, 1.0, s(4), &y), c.pad_noise, s(5));
         let (x_gen, _) = flow.inverse(fresh, None);
         let dx = self.x_dim();
-        let x_data = x.narrow(1, 0, dx);
+        let x_data = x.clone().narrow(1, 0, dx);
         let gen_data = p
             .gather(Side::Input, Role::Data, &x_gen)
             .expect("a data block");
+        let gen_noise = p.gather(Side::Input, Role::Noise, &x_gen);
+        let match_noise = match gen_noise {
+            Some(gen_noise) if c.weight_noise > 0.0 => Some(mmd_imq(
+                Tensor::cat(vec![gen_data.clone(), gen_noise], 1),
+                x.clone(),
+                &c.kernel_widths,
+            )),
+            _ => None,
+        };
         let match_x = mmd_imq(gen_data, x_data, &c.kernel_widths);
         let z_back = z_hat.clone().detach() + noise(n, k, c.y_noise, s(6), &y);
         let cycle = self.output(&y_again, z_back, c.pad_noise, s(7));
@@ -261,6 +277,10 @@ impl InnObjective {
             ("mmd_x", match_x),
             ("reconstruction", reconstruction),
         ];
+        if let Some(m) = match_noise {
+            total = total + m.clone().mul_scalar(c.weight_noise);
+            parts.push(("mmd_noise", m));
+        }
         if c.weight_independence > 0.0 {
             let dependence = cross_covariance_sq(z_hat.clone(), y.clone())
                 + cross_covariance_sq(z_hat.clone().square(), y);

@@ -210,3 +210,56 @@ fn the_dependence_term_is_the_squared_cross_covariance_of_z_and_its_square_with_
     let gap = with.total.into_scalar::<f64>() - without.total.into_scalar::<f64>();
     assert!((gap - 7.0 * expected).abs() < 1e-4, "total grew by {gap}");
 }
+
+#[test]
+fn the_noise_term_matches_the_inverses_noise_to_the_datas_and_joins_the_total() {
+    let (mut objective, flow) = inn("[x:2 | eps:2] -> [y:2 | z:2]");
+    let ad = device().autodiff();
+    let x = standard_normal(128, 4, 31, &ad);
+    let y = standard_normal(128, 2, 32, &ad);
+    let part = |l: &flowcore::train::Loss, name: &str| {
+        l.parts
+            .iter()
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| v.clone().into_scalar::<f64>())
+    };
+    let without = objective.loss(&flow, x.clone(), Some(y.clone()), 0, 1);
+    assert!(part(&without, "mmd_noise").is_none(), "off at weight 0");
+    objective.config.weight_noise = 5.0;
+    let with = objective.loss(&flow, x.clone(), Some(y.clone()), 0, 1);
+    let noise = part(&with, "mmd_noise").expect("an mmd_noise part");
+    let gap = with.total.clone().into_scalar::<f64>() - without.total.into_scalar::<f64>();
+    assert!(
+        (gap - 5.0 * noise).abs() < 1e-4,
+        "total grew by {gap}, term {noise}"
+    );
+
+    // Data whose noise columns no simulator would draw: the term sees them, the x term not.
+    let shifted = Tensor::cat(
+        vec![x.clone().narrow(1, 0, 2), x.narrow(1, 2, 2).add_scalar(3.0)],
+        1,
+    );
+    let moved = objective.loss(&flow, shifted, Some(y.clone()), 0, 1);
+    let moved_noise = part(&moved, "mmd_noise").unwrap();
+    assert!(moved_noise > noise + 0.1, "{moved_noise} vs {noise}");
+    let (a, b) = (
+        part(&with, "mmd_x").unwrap(),
+        part(&moved, "mmd_x").unwrap(),
+    );
+    assert!((a - b).abs() < 1e-9, "mmd_x {a} vs {b}");
+
+    // Padding is not noise: no term without a noise block.
+    let (mut padded, flow) = inn("[x:2 | pad:2] -> [y:2 | z:2]");
+    padded.config.weight_noise = 5.0;
+    let l = padded.loss(
+        &flow,
+        standard_normal(64, 2, 33, &ad),
+        Some(y.narrow(0, 0, 64)),
+        0,
+        1,
+    );
+    assert!(part(&l, "mmd_noise").is_none());
+    padded.config.weight_noise = f64::NAN;
+    let err = padded.config.validate().unwrap_err();
+    assert!(err.contains("weight_noise"), "{err}");
+}
