@@ -4,7 +4,7 @@
 
 use burn::nn::conv::Conv2d;
 use burn::prelude::*;
-use burn::tensor::ops::PadMode;
+use burn::tensor::ops::{ConvOptions, PadMode};
 
 /// A 3x3 convolution with zero "same" padding, as `Conv2d::forward` computes it, in matrix
 /// products: burn's CPU convolution runs a general 3-D im2col that took a quarter of a Glow
@@ -15,7 +15,13 @@ use burn::tensor::ops::PadMode;
 /// and backward 13.9 -> 8.8 ms (`cargo bench -p flowcore`). Same parameters (`[out, in, 3, 3]`),
 /// so checkpoints are unchanged.
 pub fn conv3x3_same(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
-    let [out, channels, kh, kw] = conv.weight.dims();
+    conv3x3_same_with(conv.weight.val(), conv.bias.as_ref().map(|b| b.val()), x)
+}
+
+/// [`conv3x3_same`] for a kernel `[out, in, 3, 3]` and optional bias given as tensors: the
+/// continuous flows' dynamics apply their kernels without bias to tangents.
+pub fn conv3x3_same_with(weight: Tensor<4>, bias: Option<Tensor<1>>, x: Tensor<4>) -> Tensor<4> {
+    let [out, channels, kh, kw] = weight.dims();
     debug_assert_eq!((kh, kw), (3, 3), "a 3x3 kernel");
     let [batch, _, h, w] = x.dims();
     // Both ways keep nine copies of the narrow side for the backward pass: above the budget
@@ -23,11 +29,11 @@ pub fn conv3x3_same(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
     // Without autodiff nothing is kept.
     let kept = 9 * batch * h * w * channels.min(out) * std::mem::size_of::<f32>();
     if kept > MATMUL_CONV_BUDGET && x.device().is_autodiff() {
-        conv.forward(x)
+        burn::tensor::module::conv2d(x, weight, bias, ConvOptions::new([1, 1], [1, 1], [1, 1], 1))
     } else if channels <= out {
-        conv3x3_by_columns(conv, x)
+        conv3x3_by_columns(weight, bias, x)
     } else {
-        conv3x3_by_shifts(conv, x)
+        conv3x3_by_shifts(weight, bias, x)
     }
 }
 
@@ -35,7 +41,7 @@ pub fn conv3x3_same(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
 const MATMUL_CONV_BUDGET: usize = 8 << 20;
 
 /// One matrix product over the nine shifted copies of the input (im2col by slicing, NCHW).
-fn conv3x3_by_columns(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
+fn conv3x3_by_columns(weight: Tensor<4>, bias: Option<Tensor<1>>, x: Tensor<4>) -> Tensor<4> {
     let [batch, channels, h, w] = x.dims();
     let padded = x.pad((1, 1, 1, 1), PadMode::Constant(0.0));
     let shifted: Vec<Tensor<4>> = (0..3)
@@ -48,21 +54,19 @@ fn conv3x3_by_columns(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
         .collect();
     // Row (dy * 3 + dx) * channels + c holds input channel c shifted by (dy, dx).
     let columns = Tensor::cat(shifted, 1).reshape([batch, 9 * channels, h * w]);
-    let weight = conv.weight.val();
     let out = weight.dims()[0];
     let weight = weight.permute([0, 2, 3, 1]).reshape([1, out, 9 * channels]);
     let y = weight.matmul(columns).reshape([batch, out, h, w]);
-    match &conv.bias {
-        Some(b) => y + b.val().reshape([1, out, 1, 1]),
+    match bias {
+        Some(b) => y + b.reshape([1, out, 1, 1]),
         None => y,
     }
 }
 
 /// Nine matrix products, one per kernel tap, whose outputs are shifted into place and summed:
 /// no copies of the (wide) input.
-fn conv3x3_by_shifts(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
+fn conv3x3_by_shifts(weight: Tensor<4>, bias: Option<Tensor<1>>, x: Tensor<4>) -> Tensor<4> {
     let [batch, channels, h, w] = x.dims();
-    let weight = conv.weight.val();
     let out = weight.dims()[0];
     let x = x.reshape([batch, channels, h * w]);
     let mut y: Option<Tensor<4>> = None;
@@ -87,8 +91,8 @@ fn conv3x3_by_shifts(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
         }
     }
     let y = y.expect("nine taps");
-    match &conv.bias {
-        Some(b) => y + b.val().reshape([1, out, 1, 1]),
+    match bias {
+        Some(b) => y + b.reshape([1, out, 1, 1]),
         None => y,
     }
 }

@@ -1,13 +1,16 @@
 //! Continuous normalizing flows (FFJORD, Grathwohl et al. 2019): one or more continuous blocks,
 //! each optionally after an ActNorm, conditional when the data carry a condition. The defaults
 //! are FFJORD's toy-data model: one block, a 64-64-64 concat-squash network with tanh, and
-//! Dormand-Prince at rtol = atol = 1e-5.
+//! Dormand-Prince at rtol = atol = 1e-5. On images, `network = "conv"` makes the dynamics 3x3
+//! convolutions (FFJORD's image models), after an optional logit and squeezes.
 
 use serde::{Deserialize, Serialize};
 
 use super::{Architecture, DataShape};
 use crate::layer::LayerSpec;
-use crate::layers::{ActNormSpec, FfjordSpec, ProbeNoise, TraceEstimator};
+use crate::layers::{
+    ActNormSpec, FfjordSpec, ImageShape, LogitSpec, ProbeNoise, SqueezeSpec, TraceEstimator,
+};
 use crate::nets::{OdeActivation, TimeInput};
 use crate::ode::OdeSolver;
 use crate::{FlowError, Result};
@@ -18,6 +21,17 @@ fn one() -> usize {
 
 fn sixty_four_thrice() -> Vec<usize> {
     vec![64, 64, 64]
+}
+
+/// The kind of dynamics network.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OdeNetwork {
+    /// Fully connected layers on the features.
+    #[default]
+    Dense,
+    /// 3x3 convolutions on images; the hidden widths are channels.
+    Conv,
 }
 
 /// `num_blocks` continuous blocks.
@@ -60,6 +74,28 @@ pub struct FfjordConfig {
     /// RNODE's Jacobian-norm weight (0: off; they use 0.01).
     #[serde(default)]
     pub jacobian_weight: f64,
+    /// The dynamics network: `dense` or `conv` (images).
+    #[serde(default)]
+    pub network: OdeNetwork,
+    /// Image channels for `conv`; 0 (or absent): those of the data.
+    #[serde(default)]
+    pub channels: usize,
+    /// Image height for `conv`; 0 (or absent): that of the data.
+    #[serde(default)]
+    pub height: usize,
+    /// Image width for `conv`; 0 (or absent): that of the data.
+    #[serde(default)]
+    pub width: usize,
+    /// Logit preprocessing with this alpha (as Glow's); none when absent.
+    #[serde(default)]
+    pub logit_alpha: Option<f64>,
+    /// 2x2 squeezes before the blocks (`conv` only): fewer, deeper planes.
+    #[serde(default)]
+    pub squeezes: usize,
+    /// Hutchinson probes per sample for densities outside training; 0: the exact trace (its
+    /// cost grows with the features: images need probes).
+    #[serde(default)]
+    pub eval_probes: usize,
 }
 
 impl Default for FfjordConfig {
@@ -77,7 +113,60 @@ impl Default for FfjordConfig {
             cond_dim: 0,
             kinetic_weight: 0.0,
             jacobian_weight: 0.0,
+            network: OdeNetwork::default(),
+            channels: 0,
+            height: 0,
+            width: 0,
+            logit_alpha: None,
+            squeezes: 0,
+            eval_probes: 0,
         }
+    }
+}
+
+impl FfjordConfig {
+    /// The logit and squeezes before the blocks, and the image shape the blocks see (`conv`).
+    fn preprocessing(&self) -> Result<(Vec<LayerSpec>, Option<ImageShape>)> {
+        let mut specs = Vec::new();
+        if let Some(alpha) = self.logit_alpha {
+            specs.push(
+                LogitSpec {
+                    dim: self.dim,
+                    alpha,
+                }
+                .into(),
+            );
+        }
+        if self.network == OdeNetwork::Dense {
+            if self.squeezes > 0 {
+                return Err(FlowError::config(
+                    "ffjord: squeezes need network = \"conv\" (images)",
+                ));
+            }
+            return Ok((specs, None));
+        }
+        let mut shape = ImageShape::new(self.channels, self.height, self.width);
+        if shape.numel() != self.dim {
+            return Err(FlowError::config(format!(
+                "ffjord: network = \"conv\" needs images: the shape {shape} has {} values, the \
+                 data {} (channels, height and width come from the config or from image data)",
+                shape.numel(),
+                self.dim
+            )));
+        }
+        let input = shape;
+        for done in 0..self.squeezes {
+            if !shape.height.is_multiple_of(2) || !shape.width.is_multiple_of(2) {
+                return Err(FlowError::config(format!(
+                    "ffjord: images of {input} cannot be squeezed {} times (each halves the \
+                     height and width): after {done} they are {shape}, with an odd side",
+                    self.squeezes
+                )));
+            }
+            specs.push(SqueezeSpec { shape }.into());
+            shape = ImageShape::new(shape.channels * 4, shape.height / 2, shape.width / 2);
+        }
+        Ok((specs, Some(shape)))
     }
 }
 
@@ -107,10 +196,17 @@ impl Architecture for FfjordConfig {
                 return bad(format!("{key} = {w}: expected a finite weight >= 0"));
             }
         }
-        let mut specs = Vec::new();
+        let (mut specs, image) = self.preprocessing()?;
         for _ in 0..self.num_blocks {
             if self.actnorm {
-                specs.push(ActNormSpec::dense(self.dim).into());
+                specs.push(match image {
+                    Some(s) => ActNormSpec {
+                        channels: s.channels,
+                        spatial: s.spatial(),
+                    }
+                    .into(),
+                    None => ActNormSpec::dense(self.dim).into(),
+                });
             }
             specs.push(
                 FfjordSpec {
@@ -124,6 +220,8 @@ impl Architecture for FfjordConfig {
                     cond_dim: self.cond_dim,
                     kinetic_weight: self.kinetic_weight,
                     jacobian_weight: self.jacobian_weight,
+                    image,
+                    eval_probes: self.eval_probes,
                 }
                 .into(),
             );
@@ -133,6 +231,7 @@ impl Architecture for FfjordConfig {
 
     fn with_data_shape(mut self, shape: &DataShape) -> Self {
         shape.fill_dense(&mut self.dim, &mut self.cond_dim);
+        shape.fill_image(&mut self.channels, &mut self.height, &mut self.width);
         self
     }
 

@@ -216,17 +216,7 @@ impl Architecture for GlowConfig {
     }
 
     fn with_data_shape(mut self, shape: &DataShape) -> Self {
-        if let Some(image) = shape.image {
-            for (field, value) in [
-                (&mut self.channels, image.channels),
-                (&mut self.height, image.height),
-                (&mut self.width, image.width),
-            ] {
-                if *field == 0 {
-                    *field = value;
-                }
-            }
-        }
+        shape.fill_image(&mut self.channels, &mut self.height, &mut self.width);
         if self.cond_dim == 0 {
             self.cond_dim = shape.cond_dim;
         }

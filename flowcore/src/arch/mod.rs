@@ -16,7 +16,7 @@ mod real_nvp;
 
 use serde::{Deserialize, Serialize};
 
-pub use ffjord::FfjordConfig;
+pub use ffjord::{FfjordConfig, OdeNetwork};
 pub use glow::{GlowConfig, ImageMask};
 pub use lattice::LatticeFlowConfig;
 pub use layer_list::LayerList;
@@ -62,6 +62,21 @@ impl DataShape {
     /// The same data with a condition of `cond_dim` values per sample.
     pub const fn with_cond_dim(self, cond_dim: usize) -> Self {
         Self { cond_dim, ..self }
+    }
+
+    /// Fill the image sizes that a config leaves to the data (0), when the data are images.
+    fn fill_image(&self, channels: &mut usize, height: &mut usize, width: &mut usize) {
+        if let Some(image) = self.image {
+            for (field, value) in [
+                (channels, image.channels),
+                (height, image.height),
+                (width, image.width),
+            ] {
+                if *field == 0 {
+                    *field = value;
+                }
+            }
+        }
     }
 
     /// Fill the sizes of a dense architecture that its config leaves to the data (0).

@@ -15,14 +15,21 @@
 
 use burn::prelude::*;
 use burn::tensor::Distribution;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use rand_distr::StandardNormal;
 use serde::{Deserialize, Serialize};
 
+use super::ImageShape;
 use crate::layer::{BuildLayer, positive};
-use crate::nets::{OdeActivation, OdeNet, OdeNetSpec, TimeInput};
+use crate::nets::{Dynamics, OdeActivation, OdeConvNet, OdeNet, OdeNetSpec, TimeInput};
 use crate::ode::{OdeSolver, StepLimit, record_failure};
 use crate::penalty;
 use crate::tensor_util::constant;
 use crate::{Bijector, DataInit, Result};
+
+/// The seed of the probes outside training.
+const PROBE_SEED: u64 = 0x0ffe_1a7d;
 
 /// How the trace of df/dz is computed while training.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -83,6 +90,14 @@ pub struct FfjordSpec {
     /// RNODE's weight of the Jacobian norm, the integral of |df/dz|_F^2.
     #[serde(default)]
     pub jacobian_weight: f64,
+    /// Images of this shape (`dim` values, NCHW): the dynamics are 3x3 convolutions and
+    /// `hidden` counts their channels. None: a dense network.
+    #[serde(default)]
+    pub image: Option<ImageShape>,
+    /// Hutchinson probes per sample for densities outside training; 0: the exact trace, whose
+    /// cost grows with `dim` (images need probes).
+    #[serde(default)]
+    pub eval_probes: usize,
 }
 
 impl FfjordSpec {
@@ -99,6 +114,8 @@ impl FfjordSpec {
             cond_dim: 0,
             kinetic_weight: 0.0,
             jacobian_weight: 0.0,
+            image: None,
+            eval_probes: 0,
         }
     }
 }
@@ -121,14 +138,28 @@ impl BuildLayer for FfjordSpec {
                 )));
             }
         }
-        let net = OdeNetSpec {
+        let spec = OdeNetSpec {
             hidden: self.hidden.clone(),
             activation: self.activation,
             time: self.time,
-        }
-        .build(self.dim, self.cond_dim, device)?;
+        };
+        let (net, conv) = match self.image {
+            None => (Some(spec.build(self.dim, self.cond_dim, device)?), None),
+            Some(shape) if shape.numel() == self.dim => {
+                (None, Some(spec.build_conv(shape, self.cond_dim, device)?))
+            }
+            Some(shape) => {
+                return Err(crate::FlowError::config(format!(
+                    "ffjord: images of {shape} have {} values, not dim = {}",
+                    shape.numel(),
+                    self.dim
+                )));
+            }
+        };
         Ok(Ffjord {
             net,
+            conv,
+            eval_probes: self.eval_probes,
             solver: self.solver,
             trace: self.trace,
             noise: self.noise,
@@ -146,7 +177,12 @@ impl BuildLayer for FfjordSpec {
 /// dz/dt = f(t, z, c) over [0, 1], with the log-det integrated beside z.
 #[derive(Module, Debug)]
 pub struct Ffjord {
-    net: OdeNet,
+    // Two options rather than an enum: an enum's variant name would enter the parameter
+    // paths and change those of the dense checkpoints written before images.
+    net: Option<OdeNet>,
+    conv: Option<OdeConvNet>,
+    #[module(skip)]
+    eval_probes: usize,
     #[module(skip)]
     solver: OdeSolver,
     #[module(skip)]
@@ -162,28 +198,80 @@ pub struct Ffjord {
 }
 
 impl Ffjord {
-    /// The dynamics network f(t, z, c).
-    pub fn net(&self) -> &OdeNet {
-        &self.net
+    /// The condition as the dynamics see it, computed once per solve.
+    fn embed(&self, cond: Option<&Tensor<2>>) -> Option<Tensor<2>> {
+        match &self.net {
+            Some(net) => net.embed(cond),
+            None => cond.cloned(),
+        }
+    }
+
+    /// The dynamics network.
+    fn dynamics(&self) -> &dyn Dynamics {
+        match (&self.net, &self.conv) {
+            (Some(net), _) => net,
+            (None, Some(conv)) => conv,
+            (None, None) => unreachable!("built with one network"),
+        }
+    }
+
+    /// `(f(t, z, c), J v)` for `k` tangent directions per sample, `v: [k * batch, dim]`
+    /// (direction-major); `cond` as the caller gives it (embedded here).
+    pub fn eval(
+        &self,
+        t: f64,
+        z: Tensor<2>,
+        cond: Option<&Tensor<2>>,
+        v: Tensor<2>,
+    ) -> (Tensor<2>, Tensor<2>) {
+        let cond = self.embed(cond);
+        self.dynamics().eval(t, z, cond.as_ref(), v)
     }
 
     /// The tangent directions of one solve, `[k * batch, dim]`: the unit vectors (exact), or
-    /// one noise vector per sample while training with Hutchinson's estimator.
+    /// Hutchinson's noise vectors, one per sample while training with Hutchinson's estimator
+    /// and `eval_probes` per sample outside training when set.
     fn probes(&self, like: &Tensor<2>) -> Tensor<2> {
         let [batch, dim] = like.dims();
         let device = like.device();
-        if self.trace == TraceEstimator::Hutchinson && device.is_autodiff() {
+        let k = match (device.is_autodiff(), self.trace) {
+            (true, TraceEstimator::Hutchinson) => 1,
+            (true, TraceEstimator::Exact) => 0,
+            (false, _) => self.eval_probes,
+        };
+        if k > 0 && device.is_autodiff() {
+            let shape = [batch, dim];
             let noise = match self.noise {
                 ProbeNoise::Rademacher => {
-                    Tensor::<2>::random([batch, dim], Distribution::Bernoulli(0.5), &device)
+                    Tensor::<2>::random(shape, Distribution::Bernoulli(0.5), &device)
                         .mul_scalar(2.0)
                         .sub_scalar(1.0)
                 }
                 ProbeNoise::Gaussian => {
-                    Tensor::<2>::random([batch, dim], Distribution::Normal(0.0, 1.0), &device)
+                    Tensor::<2>::random(shape, Distribution::Normal(0.0, 1.0), &device)
                 }
             };
             return noise.cast(like.dtype()).detach();
+        }
+        if k > 0 {
+            // Densities outside training are functions of the data: the same probes on every
+            // call, so validation losses compare across epochs and `score` repeats a run's
+            // scores. The mean over probes is a sum of the noise scaled by 1/sqrt(k).
+            let mut rng = ChaCha8Rng::seed_from_u64(PROBE_SEED);
+            let scale = 1.0 / (k as f32).sqrt();
+            let values: Vec<f32> = (0..k * batch * dim)
+                .map(|_| match self.noise {
+                    ProbeNoise::Rademacher => {
+                        if rng.random::<bool>() {
+                            scale
+                        } else {
+                            -scale
+                        }
+                    }
+                    ProbeNoise::Gaussian => rng.sample::<f32, _>(StandardNormal) * scale,
+                })
+                .collect();
+            return constant(values, [k * batch, dim], like);
         }
         let mut eye = vec![0.0f32; dim * batch * dim];
         for k in 0..dim {
@@ -214,7 +302,7 @@ impl Ffjord {
         t1: f64,
     ) -> (Tensor<2>, Tensor<1>) {
         let [batch, dim] = x.dims();
-        let cond = self.net.embed(cond);
+        let cond = self.embed(cond);
         let v = self.probes(&x);
         let k = v.dims()[0] / batch;
         let regularise = t0 < t1
@@ -228,7 +316,7 @@ impl Ffjord {
         };
         let dynamics = |t: f64, y: Tensor<2>| {
             let z = y.narrow(1, 0, dim);
-            let (dz, jv) = self.net.eval(t, z, cond.as_ref(), v.clone());
+            let (dz, jv) = self.dynamics().eval(t, z, cond.as_ref(), v.clone());
             let trace = per_sample(jv.clone() * v.clone());
             if regularise {
                 let kinetic = dz.clone().powi_scalar(2).sum_dim(1);
@@ -284,8 +372,8 @@ impl Bijector for Ffjord {
     }
 
     fn inverse_without_logdet(&self, z: Tensor<2>, cond: Option<&Tensor<2>>) -> Tensor<2> {
-        let cond = self.net.embed(cond);
-        let dynamics = |t: f64, z: Tensor<2>| self.net.value(t, z, cond.as_ref());
+        let cond = self.embed(cond);
+        let dynamics = |t: f64, z: Tensor<2>| self.dynamics().value(t, z, cond.as_ref());
         match self.solver.solve(dynamics, z.clone(), 1.0, 0.0) {
             Ok((x, stats)) => {
                 tracing::trace!(

@@ -9,6 +9,7 @@ mod activation;
 mod glow_conv;
 mod made;
 mod mlp;
+mod ode_conv;
 mod ode_net;
 mod periodic_conv;
 mod res_mlp;
@@ -21,7 +22,8 @@ pub use activation::Activation;
 pub use glow_conv::{ConvSpec, GlowConvNet};
 pub use made::{Made, MadeSpec, hidden_degrees};
 pub use mlp::{Mlp, MlpSpec};
-pub use ode_net::{OdeActivation, OdeNet, OdeNetSpec, TimeInput, TimeLinear};
+pub use ode_conv::{OdeConvNet, TimeConv};
+pub use ode_net::{Dynamics, OdeActivation, OdeNet, OdeNetSpec, TimeInput, TimeLinear};
 pub use periodic_conv::{PeriodicConvNet, PeriodicConvSpec};
 pub use res_mlp::{ResBlock, ResMlp, ResMlpSpec};
 

@@ -41,7 +41,7 @@ pub enum OdeActivation {
 
 impl OdeActivation {
     /// The activation at `pre`.
-    fn value(self, pre: Tensor<2>) -> Tensor<2> {
+    pub(crate) fn value<const D: usize>(self, pre: Tensor<D>) -> Tensor<D> {
         match self {
             Self::Tanh => pre.tanh(),
             Self::Softplus => activation::softplus(pre, 1.0),
@@ -49,7 +49,7 @@ impl OdeActivation {
     }
 
     /// The activation and its derivative at `pre`.
-    fn apply(self, pre: Tensor<2>) -> (Tensor<2>, Tensor<2>) {
+    pub(crate) fn apply<const D: usize>(self, pre: Tensor<D>) -> (Tensor<D>, Tensor<D>) {
         match self {
             Self::Tanh => {
                 let h = pre.tanh();
@@ -125,55 +125,26 @@ pub struct TimeLinear {
 
 impl TimeLinear {
     fn new(inputs: usize, outputs: usize, time: TimeInput, zero: bool, device: &Device) -> Self {
-        let init = if zero {
-            Initializer::Zeros
-        } else {
-            Initializer::KaimingUniform {
-                gain: 1.0 / 3f64.sqrt(),
-                fan_out_only: false,
-            }
-        };
         let linear = LinearConfig::new(inputs, outputs)
-            .with_initializer(init)
+            .with_initializer(initializer(zero))
             .init(device);
-        let small = |zero: bool| {
-            let t: Tensor<1> = if zero {
-                Tensor::zeros([outputs], device)
-            } else {
-                Tensor::random(
-                    [outputs],
-                    burn::tensor::Distribution::Uniform(-1.0, 1.0),
-                    device,
-                )
-            };
-            Param::from_tensor(t)
-        };
-        let squash = time == TimeInput::ConcatSquash;
+        let (time_weight, gate_bias, time_bias) = time_params(outputs, time, zero, device);
         Self {
             linear,
-            time_weight: small(zero),
-            gate_bias: squash.then(|| small(false)),
-            time_bias: squash.then(|| small(zero)),
+            time_weight,
+            gate_bias,
+            time_bias,
         }
     }
 
     /// `(value, gate)` at time `t`: the pre-activation, and the factor on the tangents.
     fn forward(&self, h: Tensor<2>, t: f64) -> (Tensor<2>, Option<Tensor<2>>) {
-        let out = self.linear.forward(h);
-        let [_, width] = out.dims();
-        match (&self.gate_bias, &self.time_bias) {
-            (Some(gate_bias), Some(time_bias)) => {
-                let gate =
-                    activation::sigmoid(self.time_weight.val().mul_scalar(t) + gate_bias.val())
-                        .reshape([1, width]);
-                let bias = time_bias.val().mul_scalar(t).reshape([1, width]);
-                (out * gate.clone() + bias, Some(gate))
-            }
-            _ => (
-                out + self.time_weight.val().mul_scalar(t).reshape([1, width]),
-                None,
-            ),
-        }
+        see_time(
+            self.linear.forward(h),
+            t,
+            &self.time_weight,
+            self.gate_bias.as_ref().zip(self.time_bias.as_ref()),
+        )
     }
 
     /// The tangent of the pre-activation for tangents `v` of the input's first `rows` values.
@@ -189,6 +160,91 @@ impl TimeLinear {
             Some(g) => out * g.clone(),
             None => out,
         }
+    }
+}
+
+/// The weights' initializer: zero for the last layer, so the flow starts as the identity.
+pub(crate) fn initializer(zero: bool) -> Initializer {
+    if zero {
+        Initializer::Zeros
+    } else {
+        Initializer::KaimingUniform {
+            gain: 1.0 / 3f64.sqrt(),
+            fan_out_only: false,
+        }
+    }
+}
+
+/// A dynamics network f(t, z, c) with its tangents: what a continuous block integrates.
+pub trait Dynamics {
+    /// f(t, z, c) alone, for a solve that needs no trace (sampling).
+    fn value(&self, t: f64, z: Tensor<2>, cond: Option<&Tensor<2>>) -> Tensor<2>;
+
+    /// `(f(t, z, c), J v)` for `z: [batch, dim]`, an embedded condition, and `k` tangent
+    /// directions per sample, `v: [k * batch, dim]` (direction-major).
+    fn eval(
+        &self,
+        t: f64,
+        z: Tensor<2>,
+        cond: Option<&Tensor<2>>,
+        v: Tensor<2>,
+    ) -> (Tensor<2>, Tensor<2>);
+}
+
+/// A layer's time parameters for `outputs` channels: the time weight, and for concat-squash
+/// the gate's bias and the time bias's weight; zero where the layer starts at zero.
+pub(crate) type TimeParams = (
+    Param<Tensor<1>>,
+    Option<Param<Tensor<1>>>,
+    Option<Param<Tensor<1>>>,
+);
+
+/// [`TimeParams`] at their initial values.
+pub(crate) fn time_params(
+    outputs: usize,
+    time: TimeInput,
+    zero: bool,
+    device: &Device,
+) -> TimeParams {
+    let small = |zero: bool| {
+        let t: Tensor<1> = if zero {
+            Tensor::zeros([outputs], device)
+        } else {
+            Tensor::random(
+                [outputs],
+                burn::tensor::Distribution::Uniform(-1.0, 1.0),
+                device,
+            )
+        };
+        Param::from_tensor(t)
+    };
+    let squash = time == TimeInput::ConcatSquash;
+    (
+        small(zero),
+        squash.then(|| small(false)),
+        squash.then(|| small(zero)),
+    )
+}
+
+/// `(value, gate)` of a layer's output `out` (channels on axis 1) at time `t`: with a gate
+/// (concat-squash) `out * sigmoid(g t + g0) + u t`, else `out + w t`; the gate also scales
+/// the tangents.
+pub(crate) fn see_time<const D: usize>(
+    out: Tensor<D>,
+    t: f64,
+    time_weight: &Param<Tensor<1>>,
+    squash: Option<(&Param<Tensor<1>>, &Param<Tensor<1>>)>,
+) -> (Tensor<D>, Option<Tensor<D>>) {
+    let mut shape = [1usize; D];
+    shape[1] = out.dims()[1];
+    match squash {
+        Some((gate_bias, time_bias)) => {
+            let gate = activation::sigmoid(time_weight.val().mul_scalar(t) + gate_bias.val())
+                .reshape(shape);
+            let bias = time_bias.val().mul_scalar(t).reshape(shape);
+            (out * gate.clone() + bias, Some(gate))
+        }
+        None => (out + time_weight.val().mul_scalar(t).reshape(shape), None),
     }
 }
 
@@ -212,9 +268,10 @@ impl OdeNet {
             None => c,
         })
     }
+}
 
-    /// f(t, z, c) alone, for a solve that needs no trace (sampling).
-    pub fn value(&self, t: f64, z: Tensor<2>, cond: Option<&Tensor<2>>) -> Tensor<2> {
+impl Dynamics for OdeNet {
+    fn value(&self, t: f64, z: Tensor<2>, cond: Option<&Tensor<2>>) -> Tensor<2> {
         let mut h = match cond {
             Some(c) => Tensor::cat(vec![z, c.clone()], 1),
             None => z,
@@ -231,9 +288,7 @@ impl OdeNet {
         h
     }
 
-    /// `(f(t, z, c), J v)` for `z: [batch, dim]`, an embedded condition, and `k` tangent
-    /// directions per sample, `v: [k * batch, dim]` (direction-major).
-    pub fn eval(
+    fn eval(
         &self,
         t: f64,
         z: Tensor<2>,

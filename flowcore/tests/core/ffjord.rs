@@ -123,7 +123,6 @@ fn rnode_penalties_are_the_integrals_of_kinetic_energy_and_jacobian_norm() {
     );
 
     // The quadrature: the state z, the two integrals per sample, in f32 tensors.
-    let net = layer.net();
     let mut eye = vec![0.0f32; dim * batch * dim];
     for k in 0..dim {
         for b in 0..batch {
@@ -132,7 +131,7 @@ fn rnode_penalties_are_the_integrals_of_kinetic_energy_and_jacobian_norm() {
     }
     let v = Tensor::<2>::from_data(TensorData::new(eye, [dim * batch, dim]), &device);
     let rate = |t: f64, z: Tensor<2>| {
-        let (f, jv) = net.eval(t, z, None, v.clone());
+        let (f, jv) = layer.eval(t, z, None, v.clone());
         let k = f.clone().powi_scalar(2).sum_dim(1);
         let j = jv
             .powi_scalar(2)
@@ -222,4 +221,95 @@ fn the_likelihood_objective_adds_rnode_penalties_to_the_loss_only() {
     // The penalty's columns join the solver's error control: the steps differ a little.
     let plain = plain.total.into_scalar::<f64>();
     assert!((nll - plain).abs() < 1e-3, "nll {nll} against {plain}");
+}
+
+/// Outside training, `eval_probes` noise vectors per sample estimate the log-det of a
+/// convolutional block without bias: their mean over many draws is the exact trace's.
+#[test]
+fn probes_outside_training_estimate_a_conv_blocks_exact_log_det() {
+    let device = Device::flex();
+    device.seed(12);
+    let shape = flowcore::layers::ImageShape::new(2, 3, 3);
+    let spec = |eval_probes: usize| FfjordSpec {
+        hidden: vec![6],
+        image: Some(shape),
+        eval_probes,
+        ..FfjordSpec::new(shape.numel())
+    };
+    let weights = perturb_params(spec(0).build(&device).unwrap(), 0.5, 6).into_record();
+    let exact_layer = spec(0).build(&device).unwrap().load_record(weights.clone());
+    let probed = spec(4).build(&device).unwrap().load_record(weights);
+    let n = 1000;
+    let point: Vec<f32> = (0..shape.numel()).map(|i| (i as f32 * 0.7).sin()).collect();
+    let rows: Vec<f32> = point
+        .iter()
+        .copied()
+        .cycle()
+        .take(point.len() * n)
+        .collect();
+    let x = Tensor::<2>::from_data(TensorData::new(rows, [n, point.len()]), &device);
+    let (z_exact, exact) = exact_layer.forward(x.clone().narrow(0, 0, 1), None);
+    let exact = host(exact)[0];
+    let (z, logdet) = probed.forward(x, None);
+    let estimates = host(logdet);
+    let mean = estimates.iter().sum::<f64>() / n as f64;
+    let var = estimates.iter().map(|e| (e - mean).powi(2)).sum::<f64>() / (n - 1) as f64;
+    let se = (var / n as f64).sqrt();
+    assert!(se > 1e-4, "the estimates do not vary (se {se})");
+    assert!(
+        (mean - exact).abs() < 3.0 * se,
+        "mean estimate {mean} +- {se}, exact log-det {exact}"
+    );
+    // The probes change the log-det, not the solution (beyond the solver's tolerance).
+    let diff = (z.narrow(0, 0, 1) - z_exact)
+        .abs()
+        .max()
+        .into_scalar::<f64>();
+    assert!(diff < 1e-3, "the probed solve moved z by {diff}");
+}
+
+/// The image config's mistakes are named: convolutions on data without an image shape,
+/// squeezes of an odd side, squeezes of dense data, and an image shape that is not the data's.
+#[test]
+fn image_config_errors_name_the_key_and_the_shape() {
+    use flowcore::arch::{FfjordConfig, OdeNetwork};
+    use flowcore::{ArchitectureConfig, Flow};
+    let device = Device::flex();
+    let error = |config: FfjordConfig| {
+        Flow::new(ArchitectureConfig::Ffjord(config), &device)
+            .unwrap_err()
+            .to_string()
+    };
+    let conv = FfjordConfig {
+        dim: 36,
+        network: OdeNetwork::Conv,
+        ..FfjordConfig::default()
+    };
+    let e = error(conv.clone());
+    assert!(e.contains("network = \"conv\" needs images"), "{e}");
+    let odd = FfjordConfig {
+        channels: 1,
+        height: 6,
+        width: 6,
+        squeezes: 2,
+        ..conv.clone()
+    };
+    let e = error(odd);
+    assert!(
+        e.contains("1x6x6 cannot be squeezed 2 times") && e.contains("after 1 they are 4x3x3"),
+        "{e}"
+    );
+    let dense = FfjordConfig {
+        dim: 4,
+        squeezes: 1,
+        ..FfjordConfig::default()
+    };
+    let e = error(dense);
+    assert!(e.contains("squeezes need network = \"conv\""), "{e}");
+    let mismatch = FfjordSpec {
+        image: Some(flowcore::layers::ImageShape::new(1, 3, 3)),
+        ..FfjordSpec::new(10)
+    };
+    let e = mismatch.build(&device).unwrap_err().to_string();
+    assert!(e.contains("1x3x3 have 9 values, not dim = 10"), "{e}");
 }

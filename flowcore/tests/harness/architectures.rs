@@ -278,4 +278,18 @@ fn ffjord_architectures() {
         ..FfjordConfig::default()
     };
     run_arch("ffjord conditional rk4", conditional.into(), Inputs::Normal);
+    // The image config: logit, one squeeze, ActNorm and a convolutional block.
+    let image = FfjordConfig {
+        dim: 16,
+        channels: 1,
+        height: 4,
+        width: 4,
+        network: OdeNetwork::Conv,
+        logit_alpha: Some(0.05),
+        squeezes: 1,
+        actnorm: true,
+        hidden_units: vec![8],
+        ..FfjordConfig::default()
+    };
+    run_arch("ffjord conv image", image.into(), Inputs::UnitInterval);
 }

@@ -496,3 +496,40 @@ fn ffjord_with_strong_dynamics_and_between_other_layers() {
         Inputs::Normal,
     );
 }
+
+/// The convolutional dynamics on small images: alone, conditional with concat time and
+/// softplus, and after a squeeze as in the image configs. Densities use the exact trace.
+#[test]
+fn ffjord_conv_blocks_on_small_images() {
+    let conv = |shape: ImageShape, cond_dim: usize| FfjordSpec {
+        hidden: vec![6, 6],
+        image: Some(shape),
+        ..ffjord(shape.numel(), cond_dim)
+    };
+    let concat_softplus = FfjordSpec {
+        time: TimeInput::Concat,
+        activation: OdeActivation::Softplus,
+        ..conv(ImageShape::new(1, 2, 3), 1)
+    };
+    run(
+        "ffjord conv 2x3x3",
+        vec![conv(ImageShape::new(2, 3, 3), 0).into()],
+        Inputs::Normal,
+    );
+    run(
+        "ffjord conv concat softplus cond 1",
+        vec![concat_softplus.into()],
+        Inputs::Normal,
+    );
+    run(
+        "squeeze ffjord conv",
+        vec![
+            SqueezeSpec {
+                shape: ImageShape::new(1, 4, 4),
+            }
+            .into(),
+            conv(ImageShape::new(4, 2, 2), 0).into(),
+        ],
+        Inputs::Normal,
+    );
+}

@@ -4,7 +4,7 @@
 
 use flowcore::arch::{
     DenseNet, FfjordConfig, ImageMask, LatticeFlowConfig, MafConfig, Mixing,
-    NsfAutoregressiveConfig, NsfConfig, NsfMixing,
+    NsfAutoregressiveConfig, NsfConfig, NsfMixing, OdeNetwork,
 };
 use flowcore::layers::{
     ActNormSpec, AutoregressiveSpec, ChainSpec, CouplingSpec, FactorOutSpec, FfjordSpec,

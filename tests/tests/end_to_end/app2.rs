@@ -49,6 +49,20 @@ fn train_in(dir: &Path, sets: Vec<String>) -> app2::TrainSummary {
     .unwrap()
 }
 
+/// `score` of the run's own validation folder into `dir/rescored` gives the run's AUROCs.
+fn rescoring_repeats_the_scores(s: &app2::TrainSummary, dir: &Path) {
+    let again = app2::score(
+        &s.run_dir,
+        "embedded:fashion-mnist/val",
+        &dir.join("rescored").join("val.csv"),
+        OnBadImage::Skip,
+    )
+    .unwrap();
+    for (a, b) in again.scores.iter().zip(&s.report.scores.scores) {
+        assert_eq!(a.auroc, b.auroc, "{}", a.name);
+    }
+}
+
 #[test]
 fn a_short_run_scores_bags_above_sneakers() {
     let dir = scratch("default");
@@ -128,16 +142,7 @@ fn a_short_run_scores_bags_above_sneakers() {
     }
 
     // Scoring the run again, as `score` does, gives the same numbers.
-    let again = app2::score(
-        &s.run_dir,
-        "embedded:fashion-mnist/val",
-        &dir.join("rescored").join("val.csv"),
-        OnBadImage::Skip,
-    )
-    .unwrap();
-    for (a, b) in again.scores.iter().zip(&r.scores.scores) {
-        assert_eq!(a.auroc, b.auroc, "{}", a.name);
-    }
+    rescoring_repeats_the_scores(&s, &dir);
     assert!(dir.join("rescored/val_summary.json").is_file());
     assert!(dir.join("rescored/val_roc.png").is_file());
     let e = format!(
@@ -311,4 +316,68 @@ fn a_small_folder_is_scored_with_its_best_epoch_and_held_out_thresholds() {
     assert!(flagged("sneaker") <= 0.25, "{}", flagged("sneaker"));
     assert!(flagged("bag") >= 0.8, "{}", flagged("bag"));
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The continuous flow's image config (`apps/configs/app2-ffjord.toml`: convolutional
+/// dynamics, Hutchinson's trace) at reduced size: it learns the sneakers well below the 8
+/// bits/dim of a uniform density, separates the bags, and scoring the run again gives the same
+/// numbers (the probes outside training are seeded).
+#[test]
+fn a_convolutional_ffjord_learns_the_sneakers_and_scores_bags_above_them() {
+    let dir = scratch("ffjord");
+    let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("../apps/configs/app2-ffjord.toml");
+    let s = app2::train(&TrainOptions {
+        config: Some(config),
+        sets: [
+            "training.epochs=1",
+            "training.steps_per_epoch=25",
+            "model.eval_probes=1",
+            "run.reference_images=200",
+        ]
+        .map(String::from)
+        .to_vec(),
+        run_dir: Some(dir.join("run")),
+        tracking_dir: Some(dir.join("mlruns")),
+        ..Default::default()
+    })
+    .unwrap();
+    let r = &s.report;
+    eprintln!("{}", app2::format_table(&r.scores));
+    assert!(r.val_bits_per_dim < 7.0, "{}", r.val_bits_per_dim);
+    // Not asserted: the inverse's accuracy. Early in training the learnt flow contracts so
+    // strongly that inverting it amplifies the solver's error (reconstructions off by 0.97
+    // after 40 steps, 0.014 after 60); the harness checks the layer's round trip.
+    eprintln!("reconstruction error {}", r.reconstruction_max_abs_err);
+    let bits = &r.scores.scores[r.scores.index("bits_per_dim").unwrap()];
+    assert!(
+        bits.auroc.unwrap() >= 0.9,
+        "bits/dim AUROC {:?}",
+        bits.auroc
+    );
+    rescoring_repeats_the_scores(&s, &dir);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Both continuous-flow configs merge over the defaults into a model that builds for the
+/// embedded images, and the GPU one keeps its adaptive solver.
+#[test]
+fn the_ffjord_configs_build_their_models_for_28x28_images() {
+    use flowcore::arch::{Architecture, DataShape};
+    use flowcore::layers::ImageShape;
+    let defaults = include_str!("../../../apps/configs/app2.toml");
+    for name in ["app2-ffjord.toml", "app2-ffjord-gpu.toml"] {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../apps/configs")
+            .join(name);
+        let table = flowapps::run::config::resolve_table(defaults, Some(&path), &[]).unwrap();
+        let model = table.get("model").expect("a [model]").clone();
+        let config: flowcore::ArchitectureConfig = model.try_into().unwrap();
+        let flowcore::ArchitectureConfig::Ffjord(ffjord) = config else {
+            panic!("{name}: not an ffjord model");
+        };
+        assert!(ffjord.eval_probes > 0, "{name}: exact traces of 784 pixels");
+        let ffjord = ffjord.with_data_shape(&DataShape::image(ImageShape::new(1, 28, 28)));
+        let flow = flowcore::Flow::new(ffjord.into(), &burn::prelude::Device::flex()).unwrap();
+        assert_eq!(flow.dim(), 784, "{name}");
+    }
 }
