@@ -1,5 +1,6 @@
 //! The `train_flowmodels1` binary: errors reach the user with the key at fault and a failing
-//! exit status; `--print-config` shows the resolved config with the overrides applied.
+//! exit status; `--print-config` shows the resolved config with the overrides applied. The
+//! bench reports a reference it cannot run as a row.
 
 use std::process::Command;
 
@@ -98,5 +99,35 @@ fn distributed_training_is_refused_where_an_app_trains_in_one_process() {
     assert!(
         format!("{err:#}").contains("train_flowmodels4 trains in one process"),
         "{err:#}"
+    );
+}
+
+/// A reference the bench cannot run (no such Python here) is a row of the table that says
+/// which and why, beside flowmodels' own row, not a failed or silent bench.
+#[test]
+fn the_bench_reports_a_reference_it_cannot_run() {
+    let out = Command::new(env!("CARGO_BIN_EXE_bench"))
+        .args(["--cases", "realnvp2d", "--scale", "0.01", "--peak", "1"])
+        .args(["--compare-tfp", "--python", "/nonexistent/python3"])
+        .current_dir(std::env::temp_dir())
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        table.contains("| realnvp2d | flowmodels |"),
+        "flowmodels' own row: {table}"
+    );
+    let missing = table
+        .lines()
+        .find(|l| l.contains("missing: tfp_bench.py"))
+        .unwrap_or_else(|| panic!("no row for the missing reference: {table}"));
+    assert!(
+        missing.contains("cannot run /nonexistent/python3"),
+        "the row says why: {missing}"
     );
 }

@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """PyTorch reference for `bench --compare-torch`: the same flows as flowmodels' bench cases
-`realnvp2d`, `glow32` and `glow32-score`, written plainly in PyTorch (CPU, all threads), one JSON
+`realnvp2d`, `app1-8x256`, `app1-12x512` (RealNVPs on 2-D points), `glow32`, `glow32-score` and
+`glow128`, written plainly in PyTorch (CPU, all threads), one JSON
 row per case on stdout, in the bench's row format. Each case runs in a process of its own so
 that its peak memory is its own.
 
@@ -25,7 +26,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-CASES = ["realnvp2d", "glow32", "glow32-score"]
+from bench_common import SERIES, glow_flops, series_point, series_steps
+
+CASES = ["realnvp2d", "app1-8x256", "app1-12x512", "glow32", "glow32-score", "glow128"]
 DEVICE = "cpu"
 
 
@@ -170,19 +173,6 @@ class Glow(nn.Module):
         return -0.5 * (z**2).sum(1) - z.shape[1] * 0.5 * math.log(2 * math.pi) + total
 
 
-def glow_flops(c, hw, levels, steps, hidden):
-    h = w = hw
-    total = 0
-    for level in range(levels):
-        c, h, w = c * 4, h // 2, w // 2
-        half = c // 2
-        coupling = 9 * half * hidden + hidden * hidden + 9 * hidden * 2 * (c - half)
-        total += steps * h * w * (coupling + c * c)
-        if level + 1 < levels:
-            c //= 2
-    return 2.0 * total
-
-
 def time_training(model, batch_fn, steps):
     opt = torch.optim.Adam(model.parameters(), lr=1e-4)
     for i in range(steps + 3):
@@ -206,17 +196,27 @@ def unit(batch, c, hw, i):
 def run_case(case, scale, peak):
     n = lambda k: max(2, round(k * scale))
     torch.manual_seed(0)
-    if case == "realnvp2d":
-        steps = n(200)
-        model = RealNVP2d(8, 128).to(DEVICE)
-        s = time_training(model, lambda i: torch.randn(1024, 2, generator=torch.Generator().manual_seed(i)), steps)
-        batch, flops = 1024, 3.0 * 2 * (1 * 128 + 128 * 128 + 128 * 2) * 8 * 1024
+    dense = {"realnvp2d": (8, 128, 1024, 200), "app1-8x256": (8, 256, 128, 200), "app1-12x512": (12, 512, 128, 60)}
+    if case in dense:
+        layers, hidden, batch, k = dense[case]
+        steps = n(k)
+        model = RealNVP2d(layers, hidden).to(DEVICE)
+        s = time_training(model, lambda i: torch.randn(batch, 2, generator=torch.Generator().manual_seed(i)), steps)
+        flops = 3.0 * 2 * (1 * hidden + hidden * hidden + hidden * 2) * layers * batch
         note = f"{steps} steps"
-    elif case == "glow32":
-        steps = n(30)
+    elif series_point(case):
+        side, batch = series_point(case)
+        steps = n(series_steps(side, batch))
         model = Glow(3, 3, 4, 64).to(DEVICE)
-        s = time_training(model, lambda i: unit(16, 3, 32, i), steps)
-        batch, flops = 16, 3.0 * glow_flops(3, 32, 3, 4, 64) * 16
+        s = time_training(model, lambda i: unit(batch, 3, side, i), steps)
+        flops = 3.0 * glow_flops(3, side, 3, 4, 64) * batch
+        note = f"{steps} steps"
+    elif case in ("glow32", "glow128"):
+        hw, levels, k_steps, hidden, k = (32, 3, 4, 64, 30) if case == "glow32" else (128, 3, 6, 128, 3)
+        steps, batch = n(k), 16
+        model = Glow(3, levels, k_steps, hidden).to(DEVICE)
+        s = time_training(model, lambda i: unit(batch, 3, hw, i), steps)
+        flops = 3.0 * glow_flops(3, hw, levels, k_steps, hidden) * batch
         note = f"{steps} steps"
     elif case == "glow32-score":
         steps = n(6)
@@ -253,8 +253,9 @@ def row(case, s, batch, flops, peak, note):
     }
 
 
-def main(cases=CASES, run_case=run_case, script=__file__):
-    """Every case in a process of its own (its peak memory its own), or `--only CASE`."""
+def main(cases=CASES, run_case=run_case, script=__file__, on_request=()):
+    """Every case in a process of its own (its peak memory its own), or `--only CASE`; the
+    cases in `on_request` only when `--cases` names them."""
     p = argparse.ArgumentParser()
     p.add_argument("--scale", type=float, default=1.0)
     p.add_argument("--peak", type=float, default=1.0)
@@ -269,7 +270,7 @@ def main(cases=CASES, run_case=run_case, script=__file__):
         print(json.dumps(run_case(args.only, args.scale, args.peak)))
         return
     chosen = args.cases.split(",") if args.cases else cases
-    for case in [c for c in cases if c in chosen]:
+    for case in [c for c in list(cases) + list(on_request) if c in chosen]:
         out = subprocess.run(
             [
                 sys.executable, script, "--only", case, "--scale", str(args.scale),
@@ -283,4 +284,4 @@ def main(cases=CASES, run_case=run_case, script=__file__):
 
 
 if __name__ == "__main__":
-    main()
+    main(on_request=SERIES)

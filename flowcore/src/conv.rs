@@ -32,8 +32,48 @@ pub fn conv3x3_same_with(weight: Tensor<4>, bias: Option<Tensor<1>>, x: Tensor<4
         burn::tensor::module::conv2d(x, weight, bias, ConvOptions::new([1, 1], [1, 1], [1, 1], 1))
     } else if channels <= out {
         conv3x3_by_columns(weight, bias, x)
+    } else if !x.device().is_autodiff() {
+        conv3x3_by_one_product(weight, bias, x)
     } else {
         conv3x3_by_shifts(weight, bias, x)
+    }
+}
+
+/// Without autodiff: every tap in one matrix product (`[9 out, in]`, a better shape for the
+/// kernel than nine of `[out, in]`), padded once, the nine shifted views summed. With autodiff
+/// each view's gradient would be a zeroed tensor of all nine taps, so training keeps
+/// [`conv3x3_by_shifts`].
+fn conv3x3_by_one_product(weight: Tensor<4>, bias: Option<Tensor<1>>, x: Tensor<4>) -> Tensor<4> {
+    let [batch, channels, h, w] = x.dims();
+    let out = weight.dims()[0];
+    // Row (dy * 3 + dx) * out + o holds tap (dy, dx) of output channel o.
+    let kernel = weight.permute([2, 3, 0, 1]).reshape([1, 9 * out, channels]);
+    let p = kernel
+        .matmul(x.reshape([batch, channels, h * w]))
+        .reshape([batch, 9 * out, h, w])
+        .pad((1, 1, 1, 1), PadMode::Constant(0.0));
+    let shifted = taps().enumerate().map(|(t, (dy, dx))| {
+        // y[i, j] += p_t[i + dy - 1, j + dx - 1], zero outside.
+        p.clone()
+            .slice([0..batch, t * out..(t + 1) * out, dy..dy + h, dx..dx + w])
+    });
+    sum_with_bias(shifted, bias)
+}
+
+/// The kernel taps `(dy, dx)` of a 3x3 convolution, row-major.
+fn taps() -> impl Iterator<Item = (usize, usize)> {
+    (0..3).flat_map(|dy| (0..3).map(move |dx| (dy, dx)))
+}
+
+/// `terms` summed, plus the bias per output channel (dimension 1).
+fn sum_with_bias(terms: impl Iterator<Item = Tensor<4>>, bias: Option<Tensor<1>>) -> Tensor<4> {
+    let y = terms.reduce(|acc, t| acc + t).expect("a term");
+    match bias {
+        Some(b) => {
+            let out = b.dims()[0];
+            y + b.reshape([1, out, 1, 1])
+        }
+        None => y,
     }
 }
 
@@ -44,8 +84,7 @@ const MATMUL_CONV_BUDGET: usize = 8 << 20;
 fn conv3x3_by_columns(weight: Tensor<4>, bias: Option<Tensor<1>>, x: Tensor<4>) -> Tensor<4> {
     let [batch, channels, h, w] = x.dims();
     let padded = x.pad((1, 1, 1, 1), PadMode::Constant(0.0));
-    let shifted: Vec<Tensor<4>> = (0..3)
-        .flat_map(|dy| (0..3).map(move |dx| (dy, dx)))
+    let shifted: Vec<Tensor<4>> = taps()
         .map(|(dy, dx)| {
             padded
                 .clone()
@@ -56,11 +95,10 @@ fn conv3x3_by_columns(weight: Tensor<4>, bias: Option<Tensor<1>>, x: Tensor<4>) 
     let columns = Tensor::cat(shifted, 1).reshape([batch, 9 * channels, h * w]);
     let out = weight.dims()[0];
     let weight = weight.permute([0, 2, 3, 1]).reshape([1, out, 9 * channels]);
-    let y = weight.matmul(columns).reshape([batch, out, h, w]);
-    match bias {
-        Some(b) => y + b.reshape([1, out, 1, 1]),
-        None => y,
-    }
+    sum_with_bias(
+        std::iter::once(weight.matmul(columns).reshape([batch, out, h, w])),
+        bias,
+    )
 }
 
 /// Nine matrix products, one per kernel tap, whose outputs are shifted into place and summed:
@@ -69,32 +107,21 @@ fn conv3x3_by_shifts(weight: Tensor<4>, bias: Option<Tensor<1>>, x: Tensor<4>) -
     let [batch, channels, h, w] = x.dims();
     let out = weight.dims()[0];
     let x = x.reshape([batch, channels, h * w]);
-    let mut y: Option<Tensor<4>> = None;
-    for dy in 0..3 {
-        for dx in 0..3 {
-            let tap = weight
-                .clone()
-                .slice([0..out, 0..channels, dy..dy + 1, dx..dx + 1])
-                .reshape([1, out, channels]);
-            let p = tap.matmul(x.clone()).reshape([batch, out, h, w]);
-            // y[i, j] += p[i + dy - 1, j + dx - 1], zero outside.
-            let shifted = p.pad((1, 1, 1, 1), PadMode::Constant(0.0)).slice([
-                0..batch,
-                0..out,
-                dy..dy + h,
-                dx..dx + w,
-            ]);
-            y = Some(match y {
-                Some(acc) => acc + shifted,
-                None => shifted,
-            });
-        }
-    }
-    let y = y.expect("nine taps");
-    match bias {
-        Some(b) => y + b.reshape([1, out, 1, 1]),
-        None => y,
-    }
+    let shifted = taps().map(|(dy, dx)| {
+        let tap = weight
+            .clone()
+            .slice([0..out, 0..channels, dy..dy + 1, dx..dx + 1])
+            .reshape([1, out, channels]);
+        let p = tap.matmul(x.clone()).reshape([batch, out, h, w]);
+        // y[i, j] += p[i + dy - 1, j + dx - 1], zero outside.
+        p.pad((1, 1, 1, 1), PadMode::Constant(0.0)).slice([
+            0..batch,
+            0..out,
+            dy..dy + h,
+            dx..dx + w,
+        ])
+    });
+    sum_with_bias(shifted, bias)
 }
 
 /// A 1x1 convolution as the batched matrix product it is, `W [out, in] x [batch, in, h*w]`:
@@ -126,6 +153,20 @@ mod tests {
 
     fn max_diff<const D: usize>(a: Tensor<D>, b: Tensor<D>) -> f32 {
         (a - b).abs().max().into_scalar::<f32>()
+    }
+
+    #[test]
+    fn conv3x3_without_autodiff_equals_burns_conv() {
+        // Scoring and sampling: the narrow-output convolution takes all taps in one product.
+        let device = Device::flex();
+        for (cin, cout, h, w) in [(16, 3, 5, 3), (8, 2, 4, 6), (5, 4, 1, 1), (3, 8, 4, 6)] {
+            let conv = Conv2dConfig::new([cin, cout], [3, 3])
+                .with_padding(PaddingConfig2d::Same)
+                .init(&device);
+            let x = Tensor::<4>::random([2, cin, h, w], Distribution::Normal(0.0, 1.0), &device);
+            let d = max_diff(conv3x3_same(&conv, x.clone()), conv.forward(x));
+            assert!(d < 1e-5, "{cin}->{cout} at {h}x{w}: outputs differ by {d}");
+        }
     }
 
     #[test]

@@ -5,6 +5,7 @@
 
 mod device_check;
 mod models;
+mod scaling;
 mod timing;
 
 use std::time::Instant;
@@ -19,6 +20,7 @@ use models::{
     dense_flops, ffjord_moons, glow, glow_flops, lattice_8x8, lattice_flops, maf_fedhex, mlp_flops,
     nsf_flashsim, phi4_8x8, real_nvp,
 };
+pub use scaling::SCALING;
 pub use timing::hdf5_bench_dir;
 use timing::{
     hdf5_reader, loader, time_conditional_training, time_ffjord_training, time_objective_training,
@@ -207,6 +209,17 @@ pub fn run_case(id: &str, scale: f64, peak_gflops: f64) -> Result<Row> {
                 s,
                 128,
                 3.0 * dense_flops(2, 12, &[512, 512], 128),
+                format!("{n} steps"),
+            )
+        }
+        id if scaling::parse(id).is_some() => {
+            let (side, batch) = scaling::parse(id).expect("a series id");
+            let n = steps(scaling::steps(side, batch));
+            let s = time_training(glow(3, side, 3, 4, 64), n, &unit(3 * side * side, batch))?;
+            (
+                s,
+                batch,
+                3.0 * glow_flops(3, side, side, 3, 4, 64) * batch as f64,
                 format!("{n} steps"),
             )
         }

@@ -11,7 +11,8 @@ use std::process::{Command, ExitCode};
 use anyhow::{Context, Result, bail};
 use clap::Parser;
 use flowapps::bench::{
-    CASES, Row, check_device, format_checks, format_table, matmul_peak_gflops, run_case,
+    CASES, Case, Row, SCALING, check_device, format_checks, format_table, matmul_peak_gflops,
+    run_case,
 };
 
 #[derive(Parser)]
@@ -29,7 +30,12 @@ struct Cli {
     /// Also run the references (PyTorch; nflows and zuko) on the same threads.
     #[arg(long)]
     compare_torch: bool,
-    /// The Python with torch installed (see README: Benchmarks).
+    /// Also run the original project's TensorFlow Probability models (RealNVP and Glow at the
+    /// app-1 and Glow cases' sizes, `benches/reference/tfp_bench.py`) on the same threads.
+    #[arg(long)]
+    compare_tfp: bool,
+    /// The Python with torch (and, for `--compare-tfp`, tensorflow-probability) installed (see
+    /// README: Benchmarks).
     #[arg(long, default_value = "python3")]
     python: String,
     /// Only these cases (comma-separated ids), flowmodels and references alike.
@@ -43,6 +49,10 @@ struct Cli {
     /// round trip, gradients); fails when one differs.
     #[arg(long)]
     check_device: bool,
+    /// Instead of the table's cases: the Glow scaling series (batch 8 to 64 at 32x32, sides 16
+    /// to 64 at batch 16), with the references' rows for the same points.
+    #[arg(long)]
+    scaling: bool,
     /// Write the rows as JSON here too.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -69,15 +79,22 @@ fn run(cli: Cli) -> Result<()> {
         return Ok(());
     }
     let exe = std::env::current_exe().context("cannot find the bench binary itself")?;
-    if let Some(unknown) = cli.cases.iter().find(|c| !CASES.iter().any(|k| k.id == *c)) {
+    let cases: &[Case] = if cli.scaling { &SCALING } else { &CASES };
+    if let Some(unknown) = cli.cases.iter().find(|c| !cases.iter().any(|k| k.id == *c)) {
         bail!(
             "--cases: unknown case `{unknown}`; the cases are {}",
-            CASES.iter().map(|c| c.id).collect::<Vec<_>>().join(", ")
+            cases.iter().map(|c| c.id).collect::<Vec<_>>().join(", ")
         );
     }
     let chosen = |id: &str| cli.cases.is_empty() || cli.cases.iter().any(|c| c == id);
+    // The references run the same points: the series is not among their default cases.
+    let reference_cases = match (cli.cases.is_empty(), cli.scaling) {
+        (false, _) => cli.cases.clone(),
+        (true, true) => SCALING.iter().map(|c| c.id.to_string()).collect(),
+        (true, false) => Vec::new(),
+    };
     let mut rows = Vec::new();
-    for case in CASES.iter().filter(|c| chosen(c.id)) {
+    for case in cases.iter().filter(|c| chosen(c.id)) {
         eprintln!("bench: {} ({})", case.id, case.what);
         let out = Command::new(&exe)
             .args(["--only", case.id, "--scale", &cli.scale.to_string()])
@@ -95,58 +112,73 @@ fn run(cli: Cli) -> Result<()> {
             .with_context(|| format!("case {} printed no row", case.id))?;
         rows.push(row);
     }
+    // Plain PyTorch for the RealNVP, Glow and lattice cases; nflows and zuko for the spline and
+    // autoregressive ones (a library that does not import gives a row that says so); TFP for
+    // the original project's models.
+    let mut scripts = Vec::new();
     if cli.compare_torch {
-        // Plain PyTorch for the RealNVP, Glow and lattice cases; nflows and zuko for the spline
-        // and autoregressive ones (a library that does not import gives a row that says so).
-        for script in [
+        scripts.extend([
             "torch_bench.py",
             "flows_bench.py",
             "ffjord_bench.py",
             "lattice_bench.py",
             "hdf5_bench.py",
-        ] {
-            let on_gpu = cli.device != "cpu";
-            if on_gpu && script != "torch_bench.py" {
-                // Only torch_bench.py moves its models to the GPU; a CPU figure beside a GPU
-                // one would mislead.
-                rows.push(missing_row(script, "has no GPU mode; run on the CPU only"));
-                continue;
-            }
-            let script = reference_dir().join(script);
-            eprintln!("bench: references ({})", script.display());
-            let mut command = Command::new(&cli.python);
-            command.arg(&script);
-            if !cli.cases.is_empty() {
-                command.args(["--cases", &cli.cases.join(",")]);
-            }
-            if on_gpu {
-                command.args(["--device", "cuda"]);
-            }
-            let out = command
-                .args([
-                    "--scale",
-                    &cli.scale.to_string(),
-                    "--peak",
-                    &peak.to_string(),
-                ])
-                .output()
-                .with_context(|| format!("cannot run {} {}", cli.python, script.display()))?;
-            if !out.status.success() {
-                // Reported, not skipped: a row saying which reference is missing and why.
+        ]);
+    }
+    if cli.compare_tfp {
+        scripts.push("tfp_bench.py");
+    }
+    for script in scripts {
+        let on_gpu = cli.device != "cpu";
+        if on_gpu && script != "torch_bench.py" {
+            // Only torch_bench.py moves its models to the GPU; a CPU figure beside a GPU
+            // one would mislead.
+            rows.push(missing_row(script, "has no GPU mode; run on the CPU only"));
+            continue;
+        }
+        let script = reference_dir().join(script);
+        eprintln!("bench: references ({})", script.display());
+        let mut command = Command::new(&cli.python);
+        command.arg(&script);
+        if !reference_cases.is_empty() {
+            command.args(["--cases", &reference_cases.join(",")]);
+        }
+        if on_gpu {
+            command.args(["--device", "cuda"]);
+        }
+        let out = command
+            .args([
+                "--scale",
+                &cli.scale.to_string(),
+                "--peak",
+                &peak.to_string(),
+            ])
+            .output();
+        // Reported, not skipped: a row saying which reference is missing and why (no such
+        // Python, or a library it cannot import).
+        let failed = match &out {
+            Err(e) => Some(format!("cannot run {}: {e}", cli.python)),
+            Ok(out) if !out.status.success() => {
                 let why = String::from_utf8_lossy(&out.stderr);
-                let why = why.lines().last().unwrap_or("no message");
-                eprintln!("bench: the reference {} failed: {why}", script.display());
-                rows.push(missing_row(
-                    &script.file_name().unwrap_or_default().to_string_lossy(),
-                    &format!("{} failed: {why}", cli.python),
-                ));
+                let why = why.lines().last().unwrap_or("no message").to_string();
+                Some(format!("{} failed: {why}", cli.python))
+            }
+            Ok(_) => None,
+        };
+        let name = script.file_name().unwrap_or_default().to_string_lossy();
+        let out = match (failed, out) {
+            (None, Ok(out)) => out,
+            (why, _) => {
+                let why = why.unwrap_or_default();
+                eprintln!("bench: the reference {name}: {why}");
+                rows.push(missing_row(&name, &why));
                 continue;
             }
-            for line in String::from_utf8_lossy(&out.stdout).lines() {
-                let row: Row = serde_json::from_str(line)
-                    .with_context(|| format!("{} printed `{line}`", script.display()))?;
-                rows.push(row);
-            }
+        };
+        for line in String::from_utf8_lossy(&out.stdout).lines() {
+            let row: Row = serde_json::from_str(line)
+                .with_context(|| format!("{} printed `{line}`", script.display()))?;
+            rows.push(row);
         }
     }
     // The HDF5 case's files, which its reference read.

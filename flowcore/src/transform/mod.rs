@@ -10,7 +10,7 @@
 mod spline;
 
 use burn::prelude::*;
-use burn::tensor::activation::log_sigmoid;
+use burn::tensor::activation::{log_sigmoid, sigmoid};
 use serde::{Deserialize, Serialize};
 
 pub use spline::Spline;
@@ -53,6 +53,24 @@ impl ScaleFn {
                 // ln sigmoid(2) = -ln(1 + e^-2)
                 let offset = -(1.0 + (-2.0f64).exp()).ln();
                 log_sigmoid(h.add_scalar(2.0)).sub_scalar(offset)
+            }
+        }
+    }
+
+    /// The scale and its log for raw output `h`, `(s, log s)`. Glow's sigmoid scale takes one
+    /// sigmoid and one log instead of a log-sigmoid and an exp: log-sigmoid's log1p per value
+    /// was the costliest elementwise call of Glow's scoring. Below `h + 2 = -80`, where the
+    /// sigmoid would leave f32's normal range, the scale stays at `sigmoid(-80)`.
+    pub fn scale_and_log(&self, h: Tensor<2>) -> (Tensor<2>, Tensor<2>) {
+        match *self {
+            Self::Sigmoid => {
+                let at_zero = 1.0 / (1.0 + (-2.0f64).exp());
+                let s = sigmoid(h.add_scalar(2.0).clamp_min(-80.0)).div_scalar(at_zero);
+                (s.clone(), s.log())
+            }
+            _ => {
+                let log_s = self.log_scale(h);
+                (log_s.clone().exp(), log_s)
             }
         }
     }
@@ -109,8 +127,8 @@ impl Transform {
         match self {
             Self::Affine { scale } => {
                 let (shift, h) = (param(&params, 0), param(&params, 1));
-                let log_s = scale.log_scale(h);
-                (x * log_s.clone().exp() + shift, Some(log_s))
+                let (s, log_s) = scale.scale_and_log(h);
+                (x * s + shift, Some(log_s))
             }
             Self::Additive => (x + param(&params, 0), None),
             Self::RationalQuadratic(spline) => {
@@ -126,8 +144,8 @@ impl Transform {
         match self {
             Self::Affine { scale } => {
                 let (shift, h) = (param(&params, 0), param(&params, 1));
-                let log_s = scale.log_scale(h);
-                ((z - shift) * log_s.clone().neg().exp(), Some(log_s.neg()))
+                let (s, log_s) = scale.scale_and_log(h);
+                ((z - shift) / s, Some(log_s.neg()))
             }
             Self::Additive => (z - param(&params, 0), None),
             Self::RationalQuadratic(spline) => {
@@ -150,4 +168,46 @@ impl Transform {
 fn param(params: &Tensor<3>, j: usize) -> Tensor<2> {
     let [batch, _, d] = params.dims();
     params.clone().narrow(1, j, 1).reshape([batch, d])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn glows_sigmoid_scale_matches_its_log_sigmoid_form_and_stays_finite() {
+        let device = Device::flex();
+        let values = vec![-200.0f32, -81.0, -30.0, -2.0, 0.0, 0.5, 3.0, 40.0, 200.0];
+        let n = values.len();
+        let h = Tensor::<2>::from_data(burn::tensor::TensorData::new(values, [1, n]), &device);
+        let (s, log_s) = ScaleFn::Sigmoid.scale_and_log(h.clone());
+        let exact = ScaleFn::Sigmoid
+            .log_scale(h)
+            .into_data()
+            .try_to_vec::<f32>()
+            .unwrap();
+        let s = s.into_data().try_to_vec::<f32>().unwrap();
+        let log_s = log_s.into_data().try_to_vec::<f32>().unwrap();
+        for i in 0..n {
+            assert!(
+                s[i].is_finite() && s[i] > 0.0 && log_s[i].is_finite(),
+                "value {i}"
+            );
+            assert!(
+                (s[i].ln() - log_s[i]).abs() < 1e-5,
+                "log s is the log of s at {i}"
+            );
+            // Above the clamp, the log-sigmoid form; below it, the scale at the clamp.
+            let expected = if i == 0 {
+                -80.0f32 + 0.126_928
+            } else {
+                exact[i]
+            };
+            assert!(
+                (log_s[i] - expected).abs() < 1e-4 * expected.abs().max(1.0),
+                "at {i}: {} against {expected}",
+                log_s[i]
+            );
+        }
+    }
 }
