@@ -64,19 +64,34 @@ impl<T: Module> Chain<T> {
     }
 }
 
+impl<T: Module + Bijector> Chain<T> {
+    /// `forward` through a run of layers (a part of a chain), without a condition.
+    pub fn run_forward(layers: &[T], x: Tensor<2>) -> (Tensor<2>, Tensor<1>) {
+        forward_all(layers, x, None)
+    }
+}
+
+fn forward_all<T: Bijector>(
+    layers: &[T],
+    mut x: Tensor<2>,
+    cond: Option<&Tensor<2>>,
+) -> (Tensor<2>, Tensor<1>) {
+    let mut total: Option<Tensor<1>> = None;
+    for layer in layers {
+        let (z, ld) = layer.forward(x, cond);
+        x = z;
+        total = Some(match total {
+            Some(t) => t + ld,
+            None => ld,
+        });
+    }
+    let total = total.unwrap_or_else(|| crate::tensor_util::zero_logdet(&x));
+    (x, total)
+}
+
 impl<T: Module + Bijector> Bijector for Chain<T> {
-    fn forward(&self, mut x: Tensor<2>, cond: Option<&Tensor<2>>) -> (Tensor<2>, Tensor<1>) {
-        let mut total: Option<Tensor<1>> = None;
-        for layer in &self.layers {
-            let (z, ld) = layer.forward(x, cond);
-            x = z;
-            total = Some(match total {
-                Some(t) => t + ld,
-                None => ld,
-            });
-        }
-        let total = total.unwrap_or_else(|| crate::tensor_util::zero_logdet(&x));
-        (x, total)
+    fn forward(&self, x: Tensor<2>, cond: Option<&Tensor<2>>) -> (Tensor<2>, Tensor<1>) {
+        forward_all(&self.layers, x, cond)
     }
 
     fn inverse(&self, mut z: Tensor<2>, cond: Option<&Tensor<2>>) -> (Tensor<2>, Tensor<1>) {

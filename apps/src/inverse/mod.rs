@@ -20,9 +20,11 @@ pub mod posterior;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
+use burn::prelude::Device;
+use flowcore::arch::Mixing;
 use flowcore::inn::{ConditionalObjective, InnLossConfig, InnObjective};
 use flowcore::train::{Objective, SingleProcess};
-use flowcore::{BaseConfig, DataShape};
+use flowcore::{ArchitectureConfig, BaseConfig, DataShape, Flow, Partition, Role, Side};
 use flowdata::inverse::{Glacier, JointSample, RobotArm, Seismic, Simulator};
 use serde::{Deserialize, Serialize};
 
@@ -148,6 +150,38 @@ pub struct RunGroup {
     pub calibration_pairs: usize,
     /// Posterior samples per calibration pair.
     pub calibration_samples: usize,
+    /// The INN's `real_nvp_dense` in two blocks, the data columns and the rest
+    /// (`model.permutation = "blocks"`, split after the data): its first coupling makes `y`
+    /// from the noise given `x` alone, the others turn `x` into `z` given `y`. The cINN, which
+    /// has no second block, keeps `[model]`'s mixing.
+    #[serde(default)]
+    pub inn_blocks: bool,
+}
+
+/// `model` as the two blocks of [`RunGroup::inn_blocks`].
+fn inn_blocks(
+    model: ArchitectureConfig,
+    partition: &Partition,
+) -> Result<ArchitectureConfig, String> {
+    let ArchitectureConfig::RealNvpDense(mut c) = model else {
+        return Err(format!(
+            "needs model.kind = \"real_nvp_dense\", got \"{}\"",
+            model.kind()
+        ));
+    };
+    let data: Vec<usize> = partition
+        .ranges(Side::Input, Role::Data)
+        .into_iter()
+        .flatten()
+        .collect();
+    if data.iter().enumerate().any(|(i, &d)| i != d) {
+        return Err(format!(
+            "needs the data columns first on the input side of the partition, got {partition}"
+        ));
+    }
+    c.permutation = Mixing::Blocks;
+    c.split_at = data.len();
+    Ok(ArchitectureConfig::RealNvpDense(c))
 }
 
 /// The outcome of a training run, also written as `report.json`.
@@ -189,7 +223,11 @@ pub fn train(problem: Problem, opts: &TrainOptions) -> Result<TrainSummary> {
         Method::Inn => DataShape::features(partition.dim()),
         Method::Cinn => DataShape::features(sim.x_dim()).with_cond_dim(sim.y_dim()),
     };
-    let model = resolved.model.clone().with_data_shape(&shape);
+    let mut model = resolved.model.clone().with_data_shape(&shape);
+    if run.method == Method::Inn && run.inn_blocks {
+        model = inn_blocks(model, &partition)
+            .map_err(|e| anyhow::anyhow!("{}: run.inn_blocks {e}", resolved.origin))?;
+    }
     let seed = resolved.training.seed;
     let norm = Normalization::from_joint(&JointSample::draw(
         sim.as_ref(),
@@ -220,6 +258,13 @@ pub fn train(problem: Problem, opts: &TrainOptions) -> Result<TrainSummary> {
         partition: partition.clone(),
         config: inn_config,
     };
+    if run.method == Method::Inn {
+        let flow = Flow::new(model.clone(), &Device::flex())
+            .with_context(|| "cannot build the model from [model]")?;
+        inn.check_network(&flow).map_err(|e| {
+            anyhow::anyhow!("{}: inn.{e}; here: run.inn_blocks = true", resolved.origin)
+        })?;
+    }
     let cinn = ConditionalObjective {
         x_dim: inn.x_dim(),
         noise_dim: inn.noise_dim(),

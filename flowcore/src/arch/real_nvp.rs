@@ -5,7 +5,9 @@ use serde::{Deserialize, Serialize};
 
 use super::{Architecture, DataShape, derive_seed};
 use crate::layer::LayerSpec;
-use crate::layers::{ActNormSpec, CouplingSpec, LuLinearSpec, Mask, PermutationKind, PermuteSpec};
+use crate::layers::{
+    ActNormSpec, CouplingSpec, LuLinearSpec, Mask, PermutationKind, Permute, PermuteSpec,
+};
 use crate::nets::{Activation, MlpSpec, NetSpec, ResMlpSpec};
 use crate::transform::Transform;
 use crate::{FlowError, Result};
@@ -25,6 +27,14 @@ pub enum Mixing {
     /// 1x1 convolution for vectors, starting as the identity): the couplings can route any
     /// combination of features to any output, which a fixed permutation cannot.
     LuLinear,
+    /// Two blocks `[a | b]` split at `split_at`, for an INN's `[x | eps] -> [y | z]`: the
+    /// first coupling transforms all of `b` given `a`, the others a seeded random half of `a`
+    /// given the rest, and a rotation ends the flow as `[b | a]`. The noise block becomes the
+    /// observation through one map of the parameters, as the simulator makes it, and the
+    /// parameter block a latent through couplings that see the observation: the network holds
+    /// a conditional flow of `x` given `y` (the cINN), and the fit of `y` reaches only the
+    /// first coupling.
+    Blocks,
 }
 
 /// The parameter network of a dense coupling.
@@ -126,6 +136,13 @@ pub struct RealNvpConfig {
     /// Size of the optional condition (0: unconditional).
     #[serde(default)]
     pub cond_dim: usize,
+    /// The size of the first block for `permutation = "blocks"`.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub split_at: usize,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 impl RealNvpConfig {
@@ -144,6 +161,69 @@ impl RealNvpConfig {
             actnorm: false,
             seed: 0,
             cond_dim: 0,
+            split_at: 0,
+        }
+    }
+}
+
+impl RealNvpConfig {
+    /// The two blocks of `permutation = "blocks"`, checked; `None` for the other mixings.
+    fn blocks(&self) -> Result<Option<Blocks>> {
+        if self.permutation != Mixing::Blocks {
+            if self.split_at != 0 {
+                return Err(FlowError::config(
+                    "real_nvp_dense: split_at is only read with permutation = \"blocks\"",
+                ));
+            }
+            return Ok(None);
+        }
+        if self.split_at == 0 || self.split_at >= self.dim {
+            return Err(FlowError::config(format!(
+                "real_nvp_dense: permutation = \"blocks\" needs split_at between 1 and dim - 1 \
+                 = {}, got {}",
+                self.dim - 1,
+                self.split_at
+            )));
+        }
+        Ok(Some(Blocks {
+            dim: self.dim,
+            split_at: self.split_at,
+            seed: self.seed,
+        }))
+    }
+}
+
+/// The masks of `permutation = "blocks"`.
+struct Blocks {
+    dim: usize,
+    split_at: usize,
+    seed: u64,
+}
+
+impl Blocks {
+    /// Coupling `i`'s mask: the second block given the first for the first coupling; then one
+    /// half of a seeded shuffle of the first block (the other half next time) given the rest.
+    fn mask(&self, i: usize) -> Mask {
+        let a = self.split_at;
+        if i == 0 {
+            return Mask::Features {
+                dim: self.dim,
+                transformed: (a..self.dim).collect(),
+            };
+        }
+        if a == 1 {
+            return Mask::Features {
+                dim: self.dim,
+                transformed: vec![0],
+            };
+        }
+        let m = i - 1;
+        let shuffle = Permute::new(a, PermutationKind::Random, derive_seed(self.seed, m / 2));
+        let (first, second) = shuffle.indices().split_at(a / 2);
+        let transformed = if m.is_multiple_of(2) { first } else { second };
+        Mask::Features {
+            dim: self.dim,
+            transformed: transformed.to_vec(),
         }
     }
 }
@@ -170,6 +250,7 @@ impl Architecture for RealNvpConfig {
                 self.num_layers
             )));
         }
+        let blocks = self.blocks()?;
         let mut specs = Vec::new();
         for i in 0..self.num_layers {
             let hidden = match &self.hidden_per_layer {
@@ -190,12 +271,16 @@ impl Architecture for RealNvpConfig {
             if self.actnorm {
                 specs.push(ActNormSpec::dense(self.dim).into());
             }
+            let mask = match &blocks {
+                Some(blocks) => blocks.mask(i),
+                None => Mask::Half {
+                    dim: self.dim,
+                    flip: self.permutation == Mixing::Alternate && i % 2 == 1,
+                },
+            };
             specs.push(
                 CouplingSpec {
-                    mask: Mask::Half {
-                        dim: self.dim,
-                        flip: self.permutation == Mixing::Alternate && i % 2 == 1,
-                    },
+                    mask,
                     transform: self.transform,
                     net,
                     cond_dim: self.cond_dim,
@@ -204,7 +289,17 @@ impl Architecture for RealNvpConfig {
                 .into(),
             );
             let last = i + 1 == self.num_layers;
-            if last || self.permutation == Mixing::Alternate {
+            if let (true, Some(blocks)) = (last, &blocks) {
+                specs.push(
+                    PermuteSpec {
+                        dim: self.dim,
+                        permutation: PermutationKind::Rotate(blocks.split_at),
+                        seed: 0,
+                    }
+                    .into(),
+                );
+            }
+            if last || matches!(self.permutation, Mixing::Alternate | Mixing::Blocks) {
                 continue;
             }
             specs.push(

@@ -13,6 +13,7 @@
 //! observations. Padding is made here.
 
 mod conditional;
+mod given_y;
 mod mmd;
 
 use burn::prelude::*;
@@ -52,6 +53,13 @@ pub struct InnLossConfig {
     /// draw of the prior and of `N(0, I)`; matching `x` alone lets the network give prior draws
     /// of `x` and absorb `y` in noise values no simulator would make.
     pub weight_noise: f64,
+    /// Maximum likelihood of `x` given the observed `y`, for networks whose first layer makes
+    /// `y` from the noise given `x` alone (`model.permutation = "blocks"`): the rest of the
+    /// network run on `[x | y]` instead of its own fit of `y`, the mean of
+    /// `(|z|^2 / 2 - log|det J|) / x_dim`. The couplings that make `z` then learn `p(x | y)` as
+    /// a cINN does, and no error of the fitted `y` reaches them or is learnt as information
+    /// about `x`.
+    pub weight_likelihood_given_y: f64,
     /// Widths of the inverse multiquadric kernels.
     pub kernel_widths: Vec<f64>,
     /// Standard deviation of the noise added to `y` during training.
@@ -70,6 +78,7 @@ impl Default for InnLossConfig {
             weight_likelihood: 0.0,
             weight_independence: 0.0,
             weight_noise: 0.0,
+            weight_likelihood_given_y: 0.0,
             kernel_widths: vec![0.05, 0.2, 0.9],
             y_noise: 0.01,
             pad_noise: 0.05,
@@ -88,6 +97,7 @@ impl InnLossConfig {
             ("weight_likelihood", self.weight_likelihood),
             ("weight_independence", self.weight_independence),
             ("weight_noise", self.weight_noise),
+            ("weight_likelihood_given_y", self.weight_likelihood_given_y),
             ("y_noise", self.y_noise),
             ("pad_noise", self.pad_noise),
         ] {
@@ -238,7 +248,7 @@ impl InnObjective {
         let prior = noise(n, k, 1.0, s(2), &y);
         let latent = mmd_imq(
             Tensor::cat(vec![z_hat.clone(), y_hat.detach()], 1),
-            Tensor::cat(vec![prior, y_noisy], 1),
+            Tensor::cat(vec![prior, y_noisy.clone()], 1),
             &c.kernel_widths,
         );
 
@@ -291,6 +301,11 @@ impl InnObjective {
             let nll = latent_nll(z_hat, logdet, p.dim());
             total = total + nll.clone().mul_scalar(c.weight_likelihood);
             parts.push(("nll", nll));
+        }
+        if c.weight_likelihood_given_y > 0.0 {
+            let nll = self.nll_given_y(flow, &x, &y_noisy, c.pad_noise, s(8));
+            total = total + nll.clone().mul_scalar(c.weight_likelihood_given_y);
+            parts.push(("nll_given_y", nll));
         }
         (total, parts)
     }

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use super::ImageShape;
 use crate::layer::BuildLayer;
 use crate::nets::{NetIo, NetSpec, ParamNet};
-use crate::tensor_util::{constant, row_sum, zero_logdet};
+use crate::tensor_util::{constant, indices, row_sum, zero_logdet};
 use crate::transform::Transform;
 use crate::{Bijector, DataInit, FlowError, Result};
 
@@ -32,6 +32,14 @@ pub enum Mask {
         #[serde(default)]
         flip: bool,
     },
+    /// Dense vectors: the listed features are transformed and every other one conditions, for
+    /// vectors whose blocks mean different things (an INN's parameter and observation sides).
+    Features {
+        /// Features.
+        dim: usize,
+        /// The transformed features, in any order; at least one, and not all.
+        transformed: Vec<usize>,
+    },
     /// Images: pixels with even `row + column` condition the odd ones; `flip` swaps them.
     Checkerboard {
         /// Image shape.
@@ -46,7 +54,7 @@ impl Mask {
     /// Number of features the mask covers.
     pub fn dim(&self) -> usize {
         match self {
-            Self::Half { dim, .. } => *dim,
+            Self::Half { dim, .. } | Self::Features { dim, .. } => *dim,
             Self::Channel { shape, .. } | Self::Checkerboard { shape, .. } => shape.numel(),
         }
     }
@@ -62,6 +70,13 @@ enum Layout {
     },
     /// A 0/1 pattern over all features, 1 where a feature conditions.
     Pattern(Vec<f32>),
+    /// Features picked by index: those that condition, those transformed, and the order that
+    /// puts `[conditioning | transformed]` back in place.
+    Indices {
+        cond: Vec<usize>,
+        active: Vec<usize>,
+        restore: Vec<usize>,
+    },
 }
 
 /// A coupling layer: one part of the input, through `net`, sets the parameters of `transform`
@@ -184,6 +199,28 @@ impl Coupling {
                 };
                 (layout, io)
             }
+            Mask::Features { dim, transformed } => {
+                let active = sorted_features(*dim, transformed)?;
+                let cond: Vec<usize> = (0..*dim)
+                    .filter(|i| active.binary_search(i).is_err())
+                    .collect();
+                let io = NetIo::Dense {
+                    inputs: cond.len(),
+                    outputs: k * active.len(),
+                };
+                let mut restore = vec![0; *dim];
+                for (position, &feature) in cond.iter().chain(&active).enumerate() {
+                    restore[feature] = position;
+                }
+                (
+                    Layout::Indices {
+                        cond,
+                        active,
+                        restore,
+                    },
+                    io,
+                )
+            }
             Mask::Checkerboard { shape, flip } => {
                 if shape.spatial() < 2 || shape.channels == 0 {
                     return Err(FlowError::config(format!(
@@ -279,6 +316,23 @@ impl Coupling {
                 };
                 (Tensor::cat(parts, 1), logdet)
             }
+            Layout::Indices {
+                cond: c,
+                active: a,
+                restore,
+            } => {
+                let pick = |i: &[usize]| input.clone().select(1, indices(i, &input));
+                let x_cond = pick(c);
+                let params = self.predict(x_cond.clone(), cond);
+                let (out, ld) = apply(pick(a), params);
+                let logdet = match ld {
+                    Some(ld) => row_sum(ld),
+                    None => zero_logdet(&out),
+                };
+                let joined = Tensor::cat(vec![x_cond, out], 1);
+                let order = indices(restore, &joined);
+                (joined.select(1, order), logdet)
+            }
             Layout::Pattern(pattern) => {
                 let d = pattern.len();
                 let keep = constant(pattern.clone(), [1, d], &input);
@@ -302,6 +356,32 @@ impl Coupling {
     pub fn mask(&self) -> &Mask {
         &self.mask
     }
+}
+
+/// The transformed features of a [`Mask::Features`], sorted, after checking that they are
+/// distinct features of `dim` and leave at least one to condition.
+fn sorted_features(dim: usize, transformed: &[usize]) -> Result<Vec<usize>> {
+    let mut active = transformed.to_vec();
+    active.sort_unstable();
+    active.dedup();
+    if active.len() != transformed.len() {
+        return Err(FlowError::config(format!(
+            "a features-mask coupling lists a feature twice: {transformed:?}"
+        )));
+    }
+    if let Some(&out) = active.iter().find(|&&i| i >= dim) {
+        return Err(FlowError::config(format!(
+            "a features-mask coupling of {dim} features transforms feature {out}"
+        )));
+    }
+    if active.is_empty() || active.len() == dim {
+        return Err(FlowError::config(format!(
+            "a features-mask coupling must transform at least one of its {dim} features and \
+             leave at least one to condition, got {} transformed",
+            active.len()
+        )));
+    }
+    Ok(active)
 }
 
 impl Bijector for Coupling {

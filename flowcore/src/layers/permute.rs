@@ -19,6 +19,9 @@ pub enum PermutationKind {
     Reverse,
     /// A uniformly random permutation drawn from the seed.
     Random,
+    /// `i -> (i + by) mod dim`: the last `dim - by` features move to the front, so that two
+    /// blocks `[a | b]` become `[b | a]`.
+    Rotate(usize),
 }
 
 /// A fixed permutation of `dim` features.
@@ -40,6 +43,14 @@ impl BuildLayer for PermuteSpec {
 
     fn build(&self, _device: &Device) -> Result<Permute> {
         positive("permute dim", self.dim)?;
+        if let PermutationKind::Rotate(by) = self.permutation
+            && by >= self.dim
+        {
+            return Err(crate::FlowError::config(format!(
+                "a rotation of {} features must move by less than that, got {by}",
+                self.dim
+            )));
+        }
         Ok(Permute::new(self.dim, self.permutation, self.seed))
     }
 }
@@ -60,6 +71,7 @@ impl Permute {
     pub fn new(dim: usize, kind: PermutationKind, seed: u64) -> Self {
         let perm: Vec<usize> = match kind {
             PermutationKind::Reverse => (0..dim).rev().collect(),
+            PermutationKind::Rotate(by) => (0..dim).map(|i| (i + by) % dim).collect(),
             PermutationKind::Random => {
                 let mut rng = ChaCha8Rng::seed_from_u64(seed);
                 let mut p: Vec<usize> = (0..dim).collect();

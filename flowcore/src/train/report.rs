@@ -111,7 +111,7 @@ pub enum TrainError {
     Flow(#[from] FlowError),
 }
 
-/// The result of [`fit`].
+/// The result of [`fit`](crate::train::fit).
 #[derive(Debug)]
 pub struct FitOutcome {
     /// The trained flow: the best by validation loss when early stopping is on, else the last.

@@ -4,8 +4,10 @@
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::prelude::*;
 use burn::tensor::Distribution;
+use flowcore::arch::{Architecture, Mixing};
+use flowcore::layers::Mask;
 use flowcore::testing::perturb_params;
-use flowcore::{ArchitectureConfig, Bijector, Flow, GlowConfig, RealNvpConfig};
+use flowcore::{ArchitectureConfig, Bijector, Flow, GlowConfig, LayerSpec, RealNvpConfig};
 
 fn device() -> Device {
     Device::flex()
@@ -68,6 +70,72 @@ fn real_nvp_configuration_errors_name_the_key() {
         e.contains("hidden_per_layer has 1 entries but num_layers is 8"),
         "{e}"
     );
+    let mut b = RealNvpConfig::new(4);
+    b.split_at = 2;
+    let e = Flow::new(ArchitectureConfig::RealNvpDense(b.clone()), &device())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("split_at is only read with permutation"), "{e}");
+    b.permutation = Mixing::Blocks;
+    for split_at in [0, 4] {
+        b.split_at = split_at;
+        let e = Flow::new(ArchitectureConfig::RealNvpDense(b.clone()), &device())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("needs split_at between 1 and dim - 1 = 3"),
+            "{e}"
+        );
+    }
+}
+
+/// Blocks `[a | b]` come out as `[b | a]` (the identity at the start, so exactly the input
+/// rotated); the second block is transformed from the first block alone, once, and the first
+/// block's features take turns.
+#[test]
+fn real_nvp_blocks_start_as_a_rotation_and_map_the_second_block_from_the_first() {
+    let mut c = RealNvpConfig::new(5);
+    c.num_layers = 3;
+    c.hidden_units = vec![8];
+    c.permutation = Mixing::Blocks;
+    c.split_at = 2;
+    let flow = Flow::new(ArchitectureConfig::RealNvpDense(c.clone()), &device()).unwrap();
+    let values: Vec<f32> = (0..10).map(|i| i as f32 * 0.3 - 1.0).collect();
+    let x = Tensor::<2>::from_data(TensorData::new(values.clone(), [2, 5]), &device());
+    let (z, _) = flow.forward(x, None);
+    let z: Vec<f32> = z.into_data().try_to_vec::<f32>().unwrap();
+    for row in 0..2 {
+        let input = &values[row * 5..row * 5 + 5];
+        let rotated: Vec<f32> = input[2..].iter().chain(&input[..2]).copied().collect();
+        assert_eq!(&z[row * 5..row * 5 + 5], &rotated[..], "row {row}");
+    }
+    let specs = c.to_specs().unwrap();
+    match &specs[0] {
+        LayerSpec::Coupling(s) => assert_eq!(
+            s.mask,
+            Mask::Features {
+                dim: 5,
+                transformed: vec![2, 3, 4]
+            }
+        ),
+        other => panic!("{other:?}"),
+    }
+    // The first block's couplings take its two features in turn.
+    let firsts: Vec<Vec<usize>> = specs
+        .iter()
+        .filter_map(|s| match s {
+            LayerSpec::Coupling(s) => match &s.mask {
+                Mask::Features { transformed, .. } if transformed.iter().all(|&i| i < 2) => {
+                    Some(transformed.clone())
+                }
+                _ => None,
+            },
+            _ => None,
+        })
+        .collect();
+    assert_eq!(firsts.len(), 2);
+    assert_eq!(firsts[0].len(), 1);
+    assert_ne!(firsts[0], firsts[1]);
 }
 
 #[test]

@@ -3,10 +3,11 @@
 
 use burn::prelude::*;
 use burn::tensor::TensorData;
+use flowcore::arch::Mixing;
 use flowcore::inn::{InnLossConfig, InnObjective, cross_covariance_sq, mmd_imq, mmd_imq_host};
 use flowcore::testing::perturb_params;
 use flowcore::train::Objective;
-use flowcore::{ArchitectureConfig, Flow, RealNvpConfig, standard_normal};
+use flowcore::{ArchitectureConfig, Bijector, Flow, RealNvpConfig, standard_normal};
 
 fn device() -> Device {
     Device::flex()
@@ -262,4 +263,62 @@ fn the_noise_term_matches_the_inverses_noise_to_the_datas_and_joins_the_total() 
     padded.config.weight_noise = f64::NAN;
     let err = padded.config.validate().unwrap_err();
     assert!(err.contains("weight_noise"), "{err}");
+}
+
+/// The likelihood of `x` given `y`, for a network whose first coupling makes `y` from the noise
+/// given `x`: when `y` is that coupling's own output, the term is the joint one without the
+/// coupling's log-det, per data dimension. Networks of another layout are refused.
+#[test]
+fn the_likelihood_given_y_runs_the_network_after_its_observation_coupling() {
+    let d = device().autodiff();
+    let mut objective = InnObjective {
+        partition: "[x:2 | eps:3] -> [y:3 | z:2]".parse().unwrap(),
+        config: InnLossConfig {
+            y_noise: 0.0,
+            ..InnLossConfig::default()
+        },
+    };
+    let blocks = RealNvpConfig {
+        num_layers: 4,
+        hidden_units: vec![16],
+        permutation: Mixing::Blocks,
+        split_at: 2,
+        ..RealNvpConfig::new(5)
+    };
+    let flow = Flow::seeded(ArchitectureConfig::RealNvpDense(blocks), 3, &d).unwrap();
+    let flow = perturb_params(flow, 0.1, 4);
+    let x = standard_normal(64, 5, 21, &d);
+    let (out, logdet) = flow.forward(x.clone(), None);
+    let (_, first) = flow.bijector().layers[0].forward(x.clone(), None);
+    let y = out.clone().narrow(1, 0, 3);
+    let z = out.narrow(1, 3, 2);
+    let expected = (z.square().sum_dim(1).squeeze_dim::<1>(1).mul_scalar(0.5) - (logdet - first))
+        .mean()
+        .into_scalar::<f64>()
+        / 2.0;
+
+    assert!(
+        objective.check_network(&flow).is_ok(),
+        "zero weight checks nothing"
+    );
+    objective.config.weight_likelihood_given_y = 1.5;
+    objective.check_network(&flow).unwrap();
+    let loss = objective.loss(&flow, x, Some(y), 0, 1);
+    let (name, nll) = loss.parts.last().unwrap();
+    assert_eq!(*name, "nll_given_y");
+    let nll = nll.clone().into_scalar::<f64>();
+    assert!(
+        (nll - expected).abs() < 1e-5,
+        "nll given y {nll} vs {expected}"
+    );
+
+    let (_, plain) = inn("[x:2 | eps:3] -> [y:3 | z:2]");
+    let e = objective.check_network(&plain).unwrap_err();
+    assert!(
+        e.contains("first coupling does not transform exactly the noise"),
+        "{e}"
+    );
+    objective.partition = "[x:3 | eps:2] -> [y:3 | z:2]".parse().unwrap();
+    let e = objective.check_network(&flow).unwrap_err();
+    assert!(e.contains("2 noise and 3 observation dimensions"), "{e}");
 }

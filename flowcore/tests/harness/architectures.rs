@@ -37,6 +37,21 @@ fn real_nvp_dense_architectures() {
         Inputs::Normal,
     );
 
+    // An INN's two sides, [x | eps] -> [y | z], with a first block of one feature and of three.
+    for split_at in [1, 3] {
+        let mut blocks = odd.clone();
+        blocks.dim = 7;
+        blocks.num_layers = 5;
+        blocks.permutation = Mixing::Blocks;
+        blocks.split_at = split_at;
+        blocks.transform = affine(ATAN);
+        run_arch(
+            &format!("real_nvp_dense blocks split at {split_at}"),
+            ArchitectureConfig::RealNvpDense(blocks),
+            Inputs::Normal,
+        );
+    }
+
     let mut nice = odd;
     nice.dim = 4;
     nice.transform = Transform::Additive;

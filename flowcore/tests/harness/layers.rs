@@ -16,6 +16,50 @@ fn affine_coupling_half_mask_odd_dim() {
 }
 
 #[test]
+fn coupling_on_listed_features() {
+    // Scattered features, an unsorted list, a condition, and one feature left to condition.
+    for (transformed, cond_dim) in [(vec![3, 0], 0), (vec![1, 4, 2], 2), (vec![0, 1, 2, 3], 0)] {
+        run(
+            &format!("affine features {transformed:?} cond {cond_dim}"),
+            vec![LayerSpec::Coupling(CouplingSpec {
+                mask: Mask::Features {
+                    dim: 5,
+                    transformed: transformed.clone(),
+                },
+                transform: affine(ATAN),
+                net: mlp(),
+                cond_dim,
+                z2: false,
+            })],
+            Inputs::Normal,
+        );
+    }
+}
+
+#[test]
+fn coupling_on_listed_features_rejects_bad_lists() {
+    for (transformed, needle) in [
+        (vec![], "at least one"),
+        (vec![0, 1, 2], "at least one"),
+        (vec![1, 1], "twice"),
+        (vec![3], "transforms feature 3"),
+    ] {
+        let spec = LayerSpec::Coupling(CouplingSpec {
+            mask: Mask::Features {
+                dim: 3,
+                transformed: transformed.clone(),
+            },
+            transform: affine(ATAN),
+            net: mlp(),
+            cond_dim: 0,
+            z2: false,
+        });
+        let err = spec.build(&Default::default()).unwrap_err().to_string();
+        assert!(err.contains(needle), "{transformed:?}: {err}");
+    }
+}
+
+#[test]
 fn additive_coupling_half_mask() {
     run(
         "additive half dim 4",
@@ -106,7 +150,11 @@ fn channel_and_checkerboard_couplings() {
 
 #[test]
 fn permutations() {
-    for (kind, dim) in [(PermutationKind::Reverse, 3), (PermutationKind::Random, 7)] {
+    for (kind, dim) in [
+        (PermutationKind::Reverse, 3),
+        (PermutationKind::Random, 7),
+        (PermutationKind::Rotate(2), 5),
+    ] {
         run(
             &format!("permute {kind:?} {dim}"),
             vec![
