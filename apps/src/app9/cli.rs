@@ -8,7 +8,7 @@ use flowcore::train::Collective;
 
 use super::observables::{ChainSummary, compare, comparison_table};
 use super::report::judged;
-use super::{APP, TrainSummary, hmc, mcmc, train_ranked};
+use super::{APP, ProposalGroup, TrainSummary, hmc, mcmc, train_ranked};
 use crate::run::cli::{App, ConfigFlags, OutArg, RunArg};
 use crate::run::{AppInfo, TrainOptions};
 
@@ -34,6 +34,34 @@ impl ConfigFlags for TheoryFlags {
     }
 }
 
+/// The proposals, over the run's `[proposal]`.
+#[derive(clap::Args, Clone, Copy, Debug, Default)]
+pub struct ProposalFlags {
+    /// Propose phi or -phi with equal probability (proposal.symmetric).
+    #[arg(long)]
+    pub symmetric: Option<bool>,
+    /// The weight of the wide component of the proposals' base (proposal.wide_fraction).
+    #[arg(long)]
+    pub wide_fraction: Option<f64>,
+    /// Its standard deviation per site (proposal.wide_scale).
+    #[arg(long)]
+    pub wide_scale: Option<f64>,
+}
+
+impl ProposalFlags {
+    /// The run's `[proposal]` with these flags over it; `None` when no flag is given.
+    fn resolve(self, run: &std::path::Path) -> Result<Option<ProposalGroup>> {
+        if self.symmetric.is_none() && self.wide_fraction.is_none() && self.wide_scale.is_none() {
+            return Ok(None);
+        }
+        let mut group = super::RunTheory::load(run)?.proposal;
+        group.symmetric = self.symmetric.unwrap_or(group.symmetric);
+        group.wide_fraction = self.wide_fraction.unwrap_or(group.wide_fraction);
+        group.wide_scale = self.wide_scale.unwrap_or(group.wide_scale);
+        Ok(Some(group))
+    }
+}
+
 /// The subcommands beside `train`.
 #[derive(Subcommand)]
 pub enum Command {
@@ -48,6 +76,8 @@ pub enum Command {
         /// Seed of the proposals and the chain.
         #[arg(long, default_value_t = 1)]
         seed: u64,
+        #[command(flatten)]
+        proposal: ProposalFlags,
         #[command(flatten)]
         out: OutArg,
     },
@@ -75,6 +105,8 @@ pub enum Command {
         #[arg(long, default_value_t = 1)]
         seed: u64,
         #[command(flatten)]
+        proposal: ProposalFlags,
+        #[command(flatten)]
         out: OutArg,
     },
 }
@@ -93,9 +125,16 @@ impl App for App9 {
 
     fn command(&self, command: Command) -> Result<()> {
         match command {
-            Command::Mcmc { run, n, seed, out } => {
+            Command::Mcmc {
+                run,
+                n,
+                seed,
+                proposal,
+                out,
+            } => {
                 let n = proposals(&run.run, n)?;
-                let (weights, plain, exact) = mcmc(&run.run, n, seed)?;
+                let proposal = proposal.resolve(&run.run)?;
+                let (weights, plain, exact) = mcmc(&run.run, n, seed, proposal)?;
                 let value = serde_json::json!({
                     "weights": weights,
                     "flow": plain,
@@ -107,9 +146,16 @@ impl App for App9 {
                 let chain = hmc(&run.run, n, seed)?;
                 out.write(&(serde_json::to_string_pretty(&chain)? + "\n"))
             }
-            Command::Observables { run, n, seed, out } => {
+            Command::Observables {
+                run,
+                n,
+                seed,
+                proposal,
+                out,
+            } => {
                 let n = proposals(&run.run, n)?;
-                let (weights, _, exact) = mcmc(&run.run, n, seed)?;
+                let proposal = proposal.resolve(&run.run)?;
+                let (weights, _, exact) = mcmc(&run.run, n, seed, proposal)?;
                 let baseline = hmc(&run.run, None, None)?;
                 let mut text = format!(
                     "ESS {:.4}; log Z {:.4} +- {:.4}\n",

@@ -15,7 +15,7 @@ mod theory;
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
-use flowcore::lattice::{ForwardKlTerm, Phi4Couplings, PriorSource, ReverseKl};
+use flowcore::lattice::{ForwardKlTerm, Phi4Couplings, PriorSource, Proposal, ReverseKl};
 use flowcore::train::{Collective, SingleProcess};
 use flowcore::{ArchitectureConfig, BaseConfig, DataShape};
 use serde::{Deserialize, Serialize};
@@ -76,6 +76,37 @@ fn default_forward_kl_batch() -> usize {
     256
 }
 
+/// The `[proposal]` group: how the Metropolis chain's proposals are drawn ([`Proposal`]).
+#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProposalGroup {
+    /// Propose `phi` or `-phi` with equal probability (for flows without `z2`).
+    #[serde(default)]
+    pub symmetric: bool,
+    /// The weight of the base's wide component, in [0, 1); 0: the flow's own N(0, 1).
+    pub wide_fraction: f64,
+    /// Its standard deviation per site (positive).
+    pub wide_scale: f64,
+}
+
+impl Default for ProposalGroup {
+    fn default() -> Self {
+        Self {
+            symmetric: false,
+            wide_fraction: 0.0,
+            wide_scale: 1.0,
+        }
+    }
+}
+
+impl ProposalGroup {
+    /// The proposal it describes; the error names the keys.
+    pub fn proposal(&self) -> Result<Proposal> {
+        Proposal::new(self.wide_fraction, self.wide_scale, self.symmetric)
+            .map_err(|e| anyhow::anyhow!("proposal.wide_fraction / proposal.wide_scale: {e}"))
+    }
+}
+
 /// What the commands after `train` need of a run besides its model: `theory.json`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct RunTheory {
@@ -89,6 +120,9 @@ pub struct RunTheory {
     pub hmc: HmcConfig,
     /// Proposals of the Metropolis chain.
     pub mcmc_samples: usize,
+    /// The base they are pushed from (runs written before it had none: the flow's own).
+    #[serde(default)]
+    pub proposal: ProposalGroup,
     /// The seed of the run.
     pub seed: u64,
 }
@@ -157,7 +191,9 @@ pub fn train_ranked(opts: &TrainOptions, ranks: &dyn Collective) -> Result<Optio
     theory.keep_given(&crate::run::config::user_table(opts)?, &mut resolved.table);
     let objective_group: ObjectiveGroup = resolved.group("objective")?;
     let hmc: HmcConfig = resolved.group("hmc")?;
+    let proposal: ProposalGroup = resolved.group("proposal")?;
     resolved.finish()?;
+    proposal.proposal()?;
     let action = theory.action()?;
     hmc.validate()?;
     for (key, n) in [
@@ -181,6 +217,16 @@ pub fn train_ranked(opts: &TrainOptions, ranks: &dyn Collective) -> Result<Optio
             );
         }
     }
+    if let ArchitectureConfig::Lattice(c) = &model
+        && !c.z2
+        && !proposal.symmetric
+    {
+        tracing::warn!(
+            "model.z2 = false and proposal.symmetric = false: a flow that is not Z2-equivariant \
+             may learn one vacuum, and its Metropolis chain then stays there; set \
+             proposal.symmetric = true"
+        );
+    }
     let model = model.with_data_shape(&DataShape::features(action.sites()));
     let run_theory = RunTheory {
         lattice: theory.lattice.clone(),
@@ -188,6 +234,7 @@ pub fn train_ranked(opts: &TrainOptions, ranks: &dyn Collective) -> Result<Optio
         theory: theory.clone(),
         hmc: hmc.clone(),
         mcmc_samples: run.mcmc_samples,
+        proposal,
         seed: resolved.training.seed,
     };
     let mut objective = ReverseKl::new(action);
@@ -297,20 +344,24 @@ fn check_objective(o: ObjectiveGroup) -> Result<ObjectiveGroup> {
 }
 
 /// The flow + Metropolis chain of `n` proposals from the model of the run in `run`, drawn
-/// from `seed`: the weights' summary and the plain and exact chains' observables.
+/// from `seed` and pushed from `proposal` (the run's `[proposal]` when `None`): the weights'
+/// summary and the plain and exact chains' observables.
 pub fn mcmc(
     run: &Path,
     n: usize,
     seed: u64,
+    proposal: Option<ProposalGroup>,
 ) -> Result<(WeightSummary, ChainSummary, ChainSummary)> {
     if n < 2 {
         bail!("--n must be at least 2, got {n}");
     }
     let theory = RunTheory::load(run)?;
+    let proposal = proposal.unwrap_or(theory.proposal).proposal()?;
     let flow = load_model(run, &APP)?;
     let objective = theory.objective()?;
     let measure = Measure::new(objective.action());
-    let draws = sampler::draw(&flow, &objective, &measure, n, seed, &crate::run::device());
+    let device = crate::run::device();
+    let draws = sampler::draw(&flow, &objective, &proposal, &measure, n, seed, &device);
     let (plain, exact, weights) = draws.summaries(&measure, seed);
     Ok((weights, plain, exact))
 }

@@ -26,6 +26,7 @@ pub(super) fn report(
     let draws = sampler::draw(
         &r.flow,
         objective,
+        &theory.proposal.proposal()?,
         &measure,
         theory.mcmc_samples,
         seed,

@@ -5,7 +5,7 @@ use anyhow::Result;
 use burn::prelude::*;
 use flowcore::Flow;
 use flowcore::lattice::{
-    ReverseKl, base_draws, effective_sample_size, independence_metropolis, log_partition,
+    Proposal, ReverseKl, effective_sample_size, independence_metropolis, log_partition,
 };
 use serde::{Deserialize, Serialize};
 
@@ -33,10 +33,11 @@ pub struct WeightSummary {
     pub acceptance: f64,
 }
 
-/// `n` proposals of `flow`, drawn from `seed` in batches.
+/// `n` proposals of `flow` drawn as `proposal` says, from `seed` in batches.
 pub fn draw(
     flow: &Flow,
     objective: &ReverseKl,
+    proposal: &Proposal,
     measure: &Measure,
     n: usize,
     seed: u64,
@@ -46,8 +47,7 @@ pub fn draw(
     let (mut rows, mut log_w) = (Vec::with_capacity(n), Vec::with_capacity(n));
     for (i, start) in (0..n).step_by(4096).enumerate() {
         let m = 4096.min(n - start);
-        let z = base_draws(m, sites, seed.wrapping_add(i as u64), device);
-        let (phi, lw) = objective.log_weights(flow, z);
+        let (phi, lw) = proposal.draw(flow, objective, m, seed.wrapping_add(i as u64), device);
         let phi = crate::shared::infer::to_vec(phi.into_data());
         for j in 0..m {
             let field: Vec<f64> = phi[j * sites..(j + 1) * sites]

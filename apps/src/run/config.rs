@@ -20,16 +20,22 @@ use flowcore::train::TrainingConfig;
 
 use super::{AppInfo, RunHeader, TrainOptions};
 
-/// Merge `over` into `base`, recursing into tables.
+/// Merge `over` into `base`, recursing into tables. A table whose `kind` `over` changes is
+/// replaced, not merged: the old kind's keys (an affine transform's `scale`) are not the new
+/// kind's.
 pub fn merge(base: &mut Table, over: Table) {
     for (k, v) in over {
         match (base.get_mut(&k), v) {
-            (Some(Value::Table(b)), Value::Table(o)) => merge(b, o),
+            (Some(Value::Table(b)), Value::Table(o)) if !changes_kind(b, &o) => merge(b, o),
             (_, v) => {
                 base.insert(k, v);
             }
         }
     }
+}
+
+fn changes_kind(base: &Table, over: &Table) -> bool {
+    matches!((base.get("kind"), over.get("kind")), (Some(a), Some(b)) if a != b)
 }
 
 /// Parse the value of a `--set`: any TOML value (`256`, `1e-3`, `true`, `[64, 64]`,
@@ -50,6 +56,7 @@ pub fn apply_set(table: &mut Table, assignment: &str) -> Result<()> {
     if keys.iter().any(|k| k.is_empty()) {
         bail!("--set `{assignment}`: `{path}` is not a dotted key like training.batch_size");
     }
+    let value = parse_value(value.trim());
     let mut cursor = table;
     for (i, key) in keys[..keys.len() - 1].iter().enumerate() {
         let entry = cursor
@@ -63,7 +70,12 @@ pub fn apply_set(table: &mut Table, assignment: &str) -> Result<()> {
             ),
         };
     }
-    cursor.insert(keys[keys.len() - 1].to_string(), parse_value(value.trim()));
+    let last = keys[keys.len() - 1];
+    if last == "kind" && keys.len() > 1 && cursor.get("kind").is_some_and(|k| *k != value) {
+        // Another variant: the keys the table had belong to the old one.
+        cursor.clear();
+    }
+    cursor.insert(last.to_string(), value);
     Ok(())
 }
 
@@ -90,7 +102,13 @@ pub fn resolve_table(defaults: &str, file: Option<&Path>, sets: &[String]) -> Re
     if let Some(user) = &user {
         merge(&mut table, user.clone());
     }
-    for s in sets {
+    // A set that changes a table's kind clears that table, so it goes before the sets of keys.
+    let sets: Vec<&String> = sets
+        .iter()
+        .filter(|s| is_kind_set(s))
+        .chain(sets.iter().filter(|s| !is_kind_set(s)))
+        .collect();
+    for s in &sets {
         apply_set(&mut table, s)?;
     }
     if model_kind(&table) != default_kind {
@@ -98,7 +116,7 @@ pub fn resolve_table(defaults: &str, file: Option<&Path>, sets: &[String]) -> Re
         if let Some(model) = user.as_ref().and_then(|u| u.get("model")) {
             own.insert("model".into(), model.clone());
         }
-        for s in sets {
+        for s in &sets {
             let key = s.split_once('=').map_or(s.as_str(), |(k, _)| k).trim();
             if key == "model" || key.starts_with("model.") {
                 apply_set(&mut own, s)?;
@@ -109,6 +127,12 @@ pub fn resolve_table(defaults: &str, file: Option<&Path>, sets: &[String]) -> Re
         }
     }
     Ok(table)
+}
+
+fn is_kind_set(assignment: &str) -> bool {
+    assignment
+        .split_once('=')
+        .is_some_and(|(k, _)| k.trim() == "kind" || k.trim().ends_with(".kind"))
 }
 
 fn model_kind(table: &Table) -> Option<String> {
@@ -397,6 +421,50 @@ mod tests {
         // The same kind keeps the defaults.
         let t = resolve_table(defaults, None, &["model.num_layers=4".into()]).unwrap();
         assert_eq!(t["model"]["actnorm"].as_bool(), Some(true));
+    }
+
+    #[test]
+    fn a_nested_table_of_another_kind_replaces_the_defaults() {
+        let defaults = "[model]\nkind = \"lattice\"\ncouplings = 8\n\
+                        [model.transform]\nkind = \"affine\"\nscale = { kind = \"tanh\" }\n";
+        let dir = std::env::temp_dir().join(format!("flowmodels-kind-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("spline.toml");
+        std::fs::write(
+            &file,
+            "[model.transform]\nkind = \"rational_quadratic\"\nbins = 6\n",
+        )
+        .unwrap();
+        let t = resolve_table(defaults, Some(&file), &[]).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        let spline = "kind = \"rational_quadratic\"\nbins = 6\n"
+            .parse::<Table>()
+            .unwrap();
+        assert_eq!(t["model"]["transform"].as_table(), Some(&spline));
+        assert_eq!(t["model"]["couplings"].as_integer(), Some(8));
+        // By sets, in either order: the kind goes first and clears the old variant's keys.
+        for sets in [
+            [
+                "model.transform.bins=6",
+                "model.transform.kind=rational_quadratic",
+            ],
+            [
+                "model.transform.kind=rational_quadratic",
+                "model.transform.bins=6",
+            ],
+        ] {
+            let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
+            let t = resolve_table(defaults, None, &sets).unwrap();
+            assert_eq!(
+                t["model"]["transform"].as_table(),
+                Some(&spline),
+                "{sets:?}"
+            );
+        }
+        // The same kind keeps the defaults' keys.
+        let sets = vec!["model.transform.kind=affine".to_string()];
+        let t = resolve_table(defaults, None, &sets).unwrap();
+        assert!(t["model"]["transform"].get("scale").is_some());
     }
 
     #[test]

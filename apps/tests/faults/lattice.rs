@@ -40,6 +40,14 @@ fn lattice_commands_name_their_bad_input() {
         (vec!["mcmc", "--run", run9, "--n", "1"], "--n"),
         (vec!["observables", "--run", run9, "--n", "0"], "--n"),
         (vec!["hmc", "--run", run9, "--n", "1"], "--n"),
+        (
+            vec!["mcmc", "--run", run9, "--wide-fraction", "1.5"],
+            "proposal.wide_fraction",
+        ),
+        (
+            vec!["observables", "--run", run9, "--wide-scale=-1"],
+            "positive",
+        ),
     ] {
         fails_naming(run(APP9, &args, &dir), &[what]);
     }
@@ -81,6 +89,10 @@ fn bad_theories_and_settings_leave_no_folder() {
                 "objective.forward_kl_fields=1",
             ],
             "objective.forward_kl_fields",
+        ),
+        (
+            vec!["--set", "proposal.wide_fraction=-0.1"],
+            "proposal.wide_fraction",
         ),
     ] {
         let mut all = args.clone();

@@ -276,23 +276,28 @@ fn single_site_double_well_reaches_ess_099() {
     }
 }
 
-fn double_well(path_gradient: bool) {
-    let action = Phi4::new(&[1], couplings(0.0, -1.2, 0.5)).unwrap();
-    let config = ArchitectureConfig::Lattice(LatticeFlowConfig {
-        lattice: vec![1],
+/// A flow of one spline per site and no couplings on `sites` sites (z2 when `symmetric`).
+pub fn site_spline_only(sites: usize, bins: usize, symmetric: bool) -> ArchitectureConfig {
+    ArchitectureConfig::Lattice(LatticeFlowConfig {
+        lattice: vec![sites],
         couplings: 0,
         transform: Transform::Additive,
         hidden_channels: vec![],
         kernel_size: 3,
         activation: Activation::Tanh,
-        z2: true,
+        z2: symmetric,
         site_spline: Some(SiteSplineSpec {
             dim: 0,
-            bins: 16,
-            symmetric: true,
+            bins,
+            symmetric,
             shared: true,
         }),
-    });
+    })
+}
+
+fn double_well(path_gradient: bool) {
+    let action = Phi4::new(&[1], couplings(0.0, -1.2, 0.5)).unwrap();
+    let config = site_spline_only(1, 16, true);
     let training = TrainingConfig {
         epochs: 6,
         steps_per_epoch: 100,

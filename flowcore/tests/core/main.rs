@@ -7,6 +7,7 @@ mod ffjord;
 mod flow;
 mod inn;
 mod lattice;
+mod lattice_proposals;
 mod legacy_checkpoints;
 mod made;
 mod partition;

@@ -103,7 +103,7 @@ fn symmetric_phase_agrees_with_hmc() {
     let a = app9::hmc(run, Some(500), Some(7)).unwrap();
     let b = app9::hmc(run, Some(500), Some(7)).unwrap();
     assert_eq!(a.estimates[1].value, b.estimates[1].value);
-    let (weights, _, exact) = app9::mcmc(run, 4096, 3).unwrap();
+    let (weights, _, exact) = app9::mcmc(run, 4096, 3, None).unwrap();
     assert!(
         (weights.acceptance - s.report.weights.acceptance).abs() < 0.05,
         "mcmc acceptance {} against the report's {}",
@@ -111,12 +111,80 @@ fn symmetric_phase_agrees_with_hmc() {
         s.report.weights.acceptance
     );
     assert_eq!(exact.samples, 4096);
-    let err = app9::mcmc(run, 1, 3).unwrap_err().to_string();
+    let err = app9::mcmc(run, 1, 3, None).unwrap_err().to_string();
     assert!(err.contains("--n"), "{err}");
-    let err = app9::mcmc(&run.join("nothing"), 10, 3)
+    let err = app9::mcmc(&run.join("nothing"), 10, 3, None)
         .unwrap_err()
         .to_string();
     assert!(err.contains("theory.json"), "{err}");
+}
+
+/// The broken phase (lambda 3) as `apps/configs/app9-broken.toml` runs it: spline couplings
+/// without z2, learning one vacuum, and symmetrised proposals that cover both. The default
+/// affine z2 flow's chain over-weights ordered fields here (see the README).
+#[test]
+fn broken_phase_with_spline_couplings_agrees_with_hmc() {
+    let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("../apps/configs/app9-broken.toml");
+    let dir = scratch("broken");
+    let mut sets: Vec<String> = REDUCED.iter().map(|s| s.to_string()).collect();
+    sets.push("theory.lambda=3.0".into());
+    let s = app9::train(&TrainOptions {
+        config: Some(config),
+        sets,
+        run_dir: Some(dir.join("run")),
+        tracking_dir: Some(dir.join("mlruns")),
+        ..Default::default()
+    })
+    .unwrap();
+    let r = &s.report;
+    let table = flowapps::app9::comparison_table(&r.comparison, "flow+MH", "HMC");
+    eprintln!(
+        "broken: ESS {:.3}, acceptance {:.3}, max |pull| {:.2}\n{table}",
+        r.weights.ess, r.weights.acceptance, r.max_abs_pull
+    );
+    let estimate = |chain: &app9::ChainSummary, name: &str| {
+        chain
+            .estimates
+            .iter()
+            .find(|e| e.name == name)
+            .unwrap()
+            .clone()
+    };
+    let abs_m = estimate(&r.hmc, "|M|").value;
+    assert!(abs_m > 0.6, "|M| = {abs_m}: not the broken phase");
+    assert!(r.weights.ess > 0.1, "ESS {}", r.weights.ess);
+    assert!(
+        r.weights.acceptance > 0.4,
+        "acceptance {}",
+        r.weights.acceptance
+    );
+    assert!(
+        r.max_abs_pull <= 2.5,
+        "flow + Metropolis and HMC differ by {:.2} combined standard errors\n{table}",
+        r.max_abs_pull
+    );
+    // Both vacua: <M> near 0 within its error, where the unsymmetrised chain of this
+    // one-vacuum flow sits at +-|M|.
+    let m = estimate(&r.flow_metropolis, "M");
+    assert!(
+        m.value.abs() < 4.0 * m.error && m.value.abs() < 0.1,
+        "<M> = {m:?}"
+    );
+    let (_, _, one_vacuum) = app9::mcmc(
+        &s.run_dir,
+        4096,
+        3,
+        Some(app9::ProposalGroup {
+            symmetric: false,
+            ..Default::default()
+        }),
+    )
+    .unwrap();
+    let m = estimate(&one_vacuum, "M").value;
+    assert!(
+        (m.abs() - abs_m).abs() < 0.05,
+        "unsymmetrised <M> = {m}, |M| = {abs_m}"
+    );
 }
 
 /// The exact answers of a periodic chain of `sites` sites by its transfer matrix on a grid:
@@ -340,7 +408,7 @@ fn single_site_double_well_reaches_ess_099() {
 
 #[test]
 fn bad_theories_are_refused_before_any_write() {
-    let cases: [(&[&str], &str); 6] = [
+    let cases: [(&[&str], &str); 9] = [
         (&["theory.parametrisation=\"hopping\""], "theory.hopping"),
         (
             &["theory.parametrisation=\"hopping\"", "theory.kappa=\"x\""],
@@ -353,6 +421,9 @@ fn bad_theories_are_refused_before_any_write() {
             &["objective.anneal_steps=10", "objective.anneal_from=2.0"],
             "anneal_from",
         ),
+        (&["proposal.wide_fraction=1.0"], "proposal.wide_fraction"),
+        (&["proposal.wide_scale=0.0"], "positive"),
+        (&["proposal.symmetric=\"yes\""], "proposal.symmetric"),
     ];
     for (i, (sets, needle)) in cases.iter().enumerate() {
         let dir = scratch(&format!("bad{i}"));
