@@ -263,6 +263,9 @@ impl Observer for Tracker {
         if let Some(b) = e.val_bits_per_dim {
             metrics.push(("val_bits_per_dim".to_string(), b));
         }
+        if let Some(n) = e.ode_nfe_per_step {
+            metrics.push(("ode_nfe_per_step".to_string(), n));
+        }
         metrics.extend(e.val_parts.iter().map(|(k, v)| (format!("val_{k}"), *v)));
         for (k, v) in metrics {
             self.log_metric(&k, v, step);

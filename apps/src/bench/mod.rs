@@ -12,19 +12,19 @@ use std::time::Instant;
 
 use anyhow::{Result, bail};
 use flowcore::train::TrainingConfig;
-use flowcore::{Flow, standard_normal};
+use flowcore::{ArchitectureConfig, Flow, standard_normal};
 use serde::{Deserialize, Serialize};
 
 pub use device_check::{DeviceCheck, check_device, format_checks};
 use models::{
-    dense_flops, ffjord_moons, glow, glow_flops, lattice_8x8, lattice_flops, maf_fedhex, mlp_flops,
-    nsf_flashsim, phi4_8x8, real_nvp,
+    dense_flops, ffjord_conv28, ffjord_moons, glow, glow_flops, lattice_8x8, lattice_flops,
+    maf_fedhex, mlp_flops, nsf_flashsim, phi4_8x8, real_nvp,
 };
 pub use scaling::SCALING;
 pub use timing::hdf5_bench_dir;
 use timing::{
-    hdf5_reader, loader, time_conditional_training, time_ffjord_training, time_objective_training,
-    time_training,
+    hdf5_reader, loader, moons, time_conditional_training, time_ffjord_training,
+    time_objective_training, time_training,
 };
 
 /// One configuration of the table.
@@ -37,7 +37,7 @@ pub struct Case {
 }
 
 /// Every configuration, in table order.
-pub const CASES: [Case; 16] = [
+pub const CASES: [Case; 18] = [
     Case {
         id: "realnvp2d",
         what: "2-D RealNVP, 8 couplings, MLP 1-128-128-2, batch 1024, Adam: training",
@@ -103,6 +103,17 @@ pub const CASES: [Case; 16] = [
         what: "FFJORD on the moons: one block, concat-squash 2-64-64-64-2 tanh, dopri5 \
                rtol = atol = 1e-5, exact trace, back-propagation through the solver, batch 256: \
                training",
+    },
+    Case {
+        id: "ffjord-moons-adjoint",
+        what: "the FFJORD moons model trained with gradients by the adjoint method (a backward \
+               solve at the same tolerances), batch 256: training",
+    },
+    Case {
+        id: "ffjord-conv28",
+        what: "application 2's FFJORD (app2-ffjord.toml): 28x28x1, logit, 2 squeezes, \
+               concat-squash 3x3 convs 16-64-64-16 tanh, RK4 x 8, Hutchinson's trace with one \
+               Rademacher probe, batch 32: training",
     },
     Case {
         id: "ffjord-moons-sample",
@@ -349,14 +360,35 @@ pub fn run_case(id: &str, scale: f64, peak_gflops: f64) -> Result<Row> {
                 format!("{n} batches of {batch} with log-weights"),
             )
         }
-        "ffjord-moons" => {
+        "ffjord-moons" | "ffjord-moons-adjoint" => {
             let n = steps(30);
-            let (s, nfe) = time_ffjord_training(ffjord_moons(), n, 256)?;
+            let mut config = ffjord_moons();
+            if let (true, ArchitectureConfig::Ffjord(c)) = (id.ends_with("adjoint"), &mut config) {
+                c.gradient = flowcore::ode::OdeGradient::Adjoint;
+            }
+            let (s, nfe) = time_ffjord_training(config, n, &|i, d| moons(256, i, d))?;
             (
                 s,
                 256,
                 0.0,
-                format!("{n} steps, {nfe:.1} evaluations per solve"),
+                format!("{n} steps, {nfe:.1} evaluations per step (every solve)"),
+            )
+        }
+        "ffjord-conv28" => {
+            let n = steps(10);
+            let images = |i: u64, d: &burn::tensor::Device| {
+                // Dequantised-image-like inputs in (0, 1), as `unit` draws them.
+                standard_normal(32, 28 * 28, i, d)
+                    .mul_scalar(0.15)
+                    .add_scalar(0.5)
+                    .clamp(0.01, 0.99)
+            };
+            let (s, nfe) = time_ffjord_training(ffjord_conv28(), n, &images)?;
+            (
+                s,
+                32,
+                0.0,
+                format!("{n} steps, {nfe:.1} evaluations per step"),
             )
         }
         "ffjord-moons-sample" => {

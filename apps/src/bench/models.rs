@@ -156,6 +156,27 @@ pub(super) fn ffjord_moons() -> ArchitectureConfig {
     .into()
 }
 
+/// Application 2's FFJORD at the size of `apps/configs/app2-ffjord.toml`, on 28x28x1 images.
+pub(super) fn ffjord_conv28() -> ArchitectureConfig {
+    use flowcore::arch::OdeNetwork;
+    use flowcore::layers::TraceEstimator;
+    flowcore::arch::FfjordConfig {
+        dim: 28 * 28,
+        network: OdeNetwork::Conv,
+        channels: 1,
+        height: 28,
+        width: 28,
+        logit_alpha: Some(0.05),
+        squeezes: 2,
+        hidden_units: vec![64, 64],
+        trace: TraceEstimator::Hutchinson,
+        eval_probes: 4,
+        solver: flowcore::ode::OdeSolver::Rk4 { steps: 8 },
+        ..Default::default()
+    }
+    .into()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

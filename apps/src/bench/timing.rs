@@ -53,25 +53,27 @@ pub(super) fn time_objective_training(
     Ok(time_steps(flow, steps, 1e-3, &loss))
 }
 
-/// FFJORD on the moons (`ffjord-moons`): training steps per second at `batch`, Adam,
+/// FFJORD (`ffjord-*`): training steps per second on the batches `input` draws, Adam,
 /// without gradient checkpointing (as its reference back-propagates through the solver), and
-/// the evaluations of the dynamics per training solve.
+/// the evaluations of the dynamics per training step (every solve of the step: the adjoint's
+/// backward solve included).
 pub(super) fn time_ffjord_training(
     config: ArchitectureConfig,
     steps: usize,
-    batch: usize,
+    input: &dyn Fn(u64, &Device) -> Tensor<2>,
 ) -> Result<(f64, f64)> {
     let device = crate::run::device().autodiff();
     let flow = Flow::seeded(config, 0, &device)?;
-    let loss = |flow: &Flow, i: u64| flow.log_prob(moons(batch, i, &device), None).mean().neg();
+    let loss = |flow: &Flow, i: u64| flow.log_prob(input(i, &device), None).mean().neg();
     let before = flowcore::ode::OdeCounts::now();
     let s = time_steps(flow, steps, 1e-3, &loss);
     let c = flowcore::ode::OdeCounts::now().since(&before);
-    Ok((s, c.nfe as f64 / c.solves.max(1) as f64))
+    // time_steps takes three steps of warm-up before the timed ones.
+    Ok((s, c.nfe as f64 / (steps + 3) as f64))
 }
 
 /// `batch` moons points (noise 0.1) drawn from `seed`.
-fn moons(batch: usize, seed: u64, device: &Device) -> Tensor<2> {
+pub(super) fn moons(batch: usize, seed: u64, device: &Device) -> Tensor<2> {
     use rand::SeedableRng;
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
     let values = flowdata::Toy::Moons { noise: 0.1 }.sample(batch, &mut rng);

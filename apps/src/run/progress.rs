@@ -69,7 +69,7 @@ impl Observer for Progress {
             .map(|(k, v)| format!(", {k} {v:.4}"))
             .collect();
         tracing::info!(
-            "epoch {}/{}: train {} {:.4}, val {} {:.4}{bpd}{parts}, lr {:.2e}, {:.0} samples/s{}",
+            "epoch {}/{}: train {} {:.4}, val {} {:.4}{bpd}{parts}, lr {:.2e}, {:.0} samples/s{}{}",
             e.epoch,
             self.epochs,
             e.loss,
@@ -78,6 +78,9 @@ impl Observer for Progress {
             e.val_loss,
             e.learning_rate,
             e.samples_per_sec,
+            e.ode_nfe_per_step
+                .map(|n| format!(", {n:.1} NFE/step"))
+                .unwrap_or_default(),
             if e.best { ", best" } else { "" }
         );
     }

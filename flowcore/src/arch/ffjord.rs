@@ -12,7 +12,7 @@ use crate::layers::{
     ActNormSpec, FfjordSpec, ImageShape, LogitSpec, ProbeNoise, SqueezeSpec, TraceEstimator,
 };
 use crate::nets::{OdeActivation, TimeInput};
-use crate::ode::OdeSolver;
+use crate::ode::{OdeGradient, OdeSolver};
 use crate::{FlowError, Result};
 
 fn one() -> usize {
@@ -96,6 +96,11 @@ pub struct FfjordConfig {
     /// cost grows with the features: images need probes).
     #[serde(default)]
     pub eval_probes: usize,
+    /// Training gradients: `backprop` through the solver's steps (exact for the discretised
+    /// solve), or `adjoint` (a backward solve: memory independent of the steps, about twice
+    /// the evaluations).
+    #[serde(default)]
+    pub gradient: OdeGradient,
 }
 
 impl Default for FfjordConfig {
@@ -120,6 +125,7 @@ impl Default for FfjordConfig {
             logit_alpha: None,
             squeezes: 0,
             eval_probes: 0,
+            gradient: OdeGradient::default(),
         }
     }
 }
@@ -222,6 +228,7 @@ impl Architecture for FfjordConfig {
                     jacobian_weight: self.jacobian_weight,
                     image,
                     eval_probes: self.eval_probes,
+                    gradient: self.gradient,
                 }
                 .into(),
             );

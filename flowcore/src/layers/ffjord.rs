@@ -23,7 +23,8 @@ use serde::{Deserialize, Serialize};
 use super::ImageShape;
 use crate::layer::{BuildLayer, positive};
 use crate::nets::{Dynamics, OdeActivation, OdeConvNet, OdeNet, OdeNetSpec, TimeInput};
-use crate::ode::{OdeSolver, StepLimit, record_failure};
+use crate::ode::adjoint::{self, AugmentedDynamics};
+use crate::ode::{OdeGradient, OdeSolver, SolveStats, StepLimit, record_failure};
 use crate::penalty;
 use crate::tensor_util::constant;
 use crate::{Bijector, DataInit, Result};
@@ -98,6 +99,9 @@ pub struct FfjordSpec {
     /// cost grows with `dim` (images need probes).
     #[serde(default)]
     pub eval_probes: usize,
+    /// How training gets the solve's gradients: through the steps, or by the adjoint method.
+    #[serde(default)]
+    pub gradient: OdeGradient,
 }
 
 impl FfjordSpec {
@@ -116,6 +120,7 @@ impl FfjordSpec {
             jacobian_weight: 0.0,
             image: None,
             eval_probes: 0,
+            gradient: OdeGradient::default(),
         }
     }
 }
@@ -166,6 +171,7 @@ impl BuildLayer for FfjordSpec {
             dim: self.dim,
             kinetic_weight: self.kinetic_weight,
             jacobian_weight: self.jacobian_weight,
+            gradient: self.gradient,
         })
     }
 
@@ -195,6 +201,8 @@ pub struct Ffjord {
     kinetic_weight: f64,
     #[module(skip)]
     jacobian_weight: f64,
+    #[module(skip)]
+    gradient: OdeGradient,
 }
 
 impl Ffjord {
@@ -304,40 +312,27 @@ impl Ffjord {
         let [batch, dim] = x.dims();
         let cond = self.embed(cond);
         let v = self.probes(&x);
-        let k = v.dims()[0] / batch;
         let regularise = t0 < t1
             && (self.kinetic_weight > 0.0 || self.jacobian_weight > 0.0)
             && penalty::is_collecting();
-        let per_sample = |t: Tensor<2>| {
-            t.reshape([k, batch, dim])
-                .sum_dim(2)
-                .sum_dim(0)
-                .reshape([batch, 1])
-        };
-        let dynamics = |t: f64, y: Tensor<2>| {
-            let z = y.narrow(1, 0, dim);
-            let (dz, jv) = self.dynamics().eval(t, z, cond.as_ref(), v.clone());
-            let trace = per_sample(jv.clone() * v.clone());
-            if regularise {
-                let kinetic = dz.clone().powi_scalar(2).sum_dim(1);
-                let jacobian = per_sample(jv.powi_scalar(2));
-                Tensor::cat(vec![dz, trace, kinetic, jacobian], 1)
-            } else {
-                Tensor::cat(vec![dz, trace], 1)
-            }
-        };
         let extra = if regularise { 3 } else { 1 };
-        let y0 = Tensor::cat(
-            vec![
-                x.clone(),
-                x.clone()
-                    .narrow(1, 0, 1)
-                    .mul_scalar(0.0)
-                    .repeat_dim(1, extra),
-            ],
-            1,
-        );
-        let y1 = match self.solver.solve(dynamics, y0, t0, t1) {
+        let adjoint = (self.gradient == OdeGradient::Adjoint && x.device().is_autodiff())
+            .then(|| self.solve_adjoint(&x, cond.as_ref(), &v, regularise, (t0, t1)))
+            .flatten();
+        let solved = adjoint.unwrap_or_else(|| {
+            let dynamics = |t: f64, y: Tensor<2>| {
+                let z = y.narrow(1, 0, dim);
+                augmented(self.dynamics(), t, z, cond.as_ref(), &v, regularise)
+            };
+            let zeros = x
+                .clone()
+                .narrow(1, 0, 1)
+                .mul_scalar(0.0)
+                .repeat_dim(1, extra);
+            let y0 = Tensor::cat(vec![x.clone(), zeros], 1);
+            self.solver.solve(dynamics, y0, t0, t1)
+        });
+        let y1 = match solved {
             Ok((y1, stats)) => {
                 tracing::trace!(nfe = stats.nfe, steps = stats.steps, "ffjord solve");
                 y1
@@ -359,6 +354,117 @@ impl Ffjord {
             y1.clone().narrow(1, 0, dim),
             y1.narrow(1, dim, 1).reshape([batch]),
         )
+    }
+
+    /// [`Self::solve`]'s integration with gradients by the adjoint method; None where the
+    /// backend has no adjoint operation (the caller back-propagates through the steps).
+    fn solve_adjoint(
+        &self,
+        x: &Tensor<2>,
+        cond: Option<&Tensor<2>>,
+        v: &Tensor<2>,
+        regularise: bool,
+        (t0, t1): (f64, f64),
+    ) -> Option<std::result::Result<(Tensor<2>, SolveStats), StepLimit>> {
+        // The system keeps the networks' layout with untracked values: the backward pass reads
+        // the parameters from the flat vector.
+        let (theta, net, conv) = match (&self.net, &self.conv) {
+            (Some(net), _) => {
+                let theta = adjoint::flatten(net);
+                let layout = adjoint::unflatten(net.clone(), &theta.clone().inner());
+                (theta, Some(layout), None)
+            }
+            (None, Some(conv)) => {
+                let theta = adjoint::flatten(conv);
+                let layout = adjoint::unflatten(conv.clone(), &theta.clone().inner());
+                (theta, None, Some(layout))
+            }
+            (None, None) => unreachable!("built with one network"),
+        };
+        let system = AdjointSystem {
+            net,
+            conv,
+            probes: v.clone().inner(),
+            regularise,
+        };
+        let extra = if regularise { 3 } else { 1 };
+        let out = adjoint::solve(
+            system,
+            self.solver,
+            theta,
+            x.clone(),
+            cond.cloned(),
+            extra,
+            t0,
+            t1,
+        );
+        if out.is_none() {
+            static ONCE: std::sync::Once = std::sync::Once::new();
+            ONCE.call_once(|| {
+                tracing::warn!(
+                    "ffjord: gradient = \"adjoint\" has no operation on this backend; \
+                     back-propagating through the solver's steps"
+                )
+            });
+        }
+        out
+    }
+}
+
+/// One evaluation of the solve's derivative: `[f | trace]`, and with `regularise` RNODE's
+/// `|f|^2` and `|Jv|^2` per sample; `v` holds `k` tangent directions per sample.
+fn augmented(
+    dynamics: &dyn Dynamics,
+    t: f64,
+    z: Tensor<2>,
+    cond: Option<&Tensor<2>>,
+    v: &Tensor<2>,
+    regularise: bool,
+) -> Tensor<2> {
+    let [batch, dim] = z.dims();
+    let k = v.dims()[0] / batch;
+    let per_sample = |t: Tensor<2>| {
+        t.reshape([k, batch, dim])
+            .sum_dim(2)
+            .sum_dim(0)
+            .reshape([batch, 1])
+    };
+    let (dz, jv) = dynamics.eval(t, z, cond, v.clone());
+    let trace = per_sample(jv.clone() * v.clone());
+    if regularise {
+        let kinetic = dz.clone().powi_scalar(2).sum_dim(1);
+        let jacobian = per_sample(jv.powi_scalar(2));
+        Tensor::cat(vec![dz, trace, kinetic, jacobian], 1)
+    } else {
+        Tensor::cat(vec![dz, trace], 1)
+    }
+}
+
+/// The dynamics as the adjoint solve sees them: rebuilt from a flat parameter vector.
+#[derive(Clone, Debug)]
+struct AdjointSystem {
+    net: Option<OdeNet>,
+    conv: Option<OdeConvNet>,
+    probes: Tensor<2>,
+    regularise: bool,
+}
+
+impl AugmentedDynamics for AdjointSystem {
+    fn derivative(
+        &self,
+        theta: &Tensor<1>,
+        t: f64,
+        z: Tensor<2>,
+        cond: Option<&Tensor<2>>,
+    ) -> Tensor<2> {
+        let (v, r) = (&self.probes, self.regularise);
+        match (&self.net, &self.conv) {
+            (Some(net), _) => augmented(&adjoint::unflatten(net.clone(), theta), t, z, cond, v, r),
+            (None, Some(conv)) => {
+                augmented(&adjoint::unflatten(conv.clone(), theta), t, z, cond, v, r)
+            }
+            (None, None) => unreachable!("built with one network"),
+        }
     }
 }
 

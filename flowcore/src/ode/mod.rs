@@ -5,6 +5,7 @@
 //! The step size is one for the whole batch (as in torchdiffeq): every sample of a batch takes
 //! the same steps, so the solve is one smooth map of each sample for that batch.
 
+pub mod adjoint;
 mod dopri5;
 mod rk4;
 
@@ -13,6 +14,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
+
+pub use adjoint::OdeGradient;
 
 fn tolerance() -> f64 {
     1e-5

@@ -18,6 +18,7 @@ use super::{
     Objective, Observer, SingleProcess, StepStats, TrainError, TrainState, TrainingConfig,
     bits_per_dim, checkpoints, clip_global_norm, shard,
 };
+use crate::ode::OdeCounts;
 use crate::{Flow, FlowError};
 
 /// Train `flow` by maximum likelihood on `data`: [`fit_objective`] with [`MaximumLikelihood`].
@@ -98,8 +99,10 @@ pub fn fit_data_parallel(
             .iter_mut()
             .for_each(|o| o.on_epoch_start(epoch, config.steps_per_epoch));
         let (train_loss, lr, samples_per_sec);
+        let ode = OdeCounts::now();
         (flow, train_loss, lr, samples_per_sec) =
             trainer.train_epoch(flow, epoch, data, observers)?;
+        let ode = OdeCounts::now().since(&ode);
         let (val_loss, val_parts) = trainer.validate(&flow, epoch)?;
         let stats = EpochStats {
             epoch,
@@ -110,6 +113,8 @@ pub fn fit_data_parallel(
             val_parts,
             learning_rate: lr,
             samples_per_sec,
+            ode_nfe_per_step: (ode.solves > 0)
+                .then(|| ode.nfe as f64 / config.steps_per_epoch as f64),
             best: false,
         };
         if trainer.end_epoch(&flow, stats, observers)? {

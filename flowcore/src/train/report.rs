@@ -60,6 +60,10 @@ pub struct EpochStats {
     pub learning_rate: f64,
     /// Training throughput.
     pub samples_per_sec: f64,
+    /// Evaluations of continuous layers' dynamics per training step (their forward solves, and
+    /// the adjoint's backward solves); None for a flow without them.
+    #[serde(default)]
+    pub ode_nfe_per_step: Option<f64>,
     /// Whether this epoch has the best validation loss so far.
     pub best: bool,
 }

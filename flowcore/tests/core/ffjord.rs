@@ -6,7 +6,7 @@ use burn::prelude::*;
 use burn::tensor::TensorData;
 use flowcore::layer::BuildLayer;
 use flowcore::layers::{FfjordSpec, ProbeNoise, TraceEstimator};
-use flowcore::ode::{OdeSolver, take_failure};
+use flowcore::ode::{OdeGradient, OdeSolver, take_failure};
 use flowcore::penalty;
 use flowcore::testing::perturb_params;
 use flowcore::{Bijector, Layer};
@@ -71,6 +71,50 @@ fn a_solve_out_of_steps_gives_non_finite_values_and_names_the_layer_and_time() {
         "{why}"
     );
     assert!(why.contains("max_steps"), "{why}");
+
+    // The adjoint's backward solve, out of steps where the forward solve was not: non-finite
+    // gradients, which the training engine refuses, and the reason. (Here rather than in a
+    // test of its own: the reason's slot is one per process.)
+    let device = Device::flex().autodiff();
+    let x = Tensor::<2>::from_data(
+        TensorData::new(vec![1.0f32, 2.0, -1.0, 0.5], [2, 2]),
+        &device,
+    )
+    .require_grad();
+    let spec = |max_steps: usize| FfjordSpec {
+        hidden: vec![8],
+        solver: OdeSolver::Dopri5 {
+            rtol: 1e-7,
+            atol: 1e-7,
+            max_steps,
+        },
+        gradient: OdeGradient::Adjoint,
+        ..FfjordSpec::new(2)
+    };
+    let weights = perturb_params(spec(1).build(&device).unwrap(), 1.0, 2).into_record();
+    let (max_steps, logdet) = (2..200)
+        .find_map(|max_steps| {
+            let layer = spec(max_steps)
+                .build(&device)
+                .unwrap()
+                .load_record(weights.clone());
+            let (_, logdet) = layer.forward(x.clone(), None);
+            let finite = host(logdet.clone().inner()).iter().all(|v| v.is_finite());
+            finite.then_some((max_steps, logdet))
+        })
+        .expect("a solve within 200 steps");
+    let _ = take_failure();
+    let grads = logdet.sum().backward();
+    let grad = x.grad(&grads).expect("the input's gradient");
+    assert!(
+        host(grad.flatten(0, 1)).iter().all(|v| v.is_nan()),
+        "the backward solve fit in the forward's {max_steps} steps"
+    );
+    let why = take_failure().expect("the failure is recorded");
+    assert!(
+        why.contains("adjoint solve") && why.contains("(2 features)"),
+        "{why}"
+    );
 }
 
 /// RNODE's terms against a quadrature of our own: classic RK4 with 400 steps along the

@@ -1,6 +1,7 @@
 //! flowcore's tests beyond the shared harness, in one binary: every test file is one more
 //! binary to link against burn, and CI compiles them all from scratch (see `.ci/run`).
 
+mod adjoint;
 mod batch_norm;
 mod checkpoint;
 mod ffjord;

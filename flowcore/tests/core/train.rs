@@ -314,6 +314,7 @@ fn restore_best_keeps_the_best_weights_without_stopping() {
 #[test]
 fn divergence_needs_a_real_rise_two_epochs_on_with_training_still_falling() {
     let epoch = |epoch: usize, train_loss: f64, val_loss: f64| EpochStats {
+        ode_nfe_per_step: None,
         epoch,
         loss: "nll".into(),
         train_loss,

@@ -497,8 +497,16 @@ fn ffjord_blocks_exact_trace_both_time_inputs_conditional_and_rk4() {
         jacobian_weight: 0.01,
         ..ffjord(2, 0)
     };
+    // Gradients by the adjoint method, here with Hutchinson's noise and an embedded condition:
+    // every parameter still gets one (core/adjoint.rs compares their values).
+    let adjoint = FfjordSpec {
+        gradient: OdeGradient::Adjoint,
+        trace: TraceEstimator::Hutchinson,
+        ..ffjord(3, 2)
+    };
     for (name, spec) in [
         ("ffjord dopri5 dim 2", ffjord(2, 0)),
+        ("ffjord adjoint hutchinson cond 2", adjoint),
         ("ffjord rnode weights", rnode),
         ("ffjord rk4 dim 3", rk4),
         ("ffjord concat softplus cond 1", concat_softplus),

@@ -15,7 +15,7 @@ use flowcore::nets::{
     Activation, ConvSpec, MadeSpec, MlpSpec, NetSpec, OdeActivation, PeriodicConvSpec, ResMlpSpec,
     TimeInput,
 };
-use flowcore::ode::OdeSolver;
+use flowcore::ode::{OdeGradient, OdeSolver};
 use flowcore::testing::{HarnessSettings, Inputs, check_architecture};
 use flowcore::transform::{ScaleFn, Spline, Transform};
 use flowcore::{ArchitectureConfig, GlowConfig, LayerList, LayerSpec, RealNvpConfig};
