@@ -23,6 +23,7 @@ pub mod checkpoint;
 pub mod classify;
 pub mod conv;
 mod error;
+mod flex;
 mod flow;
 pub mod inn;
 pub mod io;

@@ -13,6 +13,8 @@ mod ode_conv;
 mod ode_net;
 mod periodic_conv;
 mod res_mlp;
+mod tanh;
+pub(crate) use tanh::tanh;
 
 use burn::prelude::*;
 use serde::de::DeserializeOwned;

@@ -43,7 +43,7 @@ impl OdeActivation {
     /// The activation at `pre`.
     pub(crate) fn value<const D: usize>(self, pre: Tensor<D>) -> Tensor<D> {
         match self {
-            Self::Tanh => pre.tanh(),
+            Self::Tanh => super::tanh(pre),
             Self::Softplus => activation::softplus(pre, 1.0),
         }
     }
@@ -52,7 +52,7 @@ impl OdeActivation {
     pub(crate) fn apply<const D: usize>(self, pre: Tensor<D>) -> (Tensor<D>, Tensor<D>) {
         match self {
             Self::Tanh => {
-                let h = pre.tanh();
+                let h = super::tanh(pre);
                 let d = h.clone().powi_scalar(2).neg().add_scalar(1.0);
                 (h, d)
             }
@@ -141,6 +141,7 @@ impl TimeLinear {
     fn forward(&self, h: Tensor<2>, t: f64) -> (Tensor<2>, Option<Tensor<2>>) {
         see_time(
             self.linear.forward(h),
+            1,
             t,
             &self.time_weight,
             self.gate_bias.as_ref().zip(self.time_bias.as_ref()),
@@ -226,17 +227,18 @@ pub(crate) fn time_params(
     )
 }
 
-/// `(value, gate)` of a layer's output `out` (channels on axis 1) at time `t`: with a gate
+/// `(value, gate)` of a layer's output `out` (channels on `axis`) at time `t`: with a gate
 /// (concat-squash) `out * sigmoid(g t + g0) + u t`, else `out + w t`; the gate also scales
 /// the tangents.
 pub(crate) fn see_time<const D: usize>(
     out: Tensor<D>,
+    axis: usize,
     t: f64,
     time_weight: &Param<Tensor<1>>,
     squash: Option<(&Param<Tensor<1>>, &Param<Tensor<1>>)>,
 ) -> (Tensor<D>, Option<Tensor<D>>) {
     let mut shape = [1usize; D];
-    shape[1] = out.dims()[1];
+    shape[axis] = out.dims()[axis];
     match squash {
         Some((gate_bias, time_bias)) => {
             let gate = activation::sigmoid(time_weight.val().mul_scalar(t) + gate_bias.val())

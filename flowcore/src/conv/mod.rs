@@ -6,6 +6,11 @@ use burn::nn::conv::Conv2d;
 use burn::prelude::*;
 use burn::tensor::ops::{ConvOptions, PadMode};
 
+mod channel_major;
+mod im2col;
+
+pub use channel_major::conv3x3_same_channel_major;
+
 /// A 3x3 convolution with zero "same" padding, as `Conv2d::forward` computes it, in matrix
 /// products: burn's CPU convolution runs a general 3-D im2col that took a quarter of a Glow
 /// training step in the profile. From a narrow input (Glow's first conv), one product over
@@ -151,8 +156,39 @@ mod tests {
 
     use super::*;
 
-    fn max_diff<const D: usize>(a: Tensor<D>, b: Tensor<D>) -> f32 {
+    pub(super) fn max_diff<const D: usize>(a: Tensor<D>, b: Tensor<D>) -> f32 {
         (a - b).abs().max().into_scalar::<f32>()
+    }
+
+    /// `ours`, computed from `x` with `conv`'s parameters, against `conv.forward(x)`: the values,
+    /// and with autodiff the gradients of a weighted sum (so that every output position
+    /// matters) by the input, the kernel and the bias.
+    pub(super) fn assert_matches_conv(conv: &Conv2d, x: Tensor<4>, ours: Tensor<4>, case: &str) {
+        let theirs = conv.forward(x.clone());
+        let d = max_diff(ours.clone(), theirs.clone());
+        assert!(d < 1e-5, "{case}: outputs differ by {d}");
+        let device = x.device();
+        if !device.is_autodiff() {
+            return;
+        }
+        let weights = Tensor::<4>::random(ours.dims(), Distribution::Normal(0.0, 1.0), &device);
+        let ours = (ours * weights.clone()).sum().backward();
+        let theirs = (theirs * weights).sum().backward();
+        let bias = conv.bias.as_ref().expect("a bias").val();
+        let out = bias.dims()[0];
+        let bias_grad = |g: &_| bias.grad(g).map(|b| b.reshape([1, out, 1, 1]));
+        for (what, a, b) in [
+            ("input", x.grad(&ours), x.grad(&theirs)),
+            (
+                "weight",
+                conv.weight.val().grad(&ours),
+                conv.weight.val().grad(&theirs),
+            ),
+            ("bias", bias_grad(&ours), bias_grad(&theirs)),
+        ] {
+            let d = max_diff(a.unwrap(), b.unwrap());
+            assert!(d < 1e-4, "{case}: {what} gradients differ by {d}");
+        }
     }
 
     #[test]
@@ -179,27 +215,8 @@ mod tests {
                 .init(&device);
             let x = Tensor::<4>::random([2, cin, h, w], Distribution::Normal(0.0, 1.0), &device)
                 .require_grad();
-            let (ours, theirs) = (conv3x3_same(&conv, x.clone()), conv.forward(x.clone()));
-            let d = max_diff(ours.clone(), theirs.clone());
-            assert!(d < 1e-5, "{cin}->{cout} at {h}x{w}: outputs differ by {d}");
-            // Weighted sums, so that every output position matters to the gradients.
-            let weights = Tensor::<4>::random(ours.dims(), Distribution::Normal(0.0, 1.0), &device);
-            let ours = (ours * weights.clone()).sum().backward();
-            let theirs = (theirs * weights).sum().backward();
-            let bias = conv.bias.as_ref().expect("a bias").val();
-            for (what, a, b) in [
-                ("input", x.grad(&ours), x.grad(&theirs)),
-                (
-                    "weight",
-                    conv.weight.val().grad(&ours),
-                    conv.weight.val().grad(&theirs),
-                ),
-            ] {
-                let d = max_diff(a.unwrap(), b.unwrap());
-                assert!(d < 1e-4, "{cin}->{cout}: {what} gradients differ by {d}");
-            }
-            let d = max_diff(bias.grad(&ours).unwrap(), bias.grad(&theirs).unwrap());
-            assert!(d < 1e-4, "{cin}->{cout}: bias gradients differ by {d}");
+            let ours = conv3x3_same(&conv, x.clone());
+            assert_matches_conv(&conv, x, ours, &format!("{cin}->{cout} at {h}x{w}"));
         }
     }
 }
