@@ -39,6 +39,22 @@ pub fn conv3x3_same_channel_major(
     }
 }
 
+/// A 1x1 convolution of channel-major `x: [in, batch, h, w]`, one matrix product
+/// `[out, in] x [in, batch h w]`.
+pub fn pointwise_channel_major(conv: &burn::nn::conv::Conv2d, x: Tensor<4>) -> Tensor<4> {
+    let [channels, batch, h, w] = x.dims();
+    let weight = conv.weight.val();
+    let out = weight.dims()[0];
+    let y = weight
+        .reshape([out, channels])
+        .matmul(x.reshape([channels, batch * h * w]));
+    let y = match &conv.bias {
+        Some(b) => y + b.val().reshape([out, 1]),
+        None => y,
+    };
+    y.reshape([out, batch, h, w])
+}
+
 /// The convolution on tensors without autodiff: from the columns of the input when it is the
 /// narrower side, else one product per tap stacked (`[9 out, in]`) whose outputs are shifted
 /// into place and summed.

@@ -9,7 +9,7 @@ use burn::tensor::ops::{ConvOptions, PadMode};
 mod channel_major;
 mod im2col;
 
-pub use channel_major::conv3x3_same_channel_major;
+pub use channel_major::{conv3x3_same_channel_major, pointwise_channel_major};
 
 /// A 3x3 convolution with zero "same" padding, as `Conv2d::forward` computes it, in matrix
 /// products: burn's CPU convolution runs a general 3-D im2col that took a quarter of a Glow

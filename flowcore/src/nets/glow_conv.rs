@@ -7,7 +7,7 @@ use burn::tensor::activation;
 use serde::{Deserialize, Serialize};
 
 use super::{BuildNet, Conditioner, NetIo};
-use crate::conv::{conv3x3_same, pointwise};
+use crate::conv::{conv3x3_same, conv3x3_same_channel_major, pointwise, pointwise_channel_major};
 use crate::{FlowError, Result};
 
 /// Glow's network: 3x3 conv, ReLU, 1x1 conv, ReLU, zero-initialised 3x3 conv.
@@ -75,9 +75,25 @@ impl GlowConvNet {
     /// `[batch, in_channels * h * w]` (the condition already appended as channels) to
     /// `[batch, out_channels * h * w]`.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
+        if !x.device().is_autodiff() {
+            return self.forward_channel_major(x);
+        }
         let h = activation::relu(conv3x3_same(&self.first, x));
         let h = activation::relu(pointwise(&self.hidden, h));
         conv3x3_same(&self.last, h).flatten(1, 3)
+    }
+
+    /// [`Self::forward`] for scoring and sampling: channel-major inside, so each convolution is
+    /// one product over the batch (Glow 32x32 scoring +14%, `bench --only glow32-score`).
+    /// Training keeps the batch-major network, where the layout changes at every network cost
+    /// more than they save (glow32 training -20%).
+    fn forward_channel_major(&self, x: Tensor<4>) -> Tensor<2> {
+        let conv = |c: &Conv2d, h| {
+            conv3x3_same_channel_major(c.weight.val(), c.bias.as_ref().map(|b| b.val()), h)
+        };
+        let h = activation::relu(conv(&self.first, x.permute([1, 0, 2, 3])));
+        let h = activation::relu(pointwise_channel_major(&self.hidden, h));
+        conv(&self.last, h).permute([1, 0, 2, 3]).flatten(1, 3)
     }
 }
 
@@ -94,5 +110,24 @@ impl Conditioner for GlowConvNet {
             image = Tensor::cat(vec![image, planes], 1);
         }
         self.forward(image)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use burn::tensor::Distribution;
+
+    use super::*;
+    use crate::testing::perturb_params;
+
+    #[test]
+    fn scoring_channel_major_equals_the_batch_major_network() {
+        let device = Device::flex().autodiff();
+        let net = perturb_params(GlowConvNet::new(5, 16, 10, [6, 4], &device), 0.3, 1);
+        let x = Tensor::<4>::random([3, 5, 6, 4], Distribution::Normal(0.0, 1.0), &device);
+        let trained = net.forward(x.clone()).inner();
+        let scored = net.valid().forward(x.inner());
+        let d = (trained - scored).abs().max().into_scalar::<f32>();
+        assert!(d < 1e-5, "the two layouts differ by {d}");
     }
 }
