@@ -10,7 +10,9 @@
 //! kernel, and builds the columns again when the gradients are asked for.
 
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
-use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
+use burn::backend::autodiff::checkpoint::strategy::{
+    BalancedCheckpointing, CheckpointStrategy, NoCheckpointing,
+};
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::{Autodiff, Backend, DispatchKindConversion, DispatchTensor, Flex};
@@ -150,25 +152,39 @@ fn tracked(weight: Tensor<4>, x: Tensor<4>) -> Tensor<4> {
         .permute([1, 0, 2, 3])
 }
 
-/// [`tracked`] on backend `B`, if the tensors are there.
+/// [`tracked`] on backend `B`, if the tensors are there, with or without gradient
+/// checkpointing (the training loop's default).
 fn on<B: Backend>(weight: &Tensor<4>, x: &Tensor<4>) -> Option<Tensor<4>>
 where
-    DispatchTensor: DispatchKindConversion<B> + DispatchKindConversion<Autodiff<B>>,
+    DispatchTensor: DispatchKindConversion<B>
+        + DispatchKindConversion<Autodiff<B>>
+        + DispatchKindConversion<Autodiff<B, BalancedCheckpointing>>,
 {
-    let x = x.clone().try_into_primitive::<Autodiff<B>>().ok()?;
-    let weight = weight.clone().try_into_primitive::<Autodiff<B>>().ok()?;
+    on_with::<B, NoCheckpointing>(weight, x)
+        .or_else(|| on_with::<B, BalancedCheckpointing>(weight, x))
+}
+
+fn on_with<B: Backend, C: CheckpointStrategy>(
+    weight: &Tensor<4>,
+    x: &Tensor<4>,
+) -> Option<Tensor<4>>
+where
+    DispatchTensor: DispatchKindConversion<B> + DispatchKindConversion<Autodiff<B, C>>,
+{
+    let x = x.clone().try_into_primitive::<Autodiff<B, C>>().ok()?;
+    let weight = weight.clone().try_into_primitive::<Autodiff<B, C>>().ok()?;
     let plain_x = Tensor::<4>::from_primitive::<B>(x.primitive().clone());
     let plain_w = Tensor::<4>::from_primitive::<B>(weight.primitive().clone());
     let y = forward(&plain_w, &plain_x);
     let nodes = [x.node(), weight.node()];
-    let out = match <Conv3x3 as Backward<B, 2>>::prepare::<NoCheckpointing>(Conv3x3, nodes)
+    let out = match <Conv3x3 as Backward<B, 2>>::prepare::<C>(Conv3x3, nodes)
         .compute_bound()
         .stateful()
     {
         OpsKind::Tracked(prep) => prep.finish((plain_x, plain_w), primitive::<B>(y)),
         OpsKind::UnTracked(prep) => prep.finish(primitive::<B>(y)),
     };
-    Some(Tensor::<4>::from_primitive::<Autodiff<B>>(out))
+    Some(Tensor::<4>::from_primitive::<Autodiff<B, C>>(out))
 }
 
 fn primitive<B: Backend>(t: Tensor<4>) -> B::FloatTensorPrimitive
@@ -214,7 +230,8 @@ mod tests {
 
     #[test]
     fn channel_major_conv3x3_equals_burns_conv_and_its_gradients() {
-        for device in [Device::flex(), Device::flex().autodiff()] {
+        let checkpointing = Device::flex().autodiff().gradient_checkpointing();
+        for device in [Device::flex(), Device::flex().autodiff(), checkpointing] {
             // Narrow in (the input's columns), narrow out (the gradient's), equal, 1x1 images.
             for (cin, cout, h, w) in [(3, 8, 4, 6), (16, 3, 5, 3), (4, 4, 3, 2), (2, 5, 1, 1)] {
                 let conv = Conv2dConfig::new([cin, cout], [3, 3])
@@ -227,6 +244,10 @@ mod tests {
                 } else {
                     x
                 };
+                if device.is_autodiff() {
+                    let x = x.clone().permute([1, 0, 2, 3]);
+                    assert!(on::<Flex>(&conv.weight.val(), &x).is_some(), "{device:?}");
+                }
                 let bias = conv.bias.as_ref().map(|b| b.val());
                 let ours = conv3x3_same_channel_major(
                     conv.weight.val(),

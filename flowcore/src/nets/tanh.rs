@@ -6,10 +6,12 @@
 //! `grad (1 - y^2)`, as burn's. Elsewhere it is burn's tanh.
 
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
-use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
+use burn::backend::autodiff::checkpoint::strategy::{
+    BalancedCheckpointing, CheckpointStrategy, NoCheckpointing,
+};
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
-use burn::backend::{Autodiff, Flex};
+use burn::backend::{Autodiff, DispatchKindConversion, DispatchTensor, Flex};
 use burn::prelude::*;
 use rayon::prelude::*;
 
@@ -68,27 +70,33 @@ fn rational(x: f32) -> f32 {
     (p / q) as f32
 }
 
-/// [`tanh`] as one tracked operation on the CPU backend; burn's tanh elsewhere.
+/// [`tanh`] as one tracked operation on the CPU backend, with or without gradient
+/// checkpointing; burn's tanh elsewhere.
 fn tracked<const D: usize>(x: Tensor<D>) -> Tensor<D> {
-    let Ok(inner) = x.clone().try_into_primitive::<Autodiff<Flex>>() else {
-        return x.tanh();
-    };
+    tracked_with::<D, NoCheckpointing>(&x)
+        .or_else(|| tracked_with::<D, BalancedCheckpointing>(&x))
+        .unwrap_or_else(|| x.tanh())
+}
+
+fn tracked_with<const D: usize, C: CheckpointStrategy>(x: &Tensor<D>) -> Option<Tensor<D>>
+where
+    DispatchTensor: DispatchKindConversion<Autodiff<Flex, C>>,
+{
+    let inner = x.clone().try_into_primitive::<Autodiff<Flex, C>>().ok()?;
     let plain_x = Tensor::<D>::from_primitive::<Flex>(inner.primitive().clone());
-    let Some(y) = plain(&plain_x) else {
-        return x.tanh();
-    };
+    let y = plain(&plain_x)?;
     let primitive = |t: Tensor<D>| {
         t.try_into_primitive::<Flex>()
             .expect("tanh's tensors stay on the CPU backend")
     };
-    let out = match <Tanh<D> as Backward<Flex, 1>>::prepare::<NoCheckpointing>(Tanh, [inner.node()])
+    let out = match <Tanh<D> as Backward<Flex, 1>>::prepare::<C>(Tanh, [inner.node()])
         .compute_bound()
         .stateful()
     {
         OpsKind::Tracked(prep) => prep.finish(y.clone(), primitive(y)),
         OpsKind::UnTracked(prep) => prep.finish(primitive(y)),
     };
-    Tensor::<D>::from_primitive::<Autodiff<Flex>>(out)
+    Some(Tensor::<D>::from_primitive::<Autodiff<Flex, C>>(out))
 }
 
 #[derive(Debug)]
@@ -129,9 +137,24 @@ mod tests {
             .fold(0.0, f64::max);
         assert!(worst < 7e-8, "the interpolant is off by {worst:e}");
         assert!(rational(f32::NAN).is_nan());
-        let device = Device::flex().autodiff();
-        let x = Tensor::<3>::random([3, 40, 500], Distribution::Normal(0.0, 3.0), &device)
-            .require_grad();
+        // With gradient checkpointing too (the training loop's default), as an operation of ours.
+        for device in [
+            Device::flex().autodiff(),
+            Device::flex().autodiff().gradient_checkpointing(),
+        ] {
+            let x = Tensor::<3>::random([3, 40, 500], Distribution::Normal(0.0, 3.0), &device)
+                .require_grad();
+            assert!(
+                tracked_with::<3, NoCheckpointing>(&x)
+                    .or_else(|| tracked_with::<3, BalancedCheckpointing>(&x))
+                    .is_some()
+            );
+            gradient_matches_burns(x);
+        }
+    }
+
+    fn gradient_matches_burns(x: Tensor<3>) {
+        let device = x.device();
         let weights = Tensor::<3>::random(x.dims(), Distribution::Default, &device);
         let ours = tanh(x.clone());
         let theirs = x.clone().tanh();

@@ -7,7 +7,10 @@
 //! that twice: a zero-initialised last layer makes a new flow the identity, and a checkerboard
 //! coupling zeroes the parameters of the conditioning positions to leave them unchanged.
 
+mod dual;
 mod spline;
+mod spline_kernel;
+mod spline_pass;
 
 use burn::prelude::*;
 use burn::tensor::activation::{log_sigmoid, sigmoid};

@@ -107,6 +107,17 @@ impl Spline {
     }
 
     fn apply(&self, input: Tensor<2>, params: Tensor<3>, inverse: bool) -> (Tensor<2>, Tensor<2>) {
+        super::spline_kernel::apply(self, &input, &params, inverse)
+            .unwrap_or_else(|| self.apply_ops(input, params, inverse))
+    }
+
+    /// [`Spline::apply`] of burn operations, for every backend.
+    pub(super) fn apply_ops(
+        &self,
+        input: Tensor<2>,
+        params: Tensor<3>,
+        inverse: bool,
+    ) -> (Tensor<2>, Tensor<2>) {
         let [batch, d] = input.dims();
         let (k, m) = (self.bins, batch * d);
         // One row per value: its 3K - 1 parameters.
