@@ -41,6 +41,25 @@ pub fn conv3x3_same_channel_major(
     }
 }
 
+/// [`conv3x3_same_channel_major`] of batch-major `x: [batch, in, h, w]` (`Conv2d`'s layout),
+/// giving `[batch, out, h, w]`, as one tracked operation when `x` has autodiff on the CPU
+/// backend (or CubeCL's): it transposes its input and its output's gradient to channel-major
+/// inside, without autodiff. None elsewhere and without autodiff.
+///
+/// Glow trains its coupling networks batch-major (ActNorm and the 1x1 convolutions around them
+/// are); composed of pads, slices and sums, their 3x3 convolutions' backward passes wrote
+/// zeroed padded copies of the input, and fresh pages were a quarter of a training step.
+pub(super) fn conv3x3_same_batch_major(weight: &Tensor<4>, x: &Tensor<4>) -> Option<Tensor<4>> {
+    if !x.device().is_autodiff() {
+        return None;
+    }
+    #[cfg(feature = "cuda")]
+    if let Some(y) = on::<burn::backend::Cube>(weight, x, Layout::BatchMajor) {
+        return Some(y);
+    }
+    on::<Flex>(weight, x, Layout::BatchMajor)
+}
+
 /// A 1x1 convolution of channel-major `x: [in, batch, h, w]`, one matrix product
 /// `[out, in] x [in, batch h w]`.
 pub fn pointwise_channel_major(conv: &burn::nn::conv::Conv2d, x: Tensor<4>) -> Tensor<4> {
@@ -141,10 +160,10 @@ fn backward(
 /// CubeCL's; on any other backend, burn's convolution.
 fn tracked(weight: Tensor<4>, x: Tensor<4>) -> Tensor<4> {
     #[cfg(feature = "cuda")]
-    if let Some(y) = on::<burn::backend::Cube>(&weight, &x) {
+    if let Some(y) = on::<burn::backend::Cube>(&weight, &x, Layout::ChannelMajor) {
         return y;
     }
-    if let Some(y) = on::<Flex>(&weight, &x) {
+    if let Some(y) = on::<Flex>(&weight, &x, Layout::ChannelMajor) {
         return y;
     }
     let options = ConvOptions::new([1, 1], [1, 1], [1, 1], 1);
@@ -154,19 +173,20 @@ fn tracked(weight: Tensor<4>, x: Tensor<4>) -> Tensor<4> {
 
 /// [`tracked`] on backend `B`, if the tensors are there, with or without gradient
 /// checkpointing (the training loop's default).
-fn on<B: Backend>(weight: &Tensor<4>, x: &Tensor<4>) -> Option<Tensor<4>>
+fn on<B: Backend>(weight: &Tensor<4>, x: &Tensor<4>, layout: Layout) -> Option<Tensor<4>>
 where
     DispatchTensor: DispatchKindConversion<B>
         + DispatchKindConversion<Autodiff<B>>
         + DispatchKindConversion<Autodiff<B, BalancedCheckpointing>>,
 {
-    on_with::<B, NoCheckpointing>(weight, x)
-        .or_else(|| on_with::<B, BalancedCheckpointing>(weight, x))
+    on_with::<B, NoCheckpointing>(weight, x, layout)
+        .or_else(|| on_with::<B, BalancedCheckpointing>(weight, x, layout))
 }
 
 fn on_with<B: Backend, C: CheckpointStrategy>(
     weight: &Tensor<4>,
     x: &Tensor<4>,
+    layout: Layout,
 ) -> Option<Tensor<4>>
 where
     DispatchTensor: DispatchKindConversion<B> + DispatchKindConversion<Autodiff<B, C>>,
@@ -175,9 +195,9 @@ where
     let weight = weight.clone().try_into_primitive::<Autodiff<B, C>>().ok()?;
     let plain_x = Tensor::<4>::from_primitive::<B>(x.primitive().clone());
     let plain_w = Tensor::<4>::from_primitive::<B>(weight.primitive().clone());
-    let y = forward(&plain_w, &plain_x);
+    let y = layout.back(forward(&plain_w, &layout.to_channel_major(plain_x.clone())));
     let nodes = [x.node(), weight.node()];
-    let out = match <Conv3x3 as Backward<B, 2>>::prepare::<C>(Conv3x3, nodes)
+    let out = match <Conv3x3 as Backward<B, 2>>::prepare::<C>(Conv3x3(layout), nodes)
         .compute_bound()
         .stateful()
     {
@@ -195,8 +215,31 @@ where
         .expect("the convolution's tensors stay on their backend")
 }
 
+/// The layout of the operation's input and output.
+#[derive(Clone, Copy, Debug)]
+enum Layout {
+    /// `[channels, batch, h, w]`.
+    ChannelMajor,
+    /// `[batch, channels, h, w]`.
+    BatchMajor,
+}
+
+impl Layout {
+    fn to_channel_major(self, t: Tensor<4>) -> Tensor<4> {
+        match self {
+            Self::ChannelMajor => t,
+            Self::BatchMajor => t.swap_dims(0, 1),
+        }
+    }
+
+    /// Channel-major `t` in this layout (the transposition is its own inverse).
+    fn back(self, t: Tensor<4>) -> Tensor<4> {
+        self.to_channel_major(t)
+    }
+}
+
 #[derive(Debug)]
-struct Conv3x3;
+struct Conv3x3(Layout);
 
 impl<B: Backend> Backward<B, 2> for Conv3x3
 where
@@ -209,9 +252,14 @@ where
         let [x_node, w_node] = ops.parents;
         let gy = Tensor::<4>::from_primitive::<B>(grads.consume::<B>(&ops.node));
         let (x, weight) = &ops.state;
-        let (gx, gw) = backward(weight, x, gy, (x_node.is_some(), w_node.is_some()));
+        let layout = self.0;
+        let (x, gy) = (
+            layout.to_channel_major(x.clone()),
+            layout.to_channel_major(gy),
+        );
+        let (gx, gw) = backward(weight, &x, gy, (x_node.is_some(), w_node.is_some()));
         if let (Some(node), Some(g)) = (x_node, gx) {
-            grads.register::<B>(node.id, primitive::<B>(g));
+            grads.register::<B>(node.id, primitive::<B>(layout.back(g)));
         }
         if let (Some(node), Some(g)) = (w_node, gw) {
             grads.register::<B>(node.id, primitive::<B>(g));
@@ -246,7 +294,7 @@ mod tests {
                 };
                 if device.is_autodiff() {
                     let x = x.clone().permute([1, 0, 2, 3]);
-                    assert!(on::<Flex>(&conv.weight.val(), &x).is_some(), "{device:?}");
+                    assert!(on::<Flex>(&conv.weight.val(), &x, Layout::ChannelMajor).is_some());
                 }
                 let bias = conv.bias.as_ref().map(|b| b.val());
                 let ours = conv3x3_same_channel_major(
