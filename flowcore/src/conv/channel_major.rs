@@ -43,8 +43,8 @@ pub fn conv3x3_same_channel_major(
 
 /// [`conv3x3_same_channel_major`] of batch-major `x: [batch, in, h, w]` (`Conv2d`'s layout),
 /// giving `[batch, out, h, w]`, as one tracked operation when `x` has autodiff on the CPU
-/// backend (or CubeCL's): it transposes its input and its output's gradient to channel-major
-/// inside, without autodiff. None elsewhere and without autodiff.
+/// backend (or CubeCL's), with batched matrix products of its own (`conv/batch_major.rs`).
+/// None elsewhere and without autodiff.
 ///
 /// Glow trains its coupling networks batch-major (ActNorm and the 1x1 convolutions around them
 /// are); composed of pads, slices and sums, their 3x3 convolutions' backward passes wrote
@@ -195,7 +195,7 @@ where
     let weight = weight.clone().try_into_primitive::<Autodiff<B, C>>().ok()?;
     let plain_x = Tensor::<4>::from_primitive::<B>(x.primitive().clone());
     let plain_w = Tensor::<4>::from_primitive::<B>(weight.primitive().clone());
-    let y = layout.back(forward(&plain_w, &layout.to_channel_major(plain_x.clone())));
+    let y = layout.forward(&plain_w, &plain_x);
     let nodes = [x.node(), weight.node()];
     let out = match <Conv3x3 as Backward<B, 2>>::prepare::<C>(Conv3x3(layout), nodes)
         .compute_bound()
@@ -225,16 +225,24 @@ enum Layout {
 }
 
 impl Layout {
-    fn to_channel_major(self, t: Tensor<4>) -> Tensor<4> {
+    fn forward(self, weight: &Tensor<4>, x: &Tensor<4>) -> Tensor<4> {
         match self {
-            Self::ChannelMajor => t,
-            Self::BatchMajor => t.swap_dims(0, 1),
+            Self::ChannelMajor => forward(weight, x),
+            Self::BatchMajor => super::batch_major::forward(weight, x),
         }
     }
 
-    /// Channel-major `t` in this layout (the transposition is its own inverse).
-    fn back(self, t: Tensor<4>) -> Tensor<4> {
-        self.to_channel_major(t)
+    fn backward(
+        self,
+        weight: &Tensor<4>,
+        x: &Tensor<4>,
+        gy: Tensor<4>,
+        wants: (bool, bool),
+    ) -> (Option<Tensor<4>>, Option<Tensor<4>>) {
+        match self {
+            Self::ChannelMajor => backward(weight, x, gy, wants),
+            Self::BatchMajor => super::batch_major::backward(weight, x, gy, wants),
+        }
     }
 }
 
@@ -252,14 +260,10 @@ where
         let [x_node, w_node] = ops.parents;
         let gy = Tensor::<4>::from_primitive::<B>(grads.consume::<B>(&ops.node));
         let (x, weight) = &ops.state;
-        let layout = self.0;
-        let (x, gy) = (
-            layout.to_channel_major(x.clone()),
-            layout.to_channel_major(gy),
-        );
-        let (gx, gw) = backward(weight, &x, gy, (x_node.is_some(), w_node.is_some()));
+        let wants = (x_node.is_some(), w_node.is_some());
+        let (gx, gw) = self.0.backward(weight, x, gy, wants);
         if let (Some(node), Some(g)) = (x_node, gx) {
-            grads.register::<B>(node.id, primitive::<B>(layout.back(g)));
+            grads.register::<B>(node.id, primitive::<B>(g));
         }
         if let (Some(node), Some(g)) = (w_node, gw) {
             grads.register::<B>(node.id, primitive::<B>(g));

@@ -11,7 +11,7 @@ use burn::prelude::*;
 use burn::tensor::ops::PadMode;
 use rayon::prelude::*;
 
-use super::taps;
+use super::{shifted_copies, taps};
 use crate::flex::on_flex;
 
 /// The nine shifted copies of `x: [c, batch, h, w]` (zero outside) stacked tap-major,
@@ -20,18 +20,17 @@ use crate::flex::on_flex;
 pub(super) fn columns(x: Tensor<4>) -> Tensor<2> {
     let [channels, batch, h, w] = x.dims();
     let shape = [9 * channels, batch * h * w];
-    if let Some(out) = on_flex(&x, shape, |x| columns_f32(x, [channels, batch, h, w])) {
+    // Output plane (t c + k, b) is input plane (k, b) shifted by tap t.
+    let planes = |n: usize| {
+        let row = n / batch;
+        ((row % channels) * batch + n % batch, row / channels)
+    };
+    if let Some(out) = on_flex(&x, shape, |x| {
+        shifted_planes(x, [9 * channels * batch, h, w], planes)
+    }) {
         return out;
     }
-    let padded = x.pad((1, 1, 1, 1), PadMode::Constant(0.0));
-    let shifted: Vec<Tensor<4>> = taps()
-        .map(|(dy, dx)| {
-            padded
-                .clone()
-                .slice([0..channels, 0..batch, dy..dy + h, dx..dx + w])
-        })
-        .collect();
-    Tensor::cat(shifted, 0).reshape(shape)
+    Tensor::cat(shifted_copies(x), 0).reshape(shape)
 }
 
 /// `p: [9 k, batch, h, w]` as nine tap-major blocks, summed after shifting block `(dy, dx)` by
@@ -40,8 +39,10 @@ pub(super) fn columns(x: Tensor<4>) -> Tensor<2> {
 pub(super) fn shift_sum(p: Tensor<4>, reverse: bool) -> Tensor<4> {
     let [rows, batch, h, w] = p.dims();
     let k = rows / 9;
+    // Output plane (c, b) sums input planes (t k + c, b).
+    let source = |m: usize, t: usize| t * k * batch + m;
     if let Some(out) = on_flex(&p, [k, batch, h, w], |p| {
-        shift_sum_f32(p, [k, batch, h, w], reverse)
+        summed_planes(p, [k * batch, h, w], reverse, source)
     }) {
         return out;
     }
@@ -52,6 +53,95 @@ pub(super) fn shift_sum(p: Tensor<4>, reverse: bool) -> Tensor<4> {
             .slice([t * k..(t + 1) * k, 0..batch, dy..dy + h, dx..dx + w])
     });
     shifted.reduce(|acc, t| acc + t).expect("nine taps")
+}
+
+/// [`columns`] of batch-major `x: [batch, c, h, w]`, per image: `[batch, 9 c, h w]`, row
+/// `t c + k` of image `b` holding `x[b, k, i + dy - 1, j + dx - 1]` for tap `t = (dy, dx)`.
+pub(super) fn columns_batch_major(x: Tensor<4>) -> Tensor<3> {
+    let [batch, channels, h, w] = x.dims();
+    let shape = [batch, 9 * channels, h * w];
+    let planes = |n: usize| {
+        let (b, row) = (n / (9 * channels), n % (9 * channels));
+        (b * channels + row % channels, row / channels)
+    };
+    if let Some(out) = on_flex(&x, shape, |x| {
+        shifted_planes(x, [batch * 9 * channels, h, w], planes)
+    }) {
+        return out;
+    }
+    Tensor::cat(shifted_copies(x), 1).reshape(shape)
+}
+
+/// [`shift_sum`] of batch-major `p: [batch, 9 k, h, w]` (tap-major blocks per image), giving
+/// `[batch, k, h, w]`.
+pub(super) fn shift_sum_batch_major(p: Tensor<4>, reverse: bool) -> Tensor<4> {
+    let [batch, rows, h, w] = p.dims();
+    let k = rows / 9;
+    // Output plane (b, c) sums input planes (b, t k + c).
+    let source = |m: usize, t: usize| (m / k) * 9 * k + t * k + m % k;
+    if let Some(out) = on_flex(&p, [batch, k, h, w], |p| {
+        summed_planes(p, [batch * k, h, w], reverse, source)
+    }) {
+        return out;
+    }
+    let p = p.pad((1, 1, 1, 1), PadMode::Constant(0.0));
+    let shifted = taps().enumerate().map(|(t, (dy, dx))| {
+        let (dy, dx) = if reverse { (2 - dy, 2 - dx) } else { (dy, dx) };
+        p.clone()
+            .slice([0..batch, t * k..(t + 1) * k, dy..dy + h, dx..dx + w])
+    });
+    shifted.reduce(|acc, t| acc + t).expect("nine taps")
+}
+
+/// `planes` output planes of `h x w`, plane `n` the input plane `source(n).0` shifted by tap
+/// `source(n).1` (zero outside).
+fn shifted_planes(
+    x: &[f32],
+    [planes, h, w]: [usize; 3],
+    source: impl Fn(usize) -> (usize, usize) + Sync,
+) -> Vec<f32> {
+    let plane = h * w;
+    let mut out = vec![0.0f32; planes * plane];
+    out.par_chunks_mut(plane).enumerate().for_each(|(n, dst)| {
+        let (src, t) = source(n);
+        let (dy, dx) = (t / 3, t % 3);
+        let src = &x[src * plane..][..plane];
+        let (cols, first) = inside(dx, w);
+        for i in 0..h {
+            if let Some(r) = source_row(i, dy, h) {
+                dst[i * w..][cols.clone()].copy_from_slice(&src[r * w + first..][..cols.len()]);
+            }
+        }
+    });
+    out
+}
+
+/// `planes` output planes of `h x w`, plane `m` the sum over the taps `t` of input plane
+/// `source(m, t)` shifted by `t` (or by the opposite shift when `reverse`).
+fn summed_planes(
+    p: &[f32],
+    [planes, h, w]: [usize; 3],
+    reverse: bool,
+    source: impl Fn(usize, usize) -> usize + Sync,
+) -> Vec<f32> {
+    let plane = h * w;
+    let mut out = vec![0.0f32; planes * plane];
+    out.par_chunks_mut(plane).enumerate().for_each(|(m, dst)| {
+        for (t, (dy, dx)) in taps().enumerate() {
+            let (dy, dx) = if reverse { (2 - dy, 2 - dx) } else { (dy, dx) };
+            let src = &p[source(m, t) * plane..][..plane];
+            let (cols, first) = inside(dx, w);
+            for i in 0..h {
+                if let Some(r) = source_row(i, dy, h) {
+                    let src = &src[r * w + first..][..cols.len()];
+                    for (d, s) in dst[i * w..][cols.clone()].iter_mut().zip(src) {
+                        *d += s;
+                    }
+                }
+            }
+        }
+    });
+    out
 }
 
 /// The columns `j` of a row of width `w` whose source `j + d - 1` is inside it, and that
@@ -65,50 +155,6 @@ fn inside(d: usize, w: usize) -> (std::ops::Range<usize>, usize) {
 /// The row `i + d - 1` of a plane of height `h`, if inside it.
 fn source_row(i: usize, d: usize, h: usize) -> Option<usize> {
     (i + d).checked_sub(1).filter(|&r| r < h)
-}
-
-fn columns_f32(x: &[f32], [channels, batch, h, w]: [usize; 4]) -> Vec<f32> {
-    let plane = h * w;
-    let mut out = vec![0.0f32; 9 * channels * batch * plane];
-    out.par_chunks_mut(batch * plane)
-        .enumerate()
-        .for_each(|(row, dst)| {
-            let (dy, dx) = ((row / channels) / 3, (row / channels) % 3);
-            let channel = &x[row % channels * batch * plane..][..batch * plane];
-            let (cols, first) = inside(dx, w);
-            for (dst, src) in dst.chunks_mut(plane).zip(channel.chunks(plane)) {
-                for i in 0..h {
-                    if let Some(r) = source_row(i, dy, h) {
-                        dst[i * w..][cols.clone()]
-                            .copy_from_slice(&src[r * w + first..][..cols.len()]);
-                    }
-                }
-            }
-        });
-    out
-}
-
-fn shift_sum_f32(p: &[f32], [k, batch, h, w]: [usize; 4], reverse: bool) -> Vec<f32> {
-    let plane = h * w;
-    let mut out = vec![0.0f32; k * batch * plane];
-    out.par_chunks_mut(plane)
-        .enumerate()
-        .for_each(|(index, dst)| {
-            for (t, (dy, dx)) in taps().enumerate() {
-                let (dy, dx) = if reverse { (2 - dy, 2 - dx) } else { (dy, dx) };
-                let src = &p[(t * k * batch + index) * plane..][..plane];
-                let (cols, first) = inside(dx, w);
-                for i in 0..h {
-                    if let Some(r) = source_row(i, dy, h) {
-                        let src = &src[r * w + first..][..cols.len()];
-                        for (d, s) in dst[i * w..][cols.clone()].iter_mut().zip(src) {
-                            *d += s;
-                        }
-                    }
-                }
-            }
-        });
-    out
 }
 
 #[cfg(test)]
@@ -156,6 +202,40 @@ mod tests {
                 .abs()
                 .max();
             assert_eq!(d.into_scalar::<f32>(), 0.0);
+        }
+    }
+
+    #[test]
+    fn the_batch_major_passes_equal_the_burn_operations() {
+        let device = Device::flex();
+        for [b, c, h, w] in [[2, 3, 4, 5], [3, 2, 1, 1], [2, 1, 2, 1], [1, 2, 1, 3]] {
+            let x = Tensor::<4>::random([b, c, h, w], Distribution::Default, &device);
+            let padded = x.clone().pad((1, 1, 1, 1), PadMode::Constant(0.0));
+            let expected: Vec<Tensor<4>> = taps()
+                .map(|(dy, dx)| padded.clone().slice([0..b, 0..c, dy..dy + h, dx..dx + w]))
+                .collect();
+            let expected = Tensor::cat(expected, 1).reshape([b, 9 * c, h * w]);
+            let d = (columns_batch_major(x.clone()) - expected).abs().max();
+            assert_eq!(d.into_scalar::<f32>(), 0.0, "columns of {b}x{c}x{h}x{w}");
+            let p = Tensor::<4>::random([b, 9 * c, h, w], Distribution::Default, &device);
+            for reverse in [false, true] {
+                let padded = p.clone().pad((1, 1, 1, 1), PadMode::Constant(0.0));
+                let expected = taps()
+                    .enumerate()
+                    .map(|(t, (dy, dx))| {
+                        let (dy, dx) = if reverse { (2 - dy, 2 - dx) } else { (dy, dx) };
+                        padded
+                            .clone()
+                            .slice([0..b, t * c..(t + 1) * c, dy..dy + h, dx..dx + w])
+                    })
+                    .reduce(|a, t| a + t)
+                    .unwrap();
+                let d = (shift_sum_batch_major(p.clone(), reverse) - expected)
+                    .abs()
+                    .max();
+                let d = d.into_scalar::<f32>();
+                assert!(d < 1e-6, "shift sum of {b}x{c}x{h}x{w} ({reverse}): {d}");
+            }
         }
     }
 }

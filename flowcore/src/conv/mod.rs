@@ -6,6 +6,7 @@ use burn::nn::conv::Conv2d;
 use burn::prelude::*;
 use burn::tensor::ops::{ConvOptions, PadMode};
 
+mod batch_major;
 mod channel_major;
 mod im2col;
 
@@ -13,9 +14,8 @@ pub use channel_major::{conv3x3_same_channel_major, pointwise_channel_major};
 
 /// A 3x3 convolution with zero "same" padding, as `Conv2d::forward` computes it, in matrix
 /// products. With autodiff on the CPU (or CubeCL) backend it is one tracked operation that
-/// multiplies channel-major inside and keeps only its input and kernel
-/// (`conv/channel_major.rs`; Glow 32 training 11.0 -> 14.3 steps/s, Glow 128 0.17 -> 0.35 in
-/// paired runs). The compositions below serve the other cases: burn's CPU convolution runs a
+/// keeps only its input and kernel (`conv/channel_major.rs`, `conv/batch_major.rs`; Glow 32
+/// training 11.0 -> 14.3 steps/s, Glow 128 0.17 -> 0.35 in paired runs). The compositions below serve the other cases: burn's CPU convolution runs a
 /// general 3-D im2col that took a quarter of a Glow training step in the profile. From a
 /// narrow input (Glow's first conv), one product over the nine shifted copies of the input;
 /// into a narrow output (Glow's last conv), one product per kernel tap, whose small outputs
@@ -98,22 +98,24 @@ const MATMUL_CONV_BUDGET: usize = 8 << 20;
 /// One matrix product over the nine shifted copies of the input (im2col by slicing, NCHW).
 fn conv3x3_by_columns(weight: Tensor<4>, bias: Option<Tensor<1>>, x: Tensor<4>) -> Tensor<4> {
     let [batch, channels, h, w] = x.dims();
-    let padded = x.pad((1, 1, 1, 1), PadMode::Constant(0.0));
-    let shifted: Vec<Tensor<4>> = taps()
-        .map(|(dy, dx)| {
-            padded
-                .clone()
-                .slice([0..batch, 0..channels, dy..dy + h, dx..dx + w])
-        })
-        .collect();
     // Row (dy * 3 + dx) * channels + c holds input channel c shifted by (dy, dx).
-    let columns = Tensor::cat(shifted, 1).reshape([batch, 9 * channels, h * w]);
+    let columns = Tensor::cat(shifted_copies(x), 1).reshape([batch, 9 * channels, h * w]);
     let out = weight.dims()[0];
     let weight = weight.permute([0, 2, 3, 1]).reshape([1, out, 9 * channels]);
     sum_with_bias(
         std::iter::once(weight.matmul(columns).reshape([batch, out, h, w])),
         bias,
     )
+}
+
+/// The nine copies of `x: [a, b, h, w]` shifted by each tap (zero outside), tap-major:
+/// `y[.., .., i, j] = x[.., .., i + dy - 1, j + dx - 1]`.
+fn shifted_copies(x: Tensor<4>) -> Vec<Tensor<4>> {
+    let [a, b, h, w] = x.dims();
+    let padded = x.pad((1, 1, 1, 1), PadMode::Constant(0.0));
+    taps()
+        .map(|(dy, dx)| padded.clone().slice([0..a, 0..b, dy..dy + h, dx..dx + w]))
+        .collect()
 }
 
 /// Nine matrix products, one per kernel tap, whose outputs are shifted into place and summed:
