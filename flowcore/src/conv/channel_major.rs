@@ -20,6 +20,7 @@ use burn::prelude::*;
 use burn::tensor::ops::ConvOptions;
 
 use super::im2col::{columns, shift_sum};
+use crate::tensor_util::matmul_transposed;
 
 /// A 3x3 convolution with zero "same" padding of channel-major `x: [in, batch, h, w]` by
 /// `weight: [out, in, 3, 3]` (burn's `Conv2d` layout), giving `[out, batch, h, w]`.
@@ -116,8 +117,7 @@ fn backward(
     if channels <= out {
         let gy = gy.reshape([out, n]);
         let gw = wants.1.then(|| {
-            gy.clone()
-                .matmul(columns(x.clone()).transpose())
+            matmul_transposed(gy.clone(), columns(x.clone()))
                 .reshape([out, 3, 3, channels])
                 .permute([0, 3, 1, 2])
         });
@@ -138,8 +138,7 @@ fn backward(
         // Row t' out + o of the gradient's columns meets tap 8 - t' of the kernel.
         let cols = columns(gy);
         let gw = wants.1.then(|| {
-            cols.clone()
-                .matmul(x.clone().reshape([channels, n]).transpose())
+            matmul_transposed(cols.clone(), x.clone().reshape([channels, n]))
                 .reshape([3, 3, out, channels])
                 .flip([0, 1])
                 .permute([2, 3, 0, 1])

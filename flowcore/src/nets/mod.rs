@@ -7,6 +7,7 @@
 
 mod activation;
 mod glow_conv;
+mod kernel_product;
 mod made;
 mod mlp;
 mod ode_conv;
