@@ -102,17 +102,20 @@ fn shifted_planes(
 ) -> Vec<f32> {
     let plane = h * w;
     let mut out = vec![0.0f32; planes * plane];
-    out.par_chunks_mut(plane).enumerate().for_each(|(n, dst)| {
-        let (src, t) = source(n);
-        let (dy, dx) = (t / 3, t % 3);
-        let src = &x[src * plane..][..plane];
-        let (cols, first) = inside(dx, w);
-        for i in 0..h {
-            if let Some(r) = source_row(i, dy, h) {
-                dst[i * w..][cols.clone()].copy_from_slice(&src[r * w + first..][..cols.len()]);
+    out.par_chunks_mut(plane)
+        .enumerate()
+        .with_min_len(planes_per_task(plane))
+        .for_each(|(n, dst)| {
+            let (src, t) = source(n);
+            let (dy, dx) = (t / 3, t % 3);
+            let src = &x[src * plane..][..plane];
+            let (cols, first) = inside(dx, w);
+            for i in 0..h {
+                if let Some(r) = source_row(i, dy, h) {
+                    dst[i * w..][cols.clone()].copy_from_slice(&src[r * w + first..][..cols.len()]);
+                }
             }
-        }
-    });
+        });
     out
 }
 
@@ -126,22 +129,31 @@ fn summed_planes(
 ) -> Vec<f32> {
     let plane = h * w;
     let mut out = vec![0.0f32; planes * plane];
-    out.par_chunks_mut(plane).enumerate().for_each(|(m, dst)| {
-        for (t, (dy, dx)) in taps().enumerate() {
-            let (dy, dx) = if reverse { (2 - dy, 2 - dx) } else { (dy, dx) };
-            let src = &p[source(m, t) * plane..][..plane];
-            let (cols, first) = inside(dx, w);
-            for i in 0..h {
-                if let Some(r) = source_row(i, dy, h) {
-                    let src = &src[r * w + first..][..cols.len()];
-                    for (d, s) in dst[i * w..][cols.clone()].iter_mut().zip(src) {
-                        *d += s;
+    out.par_chunks_mut(plane)
+        .enumerate()
+        .with_min_len(planes_per_task(plane))
+        .for_each(|(m, dst)| {
+            for (t, (dy, dx)) in taps().enumerate() {
+                let (dy, dx) = if reverse { (2 - dy, 2 - dx) } else { (dy, dx) };
+                let src = &p[source(m, t) * plane..][..plane];
+                let (cols, first) = inside(dx, w);
+                for i in 0..h {
+                    if let Some(r) = source_row(i, dy, h) {
+                        let src = &src[r * w + first..][..cols.len()];
+                        for (d, s) in dst[i * w..][cols.clone()].iter_mut().zip(src) {
+                            *d += s;
+                        }
                     }
                 }
             }
-        }
-    });
+        });
     out
+}
+
+/// Planes of `plane` values per parallel task: about 8192 values (32 KiB), so that the 49
+/// values of a 7x7 plane (the 28x28 continuous flow squeezed twice) are not a task each.
+fn planes_per_task(plane: usize) -> usize {
+    (8192 / plane.max(1)).max(1)
 }
 
 /// The columns `j` of a row of width `w` whose source `j + d - 1` is inside it, and that
