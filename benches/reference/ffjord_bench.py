@@ -224,7 +224,10 @@ def run_case(case, library, scale, peak):
         batch = BATCH
         note = f"{steps} steps"
         if nfe:
-            what = "forward and adjoint solves" if case.endswith("adjoint") else "forward solve"
+            if library == "zuko":
+                what = "every evaluation, the backward pass's too"
+            else:
+                what = "forward and adjoint solves" if case.endswith("adjoint") else "forward solve"
             note += f", {(nfe() - nfe0) / steps:.1f} evaluations per step ({what})"
     elif case == "ffjord-moons-sample":
         steps = n(10)
