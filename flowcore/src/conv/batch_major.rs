@@ -6,6 +6,7 @@
 
 use burn::prelude::*;
 
+use super::contiguous;
 use super::im2col::{columns_batch_major, shift_sum_batch_major};
 
 /// The convolution of `x: [batch, in, h, w]` by `weight: [out, in, 3, 3]`: from the input's
@@ -51,6 +52,7 @@ pub(super) fn backward(
                 .reshape([out, 3, 3, channels])
                 .permute([0, 3, 1, 2])
         });
+        let gw = gw.map(contiguous);
         let gx = wants.0.then(|| {
             let w2t = weight
                 .clone()
@@ -71,6 +73,7 @@ pub(super) fn backward(
                 .flip([0, 1])
                 .permute([2, 3, 0, 1])
         });
+        let gw = gw.map(contiguous);
         let gx = wants.0.then(|| {
             let flipped =
                 weight

@@ -19,6 +19,7 @@ use burn::backend::{Autodiff, Backend, DispatchKindConversion, DispatchTensor, F
 use burn::prelude::*;
 use burn::tensor::ops::ConvOptions;
 
+use super::contiguous;
 use super::im2col::{columns, shift_sum};
 use crate::tensor_util::matmul_transposed;
 
@@ -121,6 +122,7 @@ fn backward(
                 .reshape([out, 3, 3, channels])
                 .permute([0, 3, 1, 2])
         });
+        let gw = gw.map(contiguous);
         let gx = wants.0.then(|| {
             let w2 = weight
                 .clone()
@@ -143,6 +145,7 @@ fn backward(
                 .flip([0, 1])
                 .permute([2, 3, 0, 1])
         });
+        let gw = gw.map(contiguous);
         let gx = wants.0.then(|| {
             let flipped = weight
                 .clone()

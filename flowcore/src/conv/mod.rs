@@ -159,6 +159,13 @@ pub fn pointwise(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
     y.reshape([batch, out, h, w])
 }
 
+/// `t` written out in row-major order: a kernel gradient left as a permuted view makes every
+/// one of the optimizer's passes over it a strided walk (3% of a Glow 32 training step).
+pub(super) fn contiguous(t: Tensor<4>) -> Tensor<4> {
+    let dims = t.dims();
+    t.reshape([dims.iter().product::<usize>()]).reshape(dims)
+}
+
 #[cfg(test)]
 mod tests {
     use burn::tensor::Distribution;
