@@ -1,7 +1,7 @@
 //! Passes of our own over the CPU backend's values, where burn's operations cost more than the
 //! work (a chain of strided copies, a scalar libm call per value).
 
-use burn::backend::Flex;
+use burn::backend::{BackendTypes, Flex};
 use burn::prelude::*;
 use burn::tensor::{DType, TensorData};
 
@@ -22,4 +22,148 @@ pub(crate) fn on_flex<const D: usize, const E: usize>(
         None => f(flex.to_contiguous().as_slice::<f32>()?),
     };
     Some(Tensor::from_data(TensorData::new(values, shape), &device))
+}
+
+/// Products of at least this many multiply-adds are split over the rayon threads (burn's CPU
+/// backend's own threshold is 192^3). Below it the split costs more than it gains: the lattice
+/// network's 8 x 72 x 16384 products ran slower on two threads.
+const PARALLEL_PRODUCT: usize = 16 << 20;
+
+/// `a [m, k] x b [k, n]` on all of rayon's threads, when both hold f32 on the CPU backend
+/// without autodiff and the product is large; None elsewhere. Views (transposes, narrowed
+/// kernels) are read through their strides, as burn's own product reads them.
+///
+/// burn's CPU backend runs gemm on one thread unless its `rayon` feature is on, and that
+/// feature also splits every elementwise pass, which slowed the small cases by 10-25%. The
+/// conv FFJORD's products (64 x 576 x 1568) run about 1.7x faster on the two cores.
+pub(crate) fn parallel_matmul(a: &Tensor<2>, b: &Tensor<2>) -> Option<Tensor<2>> {
+    let ([m, k], n) = (a.dims(), b.dims()[1]);
+    if !parallel(m, n, k) || a.dtype() != DType::F32 || b.dtype() != DType::F32 {
+        return None;
+    }
+    let device = a.device();
+    let fa = a.clone().try_into_primitive::<Flex>().ok()?;
+    let fb = b.clone().try_into_primitive::<Flex>().ok()?;
+    let out = product([m, n, k], operand(&fa)?, operand(&fb)?);
+    Some(Tensor::from_data(TensorData::new(out, [m, n]), &device))
+}
+
+/// A 2-D tensor of the CPU backend as an operand, read through its layout.
+fn operand(f: &<Flex as BackendTypes>::FloatTensorPrimitive) -> Option<Operand<'_>> {
+    let (strides, offset) = (f.layout().strides(), f.layout().start_offset());
+    if strides.iter().any(|&s| s < 0) {
+        return None;
+    }
+    Some(Operand::new(
+        &f.storage::<f32>()[offset..],
+        strides[0],
+        strides[1],
+    ))
+}
+
+/// Whether an `m x k` by `k x n` product is worth splitting over the threads.
+fn parallel(m: usize, n: usize, k: usize) -> bool {
+    m.saturating_mul(n).saturating_mul(k) >= PARALLEL_PRODUCT && rayon::current_num_threads() > 1
+}
+
+/// A matrix operand of [`product`]: values read at `row * row_stride + col * col_stride`.
+#[derive(Clone, Copy)]
+pub(crate) struct Operand<'a> {
+    values: &'a [f32],
+    row_stride: isize,
+    col_stride: isize,
+}
+
+impl<'a> Operand<'a> {
+    pub(crate) fn new(values: &'a [f32], row_stride: isize, col_stride: isize) -> Self {
+        Self {
+            values,
+            row_stride,
+            col_stride,
+        }
+    }
+
+    /// A row-major `rows x cols` matrix.
+    pub(crate) fn rows(values: &'a [f32], cols: usize) -> Self {
+        Self::new(values, cols as isize, 1)
+    }
+
+    /// The transpose of a row-major matrix of `cols` columns.
+    pub(crate) fn transposed(values: &'a [f32], cols: usize) -> Self {
+        Self::new(values, 1, cols as isize)
+    }
+
+    /// Panics unless every value of a `rows x cols` matrix lies inside the slice.
+    fn check(&self, rows: usize, cols: usize) {
+        let last = |n: usize, s: isize| n.saturating_sub(1) * s.unsigned_abs();
+        let needed = last(rows, self.row_stride) + last(cols, self.col_stride);
+        assert!(
+            self.row_stride >= 0
+                && self.col_stride >= 0
+                && (rows * cols == 0 || needed < self.values.len()),
+            "a {rows} x {cols} operand outside its {} values",
+            self.values.len()
+        );
+    }
+}
+
+/// `a [m, k] x b [k, n]` as a row-major `m x n` vector, on all of rayon's threads when large.
+pub(crate) fn product(mnk: [usize; 3], a: Operand, b: Operand) -> Vec<f32> {
+    let [m, n, _] = mnk;
+    let mut out = Vec::<f32>::with_capacity(m * n);
+    // SAFETY: the capacity holds the m x n output, which gemm writes whole (read_dst is
+    // false), so the length is set over written memory only.
+    unsafe {
+        gemm_into(out.as_mut_ptr(), mnk, a, b);
+        out.set_len(m * n);
+    }
+    out
+}
+
+/// [`product`] into the first `m n` values of `dst`.
+pub(crate) fn product_into(dst: &mut [f32], mnk: [usize; 3], a: Operand, b: Operand) {
+    let [m, n, _] = mnk;
+    assert!(
+        dst.len() >= m * n,
+        "a {m} x {n} product into {} values",
+        dst.len()
+    );
+    // SAFETY: `dst` holds the m x n output.
+    unsafe { gemm_into(dst.as_mut_ptr(), mnk, a, b) }
+}
+
+/// # Safety
+/// `dst` must be valid for writes of `m n` values.
+unsafe fn gemm_into(dst: *mut f32, [m, n, k]: [usize; 3], a: Operand, b: Operand) {
+    a.check(m, k);
+    b.check(k, n);
+    let parallelism = if parallel(m, n, k) {
+        gemm::Parallelism::Rayon(0)
+    } else {
+        gemm::Parallelism::None
+    };
+    // SAFETY: `check` keeps every operand value inside its slice; the caller gives the output.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst,
+            1,
+            n as isize,
+            false,
+            a.values.as_ptr(),
+            a.col_stride,
+            a.row_stride,
+            b.values.as_ptr(),
+            b.col_stride,
+            b.row_stride,
+            0.0,
+            1.0,
+            false,
+            false,
+            false,
+            parallelism,
+        );
+    }
 }

@@ -48,8 +48,13 @@ pub fn broadcast_logdet(logdet: Tensor<1>, batch: usize) -> Tensor<1> {
 pub fn matmul_transposed(a: Tensor<2>, b: Tensor<2>) -> Tensor<2> {
     let (m, n) = (a.dims()[0], b.dims()[0]);
     if m < n && m <= 256 {
-        b.matmul(a.transpose()).transpose()
+        matmul(b, a.transpose()).transpose()
     } else {
-        a.matmul(b.transpose())
+        matmul(a, b.transpose())
     }
+}
+
+/// `a [m, k] x b [k, n]`; large products of plain CPU tensors on all the rayon threads.
+pub fn matmul(a: Tensor<2>, b: Tensor<2>) -> Tensor<2> {
+    crate::flex::parallel_matmul(&a, &b).unwrap_or_else(|| a.matmul(b))
 }

@@ -21,7 +21,7 @@ use burn::tensor::ops::ConvOptions;
 
 use super::contiguous;
 use super::im2col::{columns, shift_sum};
-use crate::tensor_util::matmul_transposed;
+use crate::tensor_util::{matmul, matmul_transposed};
 
 /// A 3x3 convolution with zero "same" padding of channel-major `x: [in, batch, h, w]` by
 /// `weight: [out, in, 3, 3]` (burn's `Conv2d` layout), giving `[out, batch, h, w]`.
@@ -82,6 +82,9 @@ pub fn pointwise_channel_major(conv: &burn::nn::conv::Conv2d, x: Tensor<4>) -> T
 /// narrower side, else one product per tap stacked (`[9 out, in]`) whose outputs are shifted
 /// into place and summed.
 fn forward(weight: &Tensor<4>, x: &Tensor<4>) -> Tensor<4> {
+    if let Some(y) = super::cpu::forward(weight, x) {
+        return y;
+    }
     let [out, channels, _, _] = weight.dims();
     let [_, batch, h, w] = x.dims();
     if channels <= out {
@@ -90,14 +93,14 @@ fn forward(weight: &Tensor<4>, x: &Tensor<4>) -> Tensor<4> {
             .clone()
             .permute([0, 2, 3, 1])
             .reshape([out, 9 * channels]);
-        w2.matmul(columns(x.clone())).reshape([out, batch, h, w])
+        matmul(w2, columns(x.clone())).reshape([out, batch, h, w])
     } else {
         // Row (dy * 3 + dx) * out + o holds tap (dy, dx) of output channel o.
         let w9 = weight
             .clone()
             .permute([2, 3, 0, 1])
             .reshape([9 * out, channels]);
-        let p = w9.matmul(x.clone().reshape([channels, batch * h * w]));
+        let p = matmul(w9, x.clone().reshape([channels, batch * h * w]));
         shift_sum(p.reshape([9 * out, batch, h, w]), false)
     }
 }
@@ -112,6 +115,9 @@ fn backward(
     gy: Tensor<4>,
     wants: (bool, bool),
 ) -> (Option<Tensor<4>>, Option<Tensor<4>>) {
+    if let Some((gx, gw)) = super::cpu::backward(weight, x, &gy, wants) {
+        return (gx, gw.map(contiguous));
+    }
     let [out, channels, _, _] = weight.dims();
     let [_, batch, h, w] = x.dims();
     let n = batch * h * w;
@@ -129,9 +135,7 @@ fn backward(
                 .permute([0, 2, 3, 1])
                 .reshape([out, 9 * channels]);
             shift_sum(
-                w2.transpose()
-                    .matmul(gy)
-                    .reshape([9 * channels, batch, h, w]),
+                matmul(w2.transpose(), gy).reshape([9 * channels, batch, h, w]),
                 true,
             )
         });
@@ -152,7 +156,7 @@ fn backward(
                 .flip([2, 3])
                 .permute([1, 2, 3, 0])
                 .reshape([channels, 9 * out]);
-            flipped.matmul(cols).reshape([channels, batch, h, w])
+            matmul(flipped, cols).reshape([channels, batch, h, w])
         });
         (gx, gw)
     }

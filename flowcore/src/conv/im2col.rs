@@ -20,17 +20,21 @@ use crate::flex::on_flex;
 pub(super) fn columns(x: Tensor<4>) -> Tensor<2> {
     let [channels, batch, h, w] = x.dims();
     let shape = [9 * channels, batch * h * w];
-    // Output plane (t c + k, b) is input plane (k, b) shifted by tap t.
-    let planes = |n: usize| {
-        let row = n / batch;
-        ((row % channels) * batch + n % batch, row / channels)
-    };
     if let Some(out) = on_flex(&x, shape, |x| {
-        shifted_planes(x, [9 * channels * batch, h, w], planes)
+        let mut out = vec![0.0; shape[0] * shape[1]];
+        columns_into(x, [channels, batch, h, w], &mut out);
+        out
     }) {
         return out;
     }
     Tensor::cat(shifted_copies(x), 0).reshape(shape)
+}
+
+/// [`columns`] of the values of `x: [c, batch, h, w]` into `out` (`9 c batch h w` values).
+pub(super) fn columns_into(x: &[f32], [channels, batch, h, w]: [usize; 4], out: &mut [f32]) {
+    // Output row t c + k (a block of `batch` planes) is input row k shifted by tap t.
+    let blocks = |n: usize| (n % channels, n / channels);
+    shifted_blocks(x, [9 * channels, batch, h, w], blocks, out);
 }
 
 /// `p: [9 k, batch, h, w]` as nine tap-major blocks, summed after shifting block `(dy, dx)` by
@@ -39,10 +43,10 @@ pub(super) fn columns(x: Tensor<4>) -> Tensor<2> {
 pub(super) fn shift_sum(p: Tensor<4>, reverse: bool) -> Tensor<4> {
     let [rows, batch, h, w] = p.dims();
     let k = rows / 9;
-    // Output plane (c, b) sums input planes (t k + c, b).
-    let source = |m: usize, t: usize| t * k * batch + m;
     if let Some(out) = on_flex(&p, [k, batch, h, w], |p| {
-        summed_planes(p, [k * batch, h, w], reverse, source)
+        let mut out = vec![0.0; k * batch * h * w];
+        shift_sum_into(p, [k, batch, h, w], reverse, &mut out);
+        out
     }) {
         return out;
     }
@@ -55,17 +59,29 @@ pub(super) fn shift_sum(p: Tensor<4>, reverse: bool) -> Tensor<4> {
     shifted.reduce(|acc, t| acc + t).expect("nine taps")
 }
 
+/// [`shift_sum`] of the values of `p: [9 k, batch, h, w]` into `out` (`k batch h w` values).
+pub(super) fn shift_sum_into(
+    p: &[f32],
+    [k, batch, h, w]: [usize; 4],
+    reverse: bool,
+    out: &mut [f32],
+) {
+    // Output row c (a block of `batch` planes) sums input rows t k + c.
+    let source = |m: usize, t: usize| t * k + m;
+    summed_blocks(p, [k, batch, h, w], reverse, source, out);
+}
+
 /// [`columns`] of batch-major `x: [batch, c, h, w]`, per image: `[batch, 9 c, h w]`, row
 /// `t c + k` of image `b` holding `x[b, k, i + dy - 1, j + dx - 1]` for tap `t = (dy, dx)`.
 pub(super) fn columns_batch_major(x: Tensor<4>) -> Tensor<3> {
     let [batch, channels, h, w] = x.dims();
     let shape = [batch, 9 * channels, h * w];
-    let planes = |n: usize| {
-        let (b, row) = (n / (9 * channels), n % (9 * channels));
-        (b * channels + row % channels, row / channels)
-    };
+    // Output block (b, t) (rows t c .. (t + 1) c of image b) is image b shifted by tap t.
+    let blocks = |n: usize| (n / 9, n % 9);
     if let Some(out) = on_flex(&x, shape, |x| {
-        shifted_planes(x, [batch * 9 * channels, h, w], planes)
+        let mut out = vec![0.0; shape.iter().product()];
+        shifted_blocks(x, [batch * 9, channels, h, w], blocks, &mut out);
+        out
     }) {
         return out;
     }
@@ -77,10 +93,12 @@ pub(super) fn columns_batch_major(x: Tensor<4>) -> Tensor<3> {
 pub(super) fn shift_sum_batch_major(p: Tensor<4>, reverse: bool) -> Tensor<4> {
     let [batch, rows, h, w] = p.dims();
     let k = rows / 9;
-    // Output plane (b, c) sums input planes (b, t k + c).
-    let source = |m: usize, t: usize| (m / k) * 9 * k + t * k + m % k;
+    // Output image b (a block of k planes) sums input blocks (b, t), rows t k .. (t + 1) k.
+    let source = |b: usize, t: usize| b * 9 + t;
     if let Some(out) = on_flex(&p, [batch, k, h, w], |p| {
-        summed_planes(p, [batch * k, h, w], reverse, source)
+        let mut out = vec![0.0; batch * k * h * w];
+        summed_blocks(p, [batch, k, h, w], reverse, source, &mut out);
+        out
     }) {
         return out;
     }
@@ -93,80 +111,127 @@ pub(super) fn shift_sum_batch_major(p: Tensor<4>, reverse: bool) -> Tensor<4> {
     shifted.reduce(|acc, t| acc + t).expect("nine taps")
 }
 
-/// `planes` output planes of `h x w`, plane `n` the input plane `source(n).0` shifted by tap
-/// `source(n).1` (zero outside).
-fn shifted_planes(
+/// `blocks` output blocks of `planes` planes of `h x w`, block `n` the input block
+/// `source(n).0` (of as many planes) with each plane shifted by tap `source(n).1` (zero
+/// outside), into `out`.
+///
+/// A block's planes are contiguous on both sides, so the shift is one pass over the whole
+/// block at a constant offset, masked where the source crossed a row's or a plane's edge:
+/// copied row by row, the 7-value rows of a 7x7 plane were a `memcpy` call each, and the
+/// passes a quarter of a conv FFJORD step.
+fn shifted_blocks(
     x: &[f32],
-    [planes, h, w]: [usize; 3],
+    [blocks, planes, h, w]: [usize; 4],
     source: impl Fn(usize) -> (usize, usize) + Sync,
-) -> Vec<f32> {
-    let plane = h * w;
-    let mut out = vec![0.0f32; planes * plane];
-    out.par_chunks_mut(plane)
+    out: &mut [f32],
+) {
+    let block = planes * h * w;
+    let masks = TapMasks::new(block, [h, w]);
+    out[..blocks * block]
+        .par_chunks_mut(block.max(1))
         .enumerate()
-        .with_min_len(planes_per_task(plane))
+        .with_min_len(blocks_per_task(block))
         .for_each(|(n, dst)| {
             let (src, t) = source(n);
-            let (dy, dx) = (t / 3, t % 3);
-            let src = &x[src * plane..][..plane];
-            let (cols, first) = inside(dx, w);
-            for i in 0..h {
-                if let Some(r) = source_row(i, dy, h) {
-                    dst[i * w..][cols.clone()].copy_from_slice(&src[r * w + first..][..cols.len()]);
-                }
-            }
+            let src = &x[src * block..][..block];
+            masks.apply(t, dst, src, |d, s| *d = s);
         });
-    out
 }
 
-/// `planes` output planes of `h x w`, plane `m` the sum over the taps `t` of input plane
-/// `source(m, t)` shifted by `t` (or by the opposite shift when `reverse`).
-fn summed_planes(
+/// `blocks` output blocks of `planes` planes of `h x w`, block `m` the sum over the taps `t`
+/// of input block `source(m, t)` with each plane shifted by `t` (or by the opposite shift when
+/// `reverse`), the taps added in order, into `out`.
+fn summed_blocks(
     p: &[f32],
-    [planes, h, w]: [usize; 3],
+    [blocks, planes, h, w]: [usize; 4],
     reverse: bool,
     source: impl Fn(usize, usize) -> usize + Sync,
-) -> Vec<f32> {
-    let plane = h * w;
-    let mut out = vec![0.0f32; planes * plane];
-    out.par_chunks_mut(plane)
+    out: &mut [f32],
+) {
+    let block = planes * h * w;
+    let masks = TapMasks::new(block, [h, w]);
+    out[..blocks * block]
+        .par_chunks_mut(block.max(1))
         .enumerate()
-        .with_min_len(planes_per_task(plane))
+        .with_min_len(blocks_per_task(block))
         .for_each(|(m, dst)| {
-            for (t, (dy, dx)) in taps().enumerate() {
-                let (dy, dx) = if reverse { (2 - dy, 2 - dx) } else { (dy, dx) };
-                let src = &p[source(m, t) * plane..][..plane];
-                let (cols, first) = inside(dx, w);
-                for i in 0..h {
-                    if let Some(r) = source_row(i, dy, h) {
-                        let src = &src[r * w + first..][..cols.len()];
-                        for (d, s) in dst[i * w..][cols.clone()].iter_mut().zip(src) {
-                            *d += s;
-                        }
-                    }
-                }
+            dst.fill(0.0);
+            for t in 0..9 {
+                let tap = if reverse { 8 - t } else { t };
+                let src = &p[source(m, t) * block..][..block];
+                masks.apply(tap, dst, src, |d, s| *d += s);
             }
         });
-    out
 }
 
-/// Planes of `plane` values per parallel task: about 8192 values (32 KiB), so that the 49
-/// values of a 7x7 plane (the 28x28 continuous flow squeezed twice) are not a task each.
-fn planes_per_task(plane: usize) -> usize {
-    (8192 / plane.max(1)).max(1)
+/// Blocks of `block` values per parallel task: about 8192 values (32 KiB).
+fn blocks_per_task(block: usize) -> usize {
+    (8192 / block.max(1)).max(1)
 }
 
-/// The columns `j` of a row of width `w` whose source `j + d - 1` is inside it, and that
-/// source's first column.
-fn inside(d: usize, w: usize) -> (std::ops::Range<usize>, usize) {
-    let start = usize::from(d == 0);
-    let end = if d == 2 { w.saturating_sub(1) } else { w };
-    (start..end.max(start), start + d - 1)
+/// Per tap, the positions of a block of planes `h x w` whose source lies inside their plane:
+/// all ones bits there, zero where the source crossed an edge.
+struct TapMasks {
+    masks: Vec<u32>,
+    block: usize,
+    w: usize,
 }
 
-/// The row `i + d - 1` of a plane of height `h`, if inside it.
-fn source_row(i: usize, d: usize, h: usize) -> Option<usize> {
-    (i + d).checked_sub(1).filter(|&r| r < h)
+impl TapMasks {
+    fn new(block: usize, [h, w]: [usize; 2]) -> Self {
+        let plane = h * w;
+        let mut masks = Vec::with_capacity(9 * block);
+        for (dy, dx) in taps() {
+            // One plane's mask, repeated over the block's planes.
+            let start = masks.len();
+            for i in 0..h {
+                let row = (1..=h).contains(&(i + dy));
+                masks.extend((0..w).map(|j| {
+                    if row && (1..=w).contains(&(j + dx)) {
+                        u32::MAX
+                    } else {
+                        0
+                    }
+                }));
+            }
+            for _ in 1..block / plane.max(1) {
+                masks.extend_from_within(start..start + plane);
+            }
+            masks.truncate(start + block);
+        }
+        Self {
+            masks,
+            block,
+            w: w.max(1),
+        }
+    }
+
+    /// `f(dst[p], src[p + offset])` over the block for tap `t`, the source masked to zero
+    /// outside its plane; `f(dst[p], 0)` where `p + offset` falls outside the block.
+    fn apply(&self, t: usize, dst: &mut [f32], src: &[f32], f: impl Fn(&mut f32, f32)) {
+        let len = dst.len();
+        let offset = tap_offset(t, self.w);
+        let o = offset.unsigned_abs().min(len);
+        let mask = &self.masks[t * self.block..][..len];
+        let (inner, outer) = if offset >= 0 {
+            let (inner, outer) = dst.split_at_mut(len - o);
+            ((inner, &src[o..], &mask[..len - o]), outer)
+        } else {
+            let (outer, inner) = dst.split_at_mut(o);
+            ((inner, &src[..len - o], &mask[o..]), outer)
+        };
+        let (d, s, m) = inner;
+        for ((d, s), m) in d.iter_mut().zip(s).zip(m) {
+            f(d, f32::from_bits(s.to_bits() & m));
+        }
+        outer.iter_mut().for_each(|d| f(d, 0.0));
+    }
+}
+
+/// The flat offset of tap `t = (dy, dx)` in planes of width `w`: `(dy - 1) w + dx - 1`.
+fn tap_offset(t: usize, w: usize) -> isize {
+    let (dy, dx) = ((t / 3) as isize, (t % 3) as isize);
+    (dy - 1) * w as isize + dx - 1
 }
 
 #[cfg(test)]
@@ -178,7 +243,13 @@ mod tests {
     #[test]
     fn the_cpu_passes_equal_the_burn_operations() {
         let device = Device::flex();
-        for [c, b, h, w] in [[3, 2, 4, 5], [2, 3, 1, 1], [1, 2, 2, 1], [2, 1, 1, 3]] {
+        for [c, b, h, w] in [
+            [3, 2, 4, 5],
+            [2, 3, 1, 1],
+            [1, 2, 2, 1],
+            [2, 1, 1, 3],
+            [2, 4, 7, 7],
+        ] {
             let x = Tensor::<4>::random([c, b, h, w], Distribution::Default, &device);
             let padded = x.clone().pad((1, 1, 1, 1), PadMode::Constant(0.0));
             let expected: Vec<Tensor<4>> = taps()
@@ -220,7 +291,13 @@ mod tests {
     #[test]
     fn the_batch_major_passes_equal_the_burn_operations() {
         let device = Device::flex();
-        for [b, c, h, w] in [[2, 3, 4, 5], [3, 2, 1, 1], [2, 1, 2, 1], [1, 2, 1, 3]] {
+        for [b, c, h, w] in [
+            [2, 3, 4, 5],
+            [3, 2, 1, 1],
+            [2, 1, 2, 1],
+            [1, 2, 1, 3],
+            [4, 2, 7, 7],
+        ] {
             let x = Tensor::<4>::random([b, c, h, w], Distribution::Default, &device);
             let padded = x.clone().pad((1, 1, 1, 1), PadMode::Constant(0.0));
             let expected: Vec<Tensor<4>> = taps()

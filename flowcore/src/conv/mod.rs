@@ -8,6 +8,7 @@ use burn::tensor::ops::{ConvOptions, PadMode};
 
 mod batch_major;
 mod channel_major;
+mod cpu;
 mod im2col;
 
 pub use channel_major::{conv3x3_same_channel_major, pointwise_channel_major};

@@ -15,7 +15,7 @@ use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::{Autodiff, Backend, DispatchKindConversion, DispatchTensor, Flex};
 use burn::prelude::*;
 
-use crate::tensor_util::matmul_transposed;
+use crate::tensor_util::{matmul, matmul_transposed};
 
 /// `weight [out, k] x columns [k, n]`; burn's matrix product off the CPU backend's autodiff.
 pub(crate) fn kernel_product(weight: Tensor<2>, columns: Tensor<2>) -> Tensor<2> {
@@ -25,7 +25,7 @@ pub(crate) fn kernel_product(weight: Tensor<2>, columns: Tensor<2>) -> Tensor<2>
     {
         return y;
     }
-    weight.matmul(columns)
+    matmul(weight, columns)
 }
 
 fn tracked<C: CheckpointStrategy>(weight: &Tensor<2>, columns: &Tensor<2>) -> Option<Tensor<2>>
@@ -42,7 +42,7 @@ where
         .ok()?;
     let plain_w = Tensor::<2>::from_primitive::<Flex>(w.primitive().clone());
     let plain_x = Tensor::<2>::from_primitive::<Flex>(x.primitive().clone());
-    let y = primitive::<Flex>(plain_w.clone().matmul(plain_x.clone()));
+    let y = primitive::<Flex>(matmul(plain_w.clone(), plain_x.clone()));
     let out = match <KernelProduct as Backward<Flex, 2>>::prepare::<C>(
         KernelProduct,
         [w.node(), x.node()],
@@ -80,7 +80,7 @@ impl Backward<Flex, 2> for KernelProduct {
             grads.register::<Flex>(node.id, primitive::<Flex>(gw));
         }
         if let Some(node) = x_node {
-            grads.register::<Flex>(node.id, primitive::<Flex>(weight.transpose().matmul(gy)));
+            grads.register::<Flex>(node.id, primitive::<Flex>(matmul(weight.transpose(), gy)));
         }
     }
 }
