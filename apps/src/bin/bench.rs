@@ -217,6 +217,7 @@ fn reference_dir() -> PathBuf {
 }
 
 fn main() -> ExitCode {
+    flowapps::run::cli::init_threads();
     match run(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
