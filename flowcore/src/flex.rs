@@ -25,7 +25,7 @@ pub(crate) fn on_flex<const D: usize, const E: usize>(
 }
 
 /// Products of at least this many multiply-adds are split over the rayon threads when the
-/// caller is one of them (the binaries' main thread is: `flowapps::run::cli::init_threads`);
+/// caller is one of them (the binaries' main thread is: [`crate::threads::join_pool`]);
 /// it then works on a part itself and the other cores steal the rest. Measured in paired runs
 /// on 2 cores: phi4-8x8 training 42 -> 51 steps/s against 16M, the other cases unchanged.
 const PARALLEL_PRODUCT_IN_POOL: usize = 1 << 20;
@@ -39,9 +39,9 @@ const PARALLEL_PRODUCT: usize = 16 << 20;
 /// without autodiff and the product is large; None elsewhere. Views (transposes, narrowed
 /// kernels) are read through their strides, as burn's own product reads them.
 ///
-/// burn's CPU backend runs gemm on one thread unless its `rayon` feature is on, and that
-/// feature also splits every elementwise pass, which slowed the small cases by 10-25%. The
-/// conv FFJORD's products (64 x 576 x 1568) run about 1.7x faster on the two cores.
+/// burn's CPU backend splits products only from 192^3 multiply-adds (with its `rayon`
+/// feature); the conv FFJORD's (64 x 576 x 1568) and the lattice network's (8 x 72 x 16384)
+/// are below that, and run about 1.7x faster on two cores.
 pub(crate) fn parallel_matmul(a: &Tensor<2>, b: &Tensor<2>) -> Option<Tensor<2>> {
     let ([m, k], n) = (a.dims(), b.dims()[1]);
     if !parallel(m, n, k) || a.dtype() != DType::F32 || b.dtype() != DType::F32 {

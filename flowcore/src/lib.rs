@@ -36,6 +36,7 @@ pub mod partition;
 pub mod penalty;
 pub mod tensor_util;
 pub mod testing;
+pub mod threads;
 pub mod train;
 pub mod transform;
 

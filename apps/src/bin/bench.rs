@@ -217,7 +217,7 @@ fn reference_dir() -> PathBuf {
 }
 
 fn main() -> ExitCode {
-    flowapps::run::cli::init_threads();
+    flowcore::threads::join_pool();
     match run(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

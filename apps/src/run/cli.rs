@@ -175,7 +175,7 @@ pub fn train<A: App>(app: &A, args: TrainArgs<A::Flags>) -> Result<()> {
 /// exit code.
 pub fn main<A: App>(app: &A) -> ExitCode {
     init_logging();
-    init_threads();
+    flowcore::threads::join_pool();
     let command = Cli::<A::Flags, A::Command>::command()
         .name(app.info().name)
         .about(app.info().about);
@@ -216,25 +216,6 @@ pub fn exit(result: Result<()>) -> ExitCode {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
-    }
-}
-
-/// Make the calling (main) thread one of rayon's global threads, beside `cores - 1` others.
-///
-/// The products and passes that flowcore splits across the cores (large products, tanh, the
-/// spline pass, im2col) are called from the thread that runs the training step. Outside the
-/// pool, each call handed its work to the pool's threads and slept until they were done: two
-/// wake-ups per call, thousands of times a second, and one thread more than there are cores.
-/// Inside it, the caller works on its own half and the other core steals the rest. Measured
-/// on 2 cores, `bench`, paired runs: ffjord-conv28 4.8 -> 6.2 steps/s, glow128 0.52 -> 0.77,
-/// glow32 training +10-19%, glow32 scoring +21%, the FlashSim NSF +12-20%; the dense cases
-/// unchanged. Call it first: it does nothing once rayon's pool exists.
-pub fn init_threads() {
-    if let Err(e) = rayon::ThreadPoolBuilder::new()
-        .use_current_thread()
-        .build_global()
-    {
-        tracing::debug!("rayon's global pool was already built: {e}");
     }
 }
 
