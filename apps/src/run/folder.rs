@@ -96,6 +96,11 @@ impl RunFolder {
             (None, None) => (super::place::new_run_dir(output_dir, name)?, None),
         };
         let lock = take_lock(&dir)?;
+        if resumed.is_some() {
+            // The run's own files a kill left half-written (checkpoints clear theirs when the
+            // engine resumes): with the lock held, nothing else writes them.
+            flowcore::io::remove_temporaries(&dir)?;
+        }
         Ok(Self { dir, resumed, lock })
     }
 }

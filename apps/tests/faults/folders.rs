@@ -161,3 +161,44 @@ fn a_failed_resume_changes_nothing_and_nothing_to_resume_is_an_error() {
         &["no checkpoint"],
     );
 }
+
+#[test]
+fn a_run_killed_while_writing_its_checkpoints_resumes_to_the_same_weights_leaving_nothing() {
+    let dir = scratch("killedwrite");
+    let source = app1_run();
+    let run1 = dir.join("copy");
+    copy_run(&source, &run1);
+    // What a kill in the last epoch's checkpoint write leaves (`best` is written before the
+    // epoch's checkpoint): no epoch-2 checkpoint, no final model or report, `best` moved aside
+    // and its replacement half-written, and the half-written files of other writes.
+    let ckpts = run1.join("checkpoints");
+    std::fs::remove_dir_all(ckpts.join("epoch-000002")).unwrap();
+    std::fs::remove_file(run1.join("model.safetensors")).unwrap();
+    std::fs::remove_file(run1.join("report.json")).unwrap();
+    std::fs::rename(ckpts.join("best"), ckpts.join(".best.old")).unwrap();
+    std::fs::create_dir(ckpts.join(".best.tmp")).unwrap();
+    for partial in [
+        ".best.tmp/model.safetensors.tmp.4194303",
+        "../report.json.tmp.4194303",
+        "../run.json.tmp.4194303",
+    ] {
+        std::fs::write(ckpts.join(partial), b"partial").unwrap();
+    }
+    let (code, _, err) = run(APP1, &["--resume", run1.to_str().unwrap()], &dir);
+    assert_eq!(code, 0, "{err}");
+    let left: Vec<_> = hashes(&run1)
+        .into_keys()
+        .filter(|p| p.to_string_lossy().contains(".tmp") || p.to_string_lossy().contains(".old"))
+        .collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+    assert!(
+        !ckpts.join(".best.tmp").exists(),
+        "the temporary `best` was left"
+    );
+    for file in ["model.safetensors", "checkpoints/best/model.safetensors"] {
+        assert!(
+            weights(&run1.join(file)) == weights(&source.join(file)),
+            "{file}: the weights differ from those of the run that was not killed"
+        );
+    }
+}

@@ -185,3 +185,13 @@ pub fn poison(path: &Path) {
     }
     std::fs::write(path, bytes).unwrap();
 }
+
+/// The tensors of a safetensors file, without its metadata (which records when and where it
+/// was written): its header's tensor entries and its data bytes.
+pub fn weights(path: &Path) -> (serde_json::Value, Vec<u8>) {
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let header_len = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let mut header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + header_len]).unwrap();
+    header.as_object_mut().unwrap().remove("__metadata__");
+    (header, bytes[8 + header_len..].to_vec())
+}

@@ -142,6 +142,39 @@ impl CheckpointDir {
         Ok(dest)
     }
 
+    /// Clear what a process killed while writing a checkpoint left: its hidden temporary
+    /// directory (removed), and a checkpoint moved aside to be replaced (put back when its
+    /// replacement is missing, else removed). Returns how many were cleared. Call it only while
+    /// no other process writes these checkpoints (a resumed run holds its folder's lock).
+    pub fn recover(&self) -> Result<usize> {
+        let Ok(entries) = std::fs::read_dir(&self.root) else {
+            return Ok(0);
+        };
+        let mut cleared = 0;
+        for entry in entries.filter_map(|e| e.ok()) {
+            let Ok(name) = entry.file_name().into_string() else {
+                continue;
+            };
+            let path = entry.path();
+            let hidden = name.strip_prefix('.');
+            if let Some(real) = hidden.and_then(|n| n.strip_suffix(".old")) {
+                let dest = self.root.join(real);
+                if dest.exists() {
+                    std::fs::remove_dir_all(&path).map_err(Self::io(&path))?;
+                } else {
+                    std::fs::rename(&path, &dest).map_err(Self::io(&dest))?;
+                }
+            } else if hidden.is_some_and(|n| n.ends_with(".tmp")) {
+                std::fs::remove_dir_all(&path).map_err(Self::io(&path))?;
+            } else {
+                continue;
+            }
+            tracing::info!(path = %path.display(), "cleared what a killed checkpoint write left");
+            cleared += 1;
+        }
+        Ok(cleared)
+    }
+
     /// Save the checkpoint of a completed epoch.
     pub fn save_epoch(
         &self,
@@ -202,5 +235,49 @@ impl CheckpointDir {
             return Ok(None);
         }
         self.load(&dir, architecture, device).map(Some)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn what_a_killed_write_left_is_cleared_and_a_moved_checkpoint_put_back() {
+        let root = std::env::temp_dir().join(format!("flowcore-ckpt-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let dirs = CheckpointDir::new(root.clone());
+        assert_eq!(
+            dirs.recover().unwrap(),
+            0,
+            "a missing folder has nothing to clear"
+        );
+        // Killed between the two renames of `best`, in the write of epoch 3, and in a replaced
+        // epoch checkpoint whose replacement had landed.
+        for (dir, file) in [
+            (".best.old", MODEL_FILE),
+            (".best.tmp", "model.safetensors.tmp.77"),
+            (".epoch-000003.tmp", STATE_FILE),
+            (".epoch-000002.old", STATE_FILE),
+            ("epoch-000002", STATE_FILE),
+        ] {
+            std::fs::create_dir_all(root.join(dir)).unwrap();
+            std::fs::write(root.join(dir).join(file), dir).unwrap();
+        }
+        assert_eq!(dirs.recover().unwrap(), 4);
+        let mut left: Vec<String> = std::fs::read_dir(&root)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        left.sort();
+        assert_eq!(left, ["best", "epoch-000002"]);
+        let best = std::fs::read_to_string(root.join("best").join(MODEL_FILE)).unwrap();
+        assert_eq!(best, ".best.old", "the old `best` was not the one put back");
+        let epoch = std::fs::read_to_string(root.join("epoch-000002").join(STATE_FILE)).unwrap();
+        assert_eq!(
+            epoch, "epoch-000002",
+            "the checkpoint in place was replaced"
+        );
+        std::fs::remove_dir_all(&root).unwrap();
     }
 }

@@ -199,6 +199,9 @@ fn start<'a>(
     let (root, size) = (ranks.is_root(), ranks.size());
     let checkpoints = CheckpointDir::new(run_dir.join("checkpoints"));
     let mut optim = config.optimizer();
+    if root && resume {
+        checkpoints.recover()?;
+    }
     let latest = if root { checkpoints.latest() } else { None };
     let (mut flow, mut state) = match resume.then_some(latest).flatten() {
         Some(dir) => {
@@ -425,15 +428,18 @@ impl Trainer<'_> {
         let due =
             epoch % config.checkpoint_every == 0 || epoch == config.epochs || self.stopped_early;
         if self.ranks.is_root() {
+            // `best` before the epoch: a kill while `best` is written then leaves no checkpoint
+            // of this epoch, so the resume trains the epoch again and writes `best` again,
+            // instead of going on past it with a `best` of an older epoch.
+            if stats.best {
+                self.checkpoints.save_best(flow, &self.optim, &self.state)?;
+            }
             if due {
                 let dir = self
                     .checkpoints
                     .save_epoch(epoch, flow, &self.optim, &self.state)?;
                 self.checkpoints.prune(config.keep_last)?;
                 self.last_checkpoint = Some(dir);
-            }
-            if stats.best {
-                self.checkpoints.save_best(flow, &self.optim, &self.state)?;
             }
         }
         observers.iter_mut().for_each(|o| o.on_epoch_end(&stats));
