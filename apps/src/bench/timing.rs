@@ -3,7 +3,7 @@
 use std::time::Instant;
 
 use anyhow::Result;
-use burn::optim::{AdamConfig, GradientsParams};
+use burn::optim::GradientsParams;
 use burn::prelude::*;
 use flowcore::train::{Objective, TrainingConfig};
 use flowcore::{ArchitectureConfig, Flow};
@@ -80,14 +80,14 @@ pub(super) fn moons(batch: usize, seed: u64, device: &Device) -> Tensor<2> {
     Tensor::from_data(burn::tensor::TensorData::new(values, [batch, 2]), device)
 }
 
-/// Adam steps per second on `loss` (of the flow and the step), after three steps of warm-up.
+/// Adam steps per second (the engine's Adam) on `loss` (of the flow and the step), after three steps of warm-up.
 fn time_steps(
     mut flow: Flow,
     steps: usize,
     lr: f64,
     loss: &dyn Fn(&Flow, u64) -> Tensor<1>,
 ) -> f64 {
-    let mut optim = AdamConfig::new().init();
+    let mut optim = flowcore::train::TrainingConfig::default().optimizer();
     let mut step = |flow: Flow, i: u64| {
         let grads = GradientsParams::from_grads(loss(&flow, i).backward(), &flow);
         optim.step(lr, flow, grads)

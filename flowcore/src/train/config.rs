@@ -1,6 +1,6 @@
 //! The `[training]` group of every application config.
 
-use burn::optim::{AdamConfig, AdamWConfig, ModuleOptimizer};
+use burn::optim::ModuleOptimizer;
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
@@ -135,13 +135,14 @@ impl TrainingConfig {
         }
     }
 
-    pub(super) fn optimizer(&self) -> ModuleOptimizer {
+    /// The configured optimizer, as the engine steps with it (Adam and AdamW update each
+    /// parameter of a CPU tensor in one pass).
+    pub fn optimizer(&self) -> ModuleOptimizer {
         match self.optimizer {
-            OptimizerKind::Adam => AdamConfig::new().with_epsilon(1e-8).init(),
-            OptimizerKind::AdamW => AdamWConfig::new()
-                .with_epsilon(1e-8)
-                .with_weight_decay(self.weight_decay as f32)
-                .init(),
+            OptimizerKind::Adam => ModuleOptimizer::from(super::adam::Adam::new(1e-8)),
+            OptimizerKind::AdamW => {
+                ModuleOptimizer::from(super::adam::AdamW::new(1e-8, self.weight_decay as f32))
+            }
         }
     }
 }

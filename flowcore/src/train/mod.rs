@@ -9,6 +9,7 @@
 //! - [`StepStats`], [`EpochStats`], [`Observer`], [`FitOutcome`], [`TrainError`]: what it
 //!   reports.
 
+mod adam;
 mod checkpoints;
 mod clip;
 mod collective;
