@@ -217,7 +217,7 @@ fn reference_dir() -> PathBuf {
 }
 
 fn main() -> ExitCode {
-    flowcore::threads::join_pool();
+    let _awake = flowapps::run::threads();
     match run(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

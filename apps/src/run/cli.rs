@@ -175,7 +175,7 @@ pub fn train<A: App>(app: &A, args: TrainArgs<A::Flags>) -> Result<()> {
 /// exit code.
 pub fn main<A: App>(app: &A) -> ExitCode {
     init_logging();
-    flowcore::threads::join_pool();
+    let _awake = super::threads();
     let command = Cli::<A::Flags, A::Command>::command()
         .name(app.info().name)
         .about(app.info().about);

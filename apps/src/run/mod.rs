@@ -149,6 +149,17 @@ pub struct TrainSummary<R> {
     pub report: R,
 }
 
+/// What each binary does first: its main thread joins rayon's pool, and the pool's other
+/// threads poll for work until the guard is dropped (see [`flowcore::threads::keep_awake`]),
+/// unless `FLOWMODELS_KEEP_AWAKE=0`, for a machine shared with other work.
+pub fn threads() -> Option<flowcore::threads::KeepAwake> {
+    flowcore::threads::join_pool();
+    if std::env::var("FLOWMODELS_KEEP_AWAKE").is_ok_and(|v| v.trim() == "0") {
+        return None;
+    }
+    flowcore::threads::keep_awake()
+}
+
 /// The model of a finished run of `app` in `run`: an error naming the folder when it has no
 /// model, or when the model is another application's.
 pub fn load_model(run: &std::path::Path, app: &AppInfo) -> Result<flowcore::Flow> {
