@@ -134,7 +134,7 @@ impl Made {
         for (i, (layer, mask)) in self.layers.iter().zip(&self.masks).enumerate() {
             let weight = layer.weight.val();
             let mask = constant(mask.clone(), weight.dims(), &weight);
-            h = h.matmul(weight * mask);
+            h = super::product::product(h, weight * mask);
             if let Some(b) = &layer.bias {
                 h = h + b.val().unsqueeze();
             }

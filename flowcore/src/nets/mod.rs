@@ -7,12 +7,12 @@
 
 mod activation;
 mod glow_conv;
-mod kernel_product;
 mod made;
 mod mlp;
 mod ode_conv;
 mod ode_net;
 mod periodic_conv;
+mod product;
 mod res_mlp;
 mod tanh;
 pub(crate) use tanh::tanh;

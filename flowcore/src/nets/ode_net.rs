@@ -140,7 +140,7 @@ impl TimeLinear {
     /// `(value, gate)` at time `t`: the pre-activation, and the factor on the tangents.
     fn forward(&self, h: Tensor<2>, t: f64) -> (Tensor<2>, Option<Tensor<2>>) {
         see_time(
-            self.linear.forward(h),
+            super::mlp::dense(&self.linear, h),
             1,
             t,
             &self.time_weight,
@@ -156,7 +156,7 @@ impl TimeLinear {
         } else {
             w
         };
-        let out = v.matmul(w);
+        let out = super::product::product(v, w);
         match gate {
             Some(g) => out * g.clone(),
             None => out,

@@ -8,7 +8,7 @@ use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use super::kernel_product::kernel_product;
+use super::product::product;
 use super::{Activation, BuildNet, Conditioner, NetIo};
 use crate::tensor_util::indices;
 use crate::{FlowError, Result};
@@ -142,7 +142,7 @@ fn periodic_conv(conv: &Conv2d, x: Tensor<2>, rows: &Tensor<1, Int>) -> Tensor<2
     // [taps * channels, sites * batch]: the neighbourhoods, tap-major.
     let columns = x.select(0, rows.clone()).reshape([k, sites * batch]);
     let weight = conv.weight.val().permute([0, 2, 3, 1]).reshape([out, k]);
-    let y = kernel_product(weight, columns);
+    let y = product(weight, columns);
     let y = match &conv.bias {
         Some(b) => y + b.val().reshape([out, 1]),
         None => y,

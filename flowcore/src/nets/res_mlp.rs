@@ -11,7 +11,7 @@ use burn::nn::{BatchNorm, BatchNormConfig, LayerNorm, LayerNormConfig, Linear, L
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use super::mlp::zero_linear;
+use super::mlp::{dense, zero_linear};
 use super::{Activation, BuildNet, Conditioner, NetIo, append_cond};
 use crate::{FlowError, Result};
 
@@ -100,7 +100,7 @@ pub struct ResMlp {
 
 impl Conditioner for ResMlp {
     fn predict(&self, x: Tensor<2>, cond: Option<&Tensor<2>>) -> Tensor<2> {
-        let mut h = self.input.forward(append_cond(x, cond));
+        let mut h = dense(&self.input, append_cond(x, cond));
         for block in &self.blocks {
             let mut r = match (&block.norm, &block.batch_norm) {
                 (Some(norm), _) => norm.forward(h.clone()),
@@ -111,10 +111,10 @@ impl Conditioner for ResMlp {
             if self.cond_every_block {
                 r = append_cond(r, cond);
             }
-            r = block.first.forward(r);
-            r = block.second.forward(self.activation.apply(r));
+            r = dense(&block.first, r);
+            r = dense(&block.second, self.activation.apply(r));
             h = h + r;
         }
-        self.output.forward(self.activation.apply(h))
+        dense(&self.output, self.activation.apply(h))
     }
 }
