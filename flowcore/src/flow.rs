@@ -3,7 +3,7 @@
 
 use std::sync::Mutex;
 
-use burn::module::{ModuleVisitor, Param};
+use burn::module::{ModuleVisitor, Param, ParamGroup, ParamId};
 use burn::prelude::*;
 use burn::tensor::TensorData;
 use rand::SeedableRng;
@@ -200,9 +200,28 @@ impl Flow {
 
     /// Data-dependent initialisation (ActNorm) from a first batch of real data. Layers already
     /// initialised, for example loaded from a checkpoint, are left as they are.
+    ///
+    /// The pass runs untracked: its autodiff graph, with every activation the layers keep for
+    /// a backward pass that never comes, lived until the first training step's backward pass,
+    /// beside that step's own graph (Glow 128x128: a third of the training's resident peak).
     pub fn initialize(self, x: Tensor<2>, cond: Option<&Tensor<2>>) -> Self {
-        let (bijector, _) = self.bijector.initialize(x, cond);
-        Self { bijector, ..self }
+        if !x.device().is_autodiff() {
+            let (bijector, _) = self.bijector.initialize(x, cond);
+            return Self { bijector, ..self };
+        }
+        struct Tracked(Vec<ParamId>);
+        impl ModuleVisitor for Tracked {
+            fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<D>>) {
+                if p.is_require_grad() {
+                    self.0.push(p.id);
+                }
+            }
+        }
+        let mut tracked = Tracked(Vec::new());
+        self.visit(&mut tracked);
+        let flow = self.no_grad();
+        let (bijector, _) = flow.bijector.initialize(x.detach(), cond);
+        Self { bijector, ..flow }.set_require_grad_group(ParamGroup::from_ids(tracked.0), true)
     }
 
     /// Whether each data-initialised layer has been initialised, in traversal order.

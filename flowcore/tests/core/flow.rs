@@ -314,3 +314,52 @@ fn glow_level_latents_follow_its_factor_outs() {
         assert_eq!(got.iter().map(|r| r.len()).sum::<usize>(), c * h * h);
     }
 }
+
+#[test]
+fn initialize_under_autodiff_matches_the_plain_pass_and_keeps_which_parameters_train() {
+    let autodiff = Device::flex().autodiff();
+    for d in [autodiff.clone(), autodiff.gradient_checkpointing()] {
+        initialize_untracked_on(&d);
+    }
+}
+
+fn initialize_untracked_on(d: &Device) {
+    let flow = Flow::seeded(glow(3, 8, 8, 2), 3, d).unwrap();
+    struct Grads(Vec<(burn::module::ParamId, bool)>);
+    impl ModuleVisitor for Grads {
+        fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<D>>) {
+            self.0.push((p.id, p.is_require_grad()));
+        }
+    }
+    let grads = |flow: &Flow| {
+        let mut g = Grads(Vec::new());
+        flow.visit(&mut g);
+        g.0
+    };
+    // One parameter frozen by the user stays frozen; the pass must not thaw it.
+    let frozen = grads(&flow)[1].0;
+    let flow = flow.set_require_grad_group(burn::module::ParamGroup::from_ids(vec![frozen]), false);
+    let before = grads(&flow);
+    assert!(before.iter().filter(|(_, g)| !g).count() == 1);
+    let x = Tensor::<2>::random([16, 3 * 8 * 8], Distribution::Normal(0.5, 2.0), d);
+    let plain = flow.valid().initialize(x.clone().inner(), None);
+    let tracked = flow.initialize(x.clone(), None);
+    assert_eq!(grads(&tracked), before);
+    assert_eq!(tracked.init_flags(), plain.init_flags());
+    assert!(tracked.init_flags().iter().all(|&f| f));
+    let diff = max_abs(
+        (tracked.log_prob(x.clone(), None).inner() - plain.log_prob(x.clone().inner(), None))
+            .reshape([-1]),
+    );
+    assert!(diff < 1e-4, "log-densities differ by {diff}");
+    // Every trained parameter still receives a gradient through the initialised flow.
+    let g = tracked.log_prob(x, None).mean().backward();
+    let report = flowcore::testing::gradient_report(&tracked, &g);
+    assert_eq!(
+        report.len(),
+        before.len() - 1,
+        "the frozen parameter is not trained"
+    );
+    let missing: Vec<_> = report.iter().filter(|(_, g)| g.is_none()).collect();
+    assert!(missing.is_empty(), "without a gradient: {missing:?}");
+}
