@@ -119,12 +119,12 @@ impl<'a> Operand<'a> {
 
 /// `a [m, k] x b [k, n]` as a row-major `m x n` vector, on all of rayon's threads when large.
 pub(crate) fn product(mnk: [usize; 3], a: Operand, b: Operand) -> Vec<f32> {
-    let [m, n, _] = mnk;
+    let [m, n, k] = mnk;
     let mut out = Vec::<f32>::with_capacity(m * n);
     // SAFETY: the capacity holds the m x n output, which gemm writes whole (read_dst is
     // false), so the length is set over written memory only.
     unsafe {
-        gemm_into(out.as_mut_ptr(), mnk, a, b);
+        gemm_into(out.as_mut_ptr(), mnk, a, b, parallel(m, n, k));
         out.set_len(m * n);
     }
     out
@@ -138,16 +138,29 @@ pub(crate) fn product_into(dst: &mut [f32], mnk: [usize; 3], a: Operand, b: Oper
         "a {m} x {n} product into {} values",
         dst.len()
     );
+    let split = parallel(m, n, mnk[2]);
     // SAFETY: `dst` holds the m x n output.
-    unsafe { gemm_into(dst.as_mut_ptr(), mnk, a, b) }
+    unsafe { gemm_into(dst.as_mut_ptr(), mnk, a, b, split) }
+}
+
+/// [`product_into`] on the calling thread only, for work already split over the threads.
+pub(crate) fn product_into_here(dst: &mut [f32], mnk: [usize; 3], a: Operand, b: Operand) {
+    let [m, n, _] = mnk;
+    assert!(
+        dst.len() >= m * n,
+        "a {m} x {n} product into {} values",
+        dst.len()
+    );
+    // SAFETY: `dst` holds the m x n output.
+    unsafe { gemm_into(dst.as_mut_ptr(), mnk, a, b, false) }
 }
 
 /// # Safety
 /// `dst` must be valid for writes of `m n` values.
-unsafe fn gemm_into(dst: *mut f32, [m, n, k]: [usize; 3], a: Operand, b: Operand) {
+unsafe fn gemm_into(dst: *mut f32, [m, n, k]: [usize; 3], a: Operand, b: Operand, split: bool) {
     a.check(m, k);
     b.check(k, n);
-    let parallelism = if parallel(m, n, k) {
+    let parallelism = if split {
         gemm::Parallelism::Rayon(0)
     } else {
         gemm::Parallelism::None

@@ -145,7 +145,7 @@ thread_local! {
 
 /// `f` of a buffer of `len` values, the thread's kept one where it is free and not too large.
 /// Its values on entry are unspecified.
-fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
+pub(super) fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
     SCRATCH.with(|cell| match cell.try_borrow_mut() {
         Ok(mut kept) if len <= SCRATCH_LIMIT => {
             if kept.len() < len {
@@ -157,10 +157,10 @@ fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
     })
 }
 
-type Values = <Flex as BackendTypes>::FloatTensorPrimitive;
+pub(super) type Values = <Flex as BackendTypes>::FloatTensorPrimitive;
 
 /// The contiguous f32 values of a CPU-backend tensor without autodiff.
-fn values<const D: usize>(t: &Tensor<D>) -> Option<Values> {
+pub(super) fn values<const D: usize>(t: &Tensor<D>) -> Option<Values> {
     if t.dtype() != DType::F32 {
         return None;
     }
@@ -171,12 +171,16 @@ fn values<const D: usize>(t: &Tensor<D>) -> Option<Values> {
     })
 }
 
-fn slice(values: &Values) -> &[f32] {
+pub(super) fn slice(values: &Values) -> &[f32] {
     values
         .as_slice::<f32>()
         .expect("`values` gives contiguous f32")
 }
 
-fn tensor<const D: usize>(values: Vec<f32>, shape: [usize; D], device: &Device) -> Tensor<D> {
+pub(super) fn tensor<const D: usize>(
+    values: Vec<f32>,
+    shape: [usize; D],
+    device: &Device,
+) -> Tensor<D> {
     Tensor::from_data(TensorData::new(values, shape), device)
 }

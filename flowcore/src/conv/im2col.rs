@@ -171,14 +171,14 @@ fn blocks_per_task(block: usize) -> usize {
 
 /// Per tap, the positions of a block of planes `h x w` whose source lies inside their plane:
 /// all ones bits there, zero where the source crossed an edge.
-struct TapMasks {
+pub(super) struct TapMasks {
     masks: Vec<u32>,
     block: usize,
     w: usize,
 }
 
 impl TapMasks {
-    fn new(block: usize, [h, w]: [usize; 2]) -> Self {
+    pub(super) fn new(block: usize, [h, w]: [usize; 2]) -> Self {
         let plane = h * w;
         let mut masks = Vec::with_capacity(9 * block);
         for (dy, dx) in taps() {
@@ -208,7 +208,7 @@ impl TapMasks {
 
     /// `f(dst[p], src[p + offset])` over the block for tap `t`, the source masked to zero
     /// outside its plane; `f(dst[p], 0)` where `p + offset` falls outside the block.
-    fn apply(&self, t: usize, dst: &mut [f32], src: &[f32], f: impl Fn(&mut f32, f32)) {
+    pub(super) fn apply(&self, t: usize, dst: &mut [f32], src: &[f32], f: impl Fn(&mut f32, f32)) {
         let len = dst.len();
         let offset = tap_offset(t, self.w);
         let o = offset.unsigned_abs().min(len);

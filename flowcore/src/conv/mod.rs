@@ -8,10 +8,12 @@ use burn::tensor::ops::{ConvOptions, PadMode};
 
 mod batch_major;
 mod channel_major;
+mod coupling_net;
 mod cpu;
 mod im2col;
 
 pub use channel_major::{conv3x3_same_channel_major, pointwise_channel_major};
+pub(crate) use coupling_net::coupling_net;
 
 /// A 3x3 convolution with zero "same" padding, as `Conv2d::forward` computes it, in matrix
 /// products. With autodiff on the CPU (or CubeCL) backend it is one tracked operation that
