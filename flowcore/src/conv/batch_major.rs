@@ -2,7 +2,9 @@
 //! (`[batch, c, h, w]`, `Conv2d`'s layout), one batched product per convolution (`[out, 9 in] x
 //! [9 in, h w]` for every image), so that Glow's coupling networks train without transposing
 //! their activations: the transposes were 8% of a Glow 32 training step and a few hundred MiB
-//! of transient copies at 128x128.
+//! of transient copies at 128x128. On the CPU backend's f32 values both passes run in tiles of
+//! whole images instead ([`super::batch_major_cpu`]); these burn compositions serve CubeCL and
+//! batches too small to give every thread a tile.
 
 use burn::prelude::*;
 
@@ -12,6 +14,9 @@ use super::im2col::{columns_batch_major, shift_sum_batch_major};
 /// The convolution of `x: [batch, in, h, w]` by `weight: [out, in, 3, 3]`: from the input's
 /// columns when it is the narrower side, else one product per tap stacked, shifted and summed.
 pub(super) fn forward(weight: &Tensor<4>, x: &Tensor<4>) -> Tensor<4> {
+    if let Some(y) = super::batch_major_cpu::forward(weight, x) {
+        return y;
+    }
     let [out, channels, _, _] = weight.dims();
     let [batch, _, h, w] = x.dims();
     if channels <= out {
@@ -40,6 +45,9 @@ pub(super) fn backward(
     gy: Tensor<4>,
     wants: (bool, bool),
 ) -> (Option<Tensor<4>>, Option<Tensor<4>>) {
+    if let Some(grads) = super::batch_major_cpu::backward(weight, x, &gy, wants) {
+        return grads;
+    }
     let [out, channels, _, _] = weight.dims();
     let [batch, _, h, w] = x.dims();
     let n = h * w;

@@ -12,15 +12,11 @@
 
 use burn::nn::conv::Conv2d;
 use burn::prelude::*;
-use rayon::prelude::*;
 
 use super::cpu::{slice, tensor, values, with_scratch};
 use super::im2col::TapMasks;
+use super::tiles::Tiling;
 use crate::flex::{Operand, product_into_here};
-
-/// Pixels (product columns) per tile: with 64 hidden channels its intermediates take about
-/// 2.3 MB, and the products' shapes stay good for the kernel.
-const TILE_COLUMNS: usize = 2048;
 
 /// `last(relu(hidden(relu(first(x)))))` for batch-major `x: [batch, in, h, w]`, giving
 /// `[batch, out, h, w]`, when the tensors hold f32 on the CPU backend without autodiff and
@@ -36,14 +32,9 @@ pub(crate) fn coupling_net(
         return None;
     }
     let [batch, _, h, w] = x.dims();
-    let threads = rayon::current_num_threads().max(1);
-    let by_size = (TILE_COLUMNS / (h * w).max(1)).max(1);
-    let images = by_size.min(batch.div_ceil(2 * threads)).max(1);
     // Too few tiles for the threads: the layer-by-layer products split better.
-    if batch.div_ceil(images) < threads {
-        return None;
-    }
-    on_tiles(first, hidden, last, x, images)
+    let tiling = Tiling::new(batch, h * w)?;
+    on_tiles(first, hidden, last, x, tiling.images)
 }
 
 /// [`coupling_net`] in tiles of `images` images (the last one may hold fewer).
@@ -80,47 +71,32 @@ fn on_tiles(
     let (xs, w1, w2, w3) = (slice(&xv), slice(&w1), slice(&w2), slice(&w3));
     let masks = TapMasks::new(plane, [h, w]);
 
+    let tiling = Tiling {
+        batch,
+        images,
+        plane,
+    };
     let mut y = vec![0.0f32; batch * out * plane];
-    y.par_chunks_mut((images * out * plane).max(1))
-        .enumerate()
-        .for_each(|(i, y)| {
-            let tb = y.len() / (out * plane).max(1);
-            let n = tb * plane;
-            let x = &xs[i * images * cin * plane..][..tb * cin * plane];
-            with_scratch((9 * cin + 2 * hid + 9 * out) * n, |scratch| {
-                let (cols, rest) = scratch.split_at_mut(9 * cin * n);
-                let (h1, rest) = rest.split_at_mut(hid * n);
-                let (h2, p) = rest.split_at_mut(hid * n);
-                // Row t cin + c of the columns: input channel c shifted by tap t, per image.
-                for t in 0..9 {
-                    for c in 0..cin {
-                        for b in 0..tb {
-                            let dst = &mut cols[(t * cin + c) * n + b * plane..][..plane];
-                            let src = &x[(b * cin + c) * plane..][..plane];
-                            masks.apply(t, dst, src, |d, s| *d = s);
-                        }
-                    }
-                }
-                let rows = Operand::rows;
-                product_into_here(h1, [hid, n, 9 * cin], rows(w1, 9 * cin), rows(cols, n));
-                bias_relu(h1, &b1, n);
-                product_into_here(h2, [hid, n, hid], rows(w2, hid), rows(h1, n));
-                bias_relu(h2, &b2, n);
-                product_into_here(p, [9 * out, n, hid], rows(w3, hid), rows(h2, n));
-                // Output plane (b, o) sums the taps' rows t out + o shifted into place.
-                for b in 0..tb {
-                    for (o, &bias) in b3.iter().enumerate() {
-                        let dst = &mut y[(b * out + o) * plane..][..plane];
-                        dst.fill(0.0);
-                        for t in 0..9 {
-                            let src = &p[(t * out + o) * n + b * plane..][..plane];
-                            masks.apply(t, dst, src, |d, s| *d += s);
-                        }
-                        dst.iter_mut().for_each(|v| *v += bias);
-                    }
-                }
-            })
-        });
+    tiling.each(&mut y, out, |i, tile, y| {
+        let n = tile.columns();
+        let x = tiling.of(xs, i, cin);
+        with_scratch((9 * cin + 2 * hid + 9 * out) * n, |scratch| {
+            let (cols, rest) = scratch.split_at_mut(9 * cin * n);
+            let (h1, rest) = rest.split_at_mut(hid * n);
+            let (h2, p) = rest.split_at_mut(hid * n);
+            tile.columns_of(x, cin, &masks, cols);
+            let rows = Operand::rows;
+            product_into_here(h1, [hid, n, 9 * cin], rows(w1, 9 * cin), rows(cols, n));
+            bias_relu(h1, &b1, n);
+            product_into_here(h2, [hid, n, hid], rows(w2, hid), rows(h1, n));
+            bias_relu(h2, &b2, n);
+            product_into_here(p, [9 * out, n, hid], rows(w3, hid), rows(h2, n));
+            tile.shift_sum(p, out, false, &masks, y);
+            for (plane_out, o) in y.chunks_exact_mut(plane.max(1)).zip((0..out).cycle()) {
+                plane_out.iter_mut().for_each(|v| *v += b3[o]);
+            }
+        })
+    });
     Some(tensor(y, [batch, out, h, w], &x.device()))
 }
 

@@ -7,10 +7,12 @@ use burn::prelude::*;
 use burn::tensor::ops::{ConvOptions, PadMode};
 
 mod batch_major;
+mod batch_major_cpu;
 mod channel_major;
 mod coupling_net;
 mod cpu;
 mod im2col;
+mod tiles;
 
 pub use channel_major::{conv3x3_same_channel_major, pointwise_channel_major};
 pub(crate) use coupling_net::coupling_net;
@@ -211,6 +213,45 @@ mod tests {
             let d = max_diff(a.unwrap(), b.unwrap());
             assert!(d < 1e-4, "{case}: {what} gradients differ by {d}");
         }
+    }
+
+    /// `ours(kernel, x)` against `reference(kernel, x)` with only the input tracked, then only
+    /// the kernel: each gets the reference's gradient (of a weighted sum of the output), and
+    /// the untracked one none.
+    pub(super) fn assert_each_gradient_alone(
+        weight: Tensor<4>,
+        x: Tensor<4>,
+        ours: impl Fn(Tensor<4>, Tensor<4>) -> Tensor<4>,
+        reference: impl Fn(Tensor<4>, Tensor<4>) -> Tensor<4>,
+        case: &str,
+    ) {
+        let y = reference(weight.clone(), x.clone());
+        let weights = Tensor::<4>::random(y.dims(), Distribution::Default, &x.device());
+        let grads = |f: &dyn Fn(Tensor<4>, Tensor<4>) -> Tensor<4>, w, x| {
+            (f(w, x) * weights.clone()).sum().backward()
+        };
+        let (w, xg) = (weight.clone(), x.clone().require_grad());
+        let (a, b) = (
+            grads(&ours, w.clone(), xg.clone()),
+            grads(&reference, w.clone(), xg.clone()),
+        );
+        let d = max_diff(xg.grad(&a).unwrap(), xg.grad(&b).unwrap());
+        assert!(d < 1e-4, "{case}: input gradient alone differs by {d}");
+        assert!(
+            w.grad(&a).is_none(),
+            "{case}: an untracked kernel got a gradient"
+        );
+        let wg = weight.require_grad();
+        let (a, b) = (
+            grads(&ours, wg.clone(), x.clone()),
+            grads(&reference, wg.clone(), x.clone()),
+        );
+        let d = max_diff(wg.grad(&a).unwrap(), wg.grad(&b).unwrap());
+        assert!(d < 1e-4, "{case}: kernel gradient alone differs by {d}");
+        assert!(
+            x.grad(&a).is_none(),
+            "{case}: an untracked input got a gradient"
+        );
     }
 
     #[test]

@@ -1,0 +1,233 @@
+//! The batch-major 3x3 convolution of [`super::batch_major`] on the CPU backend's f32 values,
+//! forward and backward, a tile of whole images at a time ([`super::tiles`]), each tile on one
+//! thread with its columns and products in the thread's kept buffer.
+//!
+//! As burn operations (Glow's training step), every product's output was a fresh allocation
+//! that the allocator zeroed, the columns another, and the kernel's gradient a product per
+//! image summed over the batch afterwards: zeroing alone was a tenth of a Glow 32 training
+//! profile. Here a tile's kernel gradient is one product, the tiles' sums added at the end.
+
+use burn::prelude::*;
+
+use super::contiguous;
+use super::cpu::{slice, tensor, values, with_scratch};
+use super::im2col::TapMasks;
+use super::tiles::Tiling;
+use crate::flex::{Operand, product_into_here};
+
+/// The convolution of `x: [batch, in, h, w]` by `weight: [out, in, 3, 3]` when both hold f32
+/// on the CPU backend without autodiff and the batch gives a tile per thread; None elsewhere.
+pub(super) fn forward(weight: &Tensor<4>, x: &Tensor<4>) -> Option<Tensor<4>> {
+    let [out, cin, _, _] = weight.dims();
+    let [batch, _, h, w] = x.dims();
+    let tiling = Tiling::new(batch, h * w)?;
+    let xv = values(x)?;
+    let xs = slice(&xv);
+    let masks = TapMasks::new(h * w, [h, w]);
+    let mut y = vec![0.0f32; batch * out * h * w];
+    if cin <= out {
+        // Column t cin + c holds tap t of input channel c.
+        let w2 = values(&weight.clone().permute([0, 2, 3, 1]).reshape([out, 9 * cin]))?;
+        let w2 = slice(&w2);
+        tiling.each(&mut y, out, |i, tile, y| {
+            let n = tile.columns();
+            with_scratch((9 * cin + out) * n, |scratch| {
+                let (cols, p) = scratch.split_at_mut(9 * cin * n);
+                tile.columns_of(tiling.of(xs, i, cin), cin, &masks, cols);
+                product_into_here(
+                    p,
+                    [out, n, 9 * cin],
+                    Operand::rows(w2, 9 * cin),
+                    Operand::rows(cols, n),
+                );
+                tile.scatter(p, out, y);
+            })
+        });
+    } else {
+        // Row t out + o holds tap t of output channel o.
+        let w9 = values(&weight.clone().permute([2, 3, 0, 1]).reshape([9 * out, cin]))?;
+        let w9 = slice(&w9);
+        tiling.each(&mut y, out, |i, tile, y| {
+            let n = tile.columns();
+            with_scratch((cin + 9 * out) * n, |scratch| {
+                let (xt, p) = scratch.split_at_mut(cin * n);
+                tile.gather(tiling.of(xs, i, cin), cin, xt);
+                product_into_here(
+                    p,
+                    [9 * out, n, cin],
+                    Operand::rows(w9, cin),
+                    Operand::rows(xt, n),
+                );
+                tile.shift_sum(p, out, false, &masks, y);
+            })
+        });
+    }
+    Some(tensor(y, [batch, out, h, w], &x.device()))
+}
+
+/// The gradients of [`forward`] by `x` and by `weight` for the output's gradient `gy`, each
+/// when asked for, from the narrower side's columns as [`super::batch_major::backward`]
+/// computes them; None where [`forward`] is.
+#[allow(clippy::type_complexity)]
+pub(super) fn backward(
+    weight: &Tensor<4>,
+    x: &Tensor<4>,
+    gy: &Tensor<4>,
+    (wants_x, wants_w): (bool, bool),
+) -> Option<(Option<Tensor<4>>, Option<Tensor<4>>)> {
+    let [out, cin, _, _] = weight.dims();
+    let dims @ [batch, _, h, w] = x.dims();
+    let tiling = Tiling::new(batch, h * w)?;
+    let device = x.device();
+    let (xv, gyv) = (values(x)?, values(gy)?);
+    let (xs, gys) = (slice(&xv), slice(&gyv));
+    let masks = TapMasks::new(h * w, [h, w]);
+    let mut gx = vec![0.0f32; if wants_x { batch * cin * h * w } else { 0 }];
+    let sum_len = wants_w.then_some(9 * out * cin);
+    let gw = if cin <= out {
+        let w2 = values(&weight.clone().permute([0, 2, 3, 1]).reshape([out, 9 * cin]))?;
+        let w2 = slice(&w2);
+        let gw = tiling.each_with_sum(&mut gx, cin, sum_len, |i, tile, gx, gw| {
+            let n = tile.columns();
+            with_scratch((out + 9 * cin) * n + out * 9 * cin, |scratch| {
+                let (gyt, rest) = scratch.split_at_mut(out * n);
+                let (p, product) = rest.split_at_mut(9 * cin * n);
+                tile.gather(tiling.of(gys, i, out), out, gyt);
+                if let Some(gw) = gw {
+                    tile.columns_of(tiling.of(xs, i, cin), cin, &masks, p);
+                    add_abt(gw, gyt, p, [out, 9 * cin, n], product);
+                }
+                if let Some(gx) = gx {
+                    let a = Operand::transposed(w2, 9 * cin);
+                    product_into_here(p, [9 * cin, n, out], a, Operand::rows(gyt, n));
+                    tile.shift_sum(p, cin, true, &masks, gx);
+                }
+            })
+        });
+        gw.map(|gw| tensor(gw, [out, 3, 3, cin], &device).permute([0, 3, 1, 2]))
+    } else {
+        // Row t' out + o of the gradient's columns meets tap 8 - t' of the kernel.
+        let flipped = weight
+            .clone()
+            .flip([2, 3])
+            .permute([1, 2, 3, 0])
+            .reshape([cin, 9 * out]);
+        let flipped = values(&flipped)?;
+        let flipped = slice(&flipped);
+        let gw = tiling.each_with_sum(&mut gx, cin, sum_len, |i, tile, gx, gw| {
+            let n = tile.columns();
+            with_scratch((9 * out + cin) * n + 9 * out * cin, |scratch| {
+                let (cols, rest) = scratch.split_at_mut(9 * out * n);
+                let (p, product) = rest.split_at_mut(cin * n);
+                tile.columns_of(tiling.of(gys, i, out), out, &masks, cols);
+                if let Some(gw) = gw {
+                    tile.gather(tiling.of(xs, i, cin), cin, p);
+                    add_abt(gw, cols, p, [9 * out, cin, n], product);
+                }
+                if let Some(gx) = gx {
+                    let a = Operand::rows(flipped, 9 * out);
+                    product_into_here(p, [cin, n, 9 * out], a, Operand::rows(cols, n));
+                    tile.scatter(p, cin, gx);
+                }
+            })
+        });
+        gw.map(|gw| {
+            tensor(gw, [3, 3, out, cin], &device)
+                .flip([0, 1])
+                .permute([2, 3, 0, 1])
+        })
+    };
+    let gx = wants_x.then(|| tensor(gx, dims, &device));
+    Some((gx, gw.map(contiguous)))
+}
+
+/// `acc [m, k] += a [m, n] x b [k, n]^T` through `product` (`m k` values), computed as
+/// `(b a^T)^T` when `a` has the fewer rows (gemm's slow orientation, see
+/// [`crate::tensor_util::matmul_transposed`]).
+fn add_abt(acc: &mut [f32], a: &[f32], b: &[f32], [m, k, n]: [usize; 3], product: &mut [f32]) {
+    if m < k && m <= 256 {
+        product_into_here(
+            product,
+            [k, m, n],
+            Operand::rows(b, n),
+            Operand::transposed(a, n),
+        );
+        for (i, row) in acc.chunks_exact_mut(k).enumerate() {
+            row.iter_mut()
+                .enumerate()
+                .for_each(|(j, v)| *v += product[j * m + i]);
+        }
+    } else {
+        product_into_here(
+            product,
+            [m, k, n],
+            Operand::rows(a, n),
+            Operand::transposed(b, n),
+        );
+        acc.iter_mut().zip(&*product).for_each(|(v, p)| *v += p);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use burn::nn::PaddingConfig2d;
+    use burn::nn::conv::Conv2dConfig;
+    use burn::tensor::Distribution;
+    use burn::tensor::ops::ConvOptions;
+
+    use super::*;
+    use crate::conv::tests::{assert_each_gradient_alone, assert_matches_conv};
+    use crate::conv::{conv3x3_same, conv3x3_same_with};
+
+    /// On two threads a batch of 5 is tiles of 2, 2 and 1 images, whatever the machine's cores.
+    fn on_two_threads(f: impl FnOnce() + Send) {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(2)
+            .build()
+            .unwrap();
+        pool.install(f);
+    }
+
+    #[test]
+    fn the_tiled_convolution_and_its_gradients_equal_burns() {
+        on_two_threads(|| {
+            let checkpointing = Device::flex().autodiff().gradient_checkpointing();
+            for device in [Device::flex().autodiff(), checkpointing] {
+                // Narrow in (the input's columns), narrow out (the gradient's), equal, 1x1.
+                for (cin, cout, h, w) in [(3, 8, 4, 6), (16, 3, 5, 3), (4, 4, 3, 3), (2, 5, 1, 1)] {
+                    let tiling = Tiling::new(5, h * w).expect("tiles for two threads");
+                    assert_eq!((tiling.images, tiling.count()), (2, 3));
+                    let conv = Conv2dConfig::new([cin, cout], [3, 3])
+                        .with_padding(PaddingConfig2d::Same)
+                        .init(&device);
+                    let x = Tensor::<4>::random([5, cin, h, w], Distribution::Default, &device);
+                    let plain =
+                        |t: Tensor<4>| Tensor::<4>::from_data(t.into_data(), &Device::flex());
+                    let (pw, px) = (plain(conv.weight.val()), plain(x.clone()));
+                    assert!(forward(&pw, &px).is_some(), "the tiled path serves");
+                    let x = x.require_grad();
+                    let ours = conv3x3_same(&conv, x.clone());
+                    assert_matches_conv(&conv, x, ours, &format!("{cin}->{cout} at {h}x{w}"));
+                }
+            }
+        });
+    }
+
+    #[test]
+    fn each_tiled_gradient_is_right_when_only_it_is_asked_for() {
+        on_two_threads(|| {
+            let device = Device::flex().autodiff();
+            for (cin, cout) in [(3, 8), (8, 3)] {
+                let weight = Tensor::<4>::random([cout, cin, 3, 3], Distribution::Default, &device);
+                let x = Tensor::<4>::random([5, cin, 4, 5], Distribution::Default, &device);
+                let ours = |w, x| conv3x3_same_with(w, None, x);
+                let reference = |w, x| {
+                    let options = ConvOptions::new([1, 1], [1, 1], [1, 1], 1);
+                    burn::tensor::module::conv2d(x, w, None, options)
+                };
+                let case = format!("{cin}->{cout}");
+                assert_each_gradient_alone(weight, x, ours, reference, &case);
+            }
+        });
+    }
+}

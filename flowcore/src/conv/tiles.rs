@@ -1,0 +1,173 @@
+//! Tiles of whole batch-major images (`[batch, c, h, w]`) as the columns of a matrix product:
+//! a tile of `images` images laid out row-major `[c, images h w]` ("tile-major"), so that one
+//! product per tile on one thread replaces a product per image (too small for the kernel at
+//! 16x16 and below) or one over the whole batch (whose operands come from memory, not cache).
+
+use rayon::prelude::*;
+
+use super::im2col::TapMasks;
+
+/// Product columns (pixels) per tile: with 64 hidden channels a coupling network's
+/// intermediates for one tile take about 2.3 MB, and the products' shapes stay good for the
+/// kernel.
+const TILE_COLUMNS: usize = 2048;
+
+/// A batch of `batch` images of `plane` pixels in tiles of `images` images (the last one may
+/// hold fewer).
+#[derive(Clone, Copy)]
+pub(super) struct Tiling {
+    pub(super) batch: usize,
+    pub(super) images: usize,
+    pub(super) plane: usize,
+}
+
+impl Tiling {
+    /// At least two tiles per thread where the batch allows; None when there are fewer tiles
+    /// than threads, where products split over the threads do better.
+    pub(super) fn new(batch: usize, plane: usize) -> Option<Self> {
+        let threads = rayon::current_num_threads().max(1);
+        let by_size = (TILE_COLUMNS / plane.max(1)).max(1);
+        let images = by_size.min(batch.div_ceil(2 * threads)).max(1);
+        (batch.div_ceil(images) >= threads).then_some(Self {
+            batch,
+            images,
+            plane,
+        })
+    }
+
+    pub(super) fn count(self) -> usize {
+        self.batch.div_ceil(self.images)
+    }
+
+    pub(super) fn tile(self, i: usize) -> Tile {
+        Tile {
+            images: self.images.min(self.batch - i * self.images),
+            plane: self.plane,
+        }
+    }
+
+    /// Tile `i`'s values of batch-major values with `rows` planes per image.
+    pub(super) fn of(self, values: &[f32], i: usize, rows: usize) -> &[f32] {
+        let per_image = rows * self.plane;
+        &values[i * self.images * per_image..][..self.tile(i).images * per_image]
+    }
+
+    /// `f(i, tile, part)` for each tile `i` and its part of the batch-major `y` (`rows` planes
+    /// per image), in parallel.
+    pub(super) fn each(
+        self,
+        y: &mut [f32],
+        rows: usize,
+        f: impl Fn(usize, Tile, &mut [f32]) + Sync,
+    ) {
+        y.par_chunks_mut((self.images * rows * self.plane).max(1))
+            .enumerate()
+            .for_each(|(i, part)| f(i, self.tile(i), part));
+    }
+
+    /// [`Self::each`] over a batch-major `y` that may be empty (not wanted: each tile gets
+    /// None), each tile also given a zeroed sum of `sum_len` values when there is one; the
+    /// tiles' sums added together.
+    pub(super) fn each_with_sum(
+        self,
+        y: &mut [f32],
+        rows: usize,
+        sum_len: Option<usize>,
+        f: impl Fn(usize, Tile, Option<&mut [f32]>, Option<&mut [f32]>) + Sync,
+    ) -> Option<Vec<f32>> {
+        let mut parts: Vec<Option<&mut [f32]>> = if y.is_empty() {
+            (0..self.count()).map(|_| None).collect()
+        } else {
+            y.chunks_mut((self.images * rows * self.plane).max(1))
+                .map(Some)
+                .collect()
+        };
+        let sums = parts.par_iter_mut().enumerate().map(|(i, part)| {
+            let mut sum = vec![0.0f32; sum_len.unwrap_or(0)];
+            let wanted = sum_len.is_some().then_some(&mut sum[..]);
+            f(i, self.tile(i), part.as_deref_mut(), wanted);
+            sum
+        });
+        let total = sums.reduce_with(|mut a, b| {
+            a.iter_mut().zip(&b).for_each(|(a, b)| *a += b);
+            a
+        });
+        total.filter(|_| sum_len.is_some())
+    }
+}
+
+/// The shapes of one tile: `images` images of `plane` pixels.
+#[derive(Clone, Copy)]
+pub(super) struct Tile {
+    pub(super) images: usize,
+    pub(super) plane: usize,
+}
+
+impl Tile {
+    /// The tile's product columns.
+    pub(super) fn columns(self) -> usize {
+        self.images * self.plane
+    }
+
+    /// Batch-major `x: [images, rows, plane]` to tile-major `[rows, images plane]`.
+    pub(super) fn gather(self, x: &[f32], rows: usize, dst: &mut [f32]) {
+        let (n, plane) = (self.columns(), self.plane);
+        for b in 0..self.images {
+            for r in 0..rows {
+                dst[r * n + b * plane..][..plane]
+                    .copy_from_slice(&x[(b * rows + r) * plane..][..plane]);
+            }
+        }
+    }
+
+    /// Tile-major `p: [rows, images plane]` to batch-major `[images, rows, plane]`.
+    pub(super) fn scatter(self, p: &[f32], rows: usize, dst: &mut [f32]) {
+        let (n, plane) = (self.columns(), self.plane);
+        for b in 0..self.images {
+            for r in 0..rows {
+                dst[(b * rows + r) * plane..][..plane]
+                    .copy_from_slice(&p[r * n + b * plane..][..plane]);
+            }
+        }
+    }
+
+    /// The nine shifted copies (zero outside) of batch-major `x: [images, c, plane]`,
+    /// tile-major `[9 c, images plane]`: row `t c + k` holds channel `k` shifted by tap `t`.
+    pub(super) fn columns_of(self, x: &[f32], c: usize, masks: &TapMasks, dst: &mut [f32]) {
+        let (n, plane) = (self.columns(), self.plane);
+        for t in 0..9 {
+            for k in 0..c {
+                for b in 0..self.images {
+                    let dst = &mut dst[(t * c + k) * n + b * plane..][..plane];
+                    let src = &x[(b * c + k) * plane..][..plane];
+                    masks.apply(t, dst, src, |d, s| *d = s);
+                }
+            }
+        }
+    }
+
+    /// Tile-major `p: [9 k, images plane]` as nine tap-major row blocks, summed into batch-major
+    /// `[images, k, plane]` after shifting block `t` by tap `t`, or by tap `8 - t` when
+    /// `reverse` (the adjoint of the columns' shift).
+    pub(super) fn shift_sum(
+        self,
+        p: &[f32],
+        k: usize,
+        reverse: bool,
+        masks: &TapMasks,
+        dst: &mut [f32],
+    ) {
+        let (n, plane) = (self.columns(), self.plane);
+        for b in 0..self.images {
+            for o in 0..k {
+                let dst = &mut dst[(b * k + o) * plane..][..plane];
+                dst.fill(0.0);
+                for t in 0..9 {
+                    let tap = if reverse { 8 - t } else { t };
+                    let src = &p[(t * k + o) * n + b * plane..][..plane];
+                    masks.apply(tap, dst, src, |d, s| *d += s);
+                }
+            }
+        }
+    }
+}
