@@ -34,90 +34,116 @@ pub struct Case {
     pub id: &'static str,
     /// What it measures.
     pub what: &'static str,
+    /// The reference scripts (`benches/reference/`) that run it too.
+    pub references: &'static [&'static str],
 }
+
+/// The PyTorch reference for the RealNVP and Glow cases (and the scaling series).
+pub const TORCH: &str = "torch_bench.py";
+/// The original project's TensorFlow Probability models, for the same cases.
+pub const TFP: &str = "tfp_bench.py";
+const TORCH_AND_TFP: &[&str] = &[TORCH, TFP];
 
 /// Every configuration, in table order.
 pub const CASES: [Case; 18] = [
     Case {
         id: "realnvp2d",
         what: "2-D RealNVP, 8 couplings, MLP 1-128-128-2, batch 1024, Adam: training",
+        references: TORCH_AND_TFP,
     },
     Case {
         id: "app1-8x256",
         what: "app 1 RealNVP 8 x [256, 256], batch 128: training",
+        references: TORCH_AND_TFP,
     },
     Case {
         id: "app1-12x512",
         what: "app 1 RealNVP 12 x [512, 512], batch 128: training",
+        references: TORCH_AND_TFP,
     },
     Case {
         id: "glow32",
         what: "Glow 32x32x3, 3 levels x 4 steps x 64 channels, batch 16: training",
+        references: TORCH_AND_TFP,
     },
     Case {
         id: "glow32-score",
         what: "Glow 32x32x3 as above: scoring log p, batch 256",
+        references: TORCH_AND_TFP,
     },
     Case {
         id: "glow128",
         what: "Glow 128x128x3, 3 levels x 6 steps x 128 channels, batch 16: training",
+        references: TORCH_AND_TFP,
     },
     Case {
         id: "loader",
         what: "data loading: PNG decode + flip/rotate/zoom + dequantise, 32x32x3",
+        references: &[],
     },
     Case {
         id: "hdf5-reader",
         what: "HDF5 tables as app 8 trains on them: 4 files x 250k rows x 31 f32 (deflate), \
                shuffled blocks across files, prefetched, batches of 256: rows/s",
+        references: &["hdf5_bench.py"],
     },
     Case {
         id: "nsf-flashsim",
         what: "FlashSim-shaped conditional NSF: 17 targets | 14 conditions, 6 spline couplings \
                (16 bins) of MLP [128, 128], reversed between, batch 256: training",
+        references: &["flows_bench.py"],
     },
     Case {
         id: "nsf-flashsim-sample",
         what: "the FlashSim-shaped NSF: sampling 4096 targets for 4096 conditions",
+        references: &["flows_bench.py"],
     },
     Case {
         id: "maf-fedhex",
         what: "FEDHEX-shaped conditional MAF: 2-D data | 2-D labels, 10 MADE blocks [128, 128], \
                affine, reversed between, batch 512: training",
+        references: &["flows_bench.py"],
     },
     Case {
         id: "maf-fedhex-sample",
         what: "the FEDHEX-shaped MAF: sampling 4096 points for 4096 labels",
+        references: &["flows_bench.py"],
     },
     Case {
         id: "phi4-8x8",
         what: "lattice phi^4 8x8, 8 affine checkerboard couplings of periodic 3x3 convs \
                1-8-8-2, batch 256: reverse-KL training against the action",
+        references: &["lattice_bench.py"],
     },
     Case {
         id: "phi4-8x8-sample",
         what: "the 8x8 lattice flow: 4096 fields with their log-weights -S - log q",
+        references: &["lattice_bench.py"],
     },
     Case {
         id: "ffjord-moons",
         what: "FFJORD on the moons: one block, concat-squash 2-64-64-64-2 tanh, dopri5 \
                rtol = atol = 1e-5, exact trace, back-propagation through the solver, batch 256: \
                training",
+        references: &["ffjord_bench.py"],
     },
     Case {
         id: "ffjord-moons-adjoint",
         what: "the FFJORD moons model trained with gradients by the adjoint method (a backward \
                solve at the same tolerances), batch 256: training",
+        references: &["ffjord_bench.py"],
     },
     Case {
         id: "ffjord-conv28",
         what: "application 2's FFJORD (app2-ffjord.toml): 28x28x1, logit, 2 squeezes, \
                concat-squash 3x3 convs 16-64-64-16 tanh, RK4 x 8, Hutchinson's trace with one \
                Rademacher probe, batch 32: training",
+        references: &["ffjord_bench.py"],
     },
     Case {
         id: "ffjord-moons-sample",
         what: "the FFJORD moons model: sampling 4096 points (one inverse solve)",
+        references: &["ffjord_bench.py"],
     },
 ];
 
@@ -477,4 +503,70 @@ pub fn format_table(rows: &[Row], peak_gflops: f64) -> String {
         ));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    /// The ids of the cases reference `script` runs: its `CASES` (or `CASE`) list, and the
+    /// scaling series where it imports it.
+    fn script_cases(dir: &Path, script: &str) -> Vec<String> {
+        let read = |name: &str| std::fs::read_to_string(dir.join(name)).unwrap();
+        let quoted = |line: &str| {
+            line.split('"')
+                .skip(1)
+                .step_by(2)
+                .map(String::from)
+                .collect::<Vec<_>>()
+        };
+        let listed = |text: &str, starts: &[&str]| {
+            text.lines()
+                .filter(|l| starts.iter().any(|s| l.starts_with(s)))
+                .flat_map(quoted)
+                .collect::<Vec<_>>()
+        };
+        let text = read(script);
+        let mut ids = listed(&text, &["CASES = [", "CASE = "]);
+        if text.contains("from bench_common import SERIES") {
+            ids.extend(listed(&read("bench_common.py"), &["SERIES = ["]));
+        }
+        ids.sort();
+        ids
+    }
+
+    #[test]
+    fn each_case_names_exactly_the_reference_scripts_that_run_it() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../benches/reference");
+        let mut scripts: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|name| name.ends_with("_bench.py"))
+            .collect();
+        scripts.sort();
+        assert!(scripts.len() >= 6, "the reference scripts: {scripts:?}");
+        let cases: Vec<&Case> = CASES.iter().chain(SCALING.iter()).collect();
+        for script in &scripts {
+            let runs = script_cases(&dir, script);
+            assert!(!runs.is_empty(), "{script}: no case list found");
+            let mut named: Vec<String> = cases
+                .iter()
+                .filter(|c| c.references.contains(&script.as_str()))
+                .map(|c| c.id.to_string())
+                .collect();
+            named.sort();
+            assert_eq!(runs, named, "{script}'s cases against the cases naming it");
+        }
+        for case in cases {
+            for script in case.references {
+                assert!(
+                    scripts.iter().any(|s| s == script),
+                    "{}: no reference {script}",
+                    case.id
+                );
+            }
+        }
+    }
 }

@@ -2,33 +2,39 @@
 //! steps x 64 channels) trained at batch 8, 16, 32 and 64, and at image sizes 16, 32 and 64 at
 //! batch 16, so that the cost's growth with the work is on record beside the references'.
 
-use super::Case;
+use super::{Case, TORCH_AND_TFP};
 
 /// The series, in table order: ids `glow-{side}px-b{batch}`.
 pub const SCALING: [Case; 6] = [
     Case {
         id: "glow-32px-b8",
         what: "Glow 32x32x3 (3 x 4 x 64), batch 8: training",
+        references: TORCH_AND_TFP,
     },
     Case {
         id: "glow-32px-b16",
         what: "Glow 32x32x3 (3 x 4 x 64), batch 16: training",
+        references: TORCH_AND_TFP,
     },
     Case {
         id: "glow-32px-b32",
         what: "Glow 32x32x3 (3 x 4 x 64), batch 32: training",
+        references: TORCH_AND_TFP,
     },
     Case {
         id: "glow-32px-b64",
         what: "Glow 32x32x3 (3 x 4 x 64), batch 64: training",
+        references: TORCH_AND_TFP,
     },
     Case {
         id: "glow-16px-b16",
         what: "Glow 16x16x3 (3 x 4 x 64), batch 16: training",
+        references: TORCH_AND_TFP,
     },
     Case {
         id: "glow-64px-b16",
         what: "Glow 64x64x3 (3 x 4 x 64), batch 16: training",
+        references: TORCH_AND_TFP,
     },
 ];
 

@@ -11,8 +11,8 @@ use std::process::{Command, ExitCode};
 use anyhow::{Context, Result, bail};
 use clap::Parser;
 use flowapps::bench::{
-    CASES, Case, Row, SCALING, check_device, format_checks, format_table, matmul_peak_gflops,
-    run_case,
+    CASES, Case, Row, SCALING, TFP, TORCH, check_device, format_checks, format_table,
+    matmul_peak_gflops, run_case,
 };
 
 #[derive(Parser)]
@@ -87,12 +87,13 @@ fn run(cli: Cli) -> Result<()> {
         );
     }
     let chosen = |id: &str| cli.cases.is_empty() || cli.cases.iter().any(|c| c == id);
-    // The references run the same points: the series is not among their default cases.
-    let reference_cases = match (cli.cases.is_empty(), cli.scaling) {
-        (false, _) => cli.cases.clone(),
-        (true, true) => SCALING.iter().map(|c| c.id.to_string()).collect(),
-        (true, false) => Vec::new(),
+    let wanted = |script: &str| match script {
+        TFP => cli.compare_tfp,
+        _ => cli.compare_torch,
     };
+    // Each case's references run right after it: on a shared machine whose speed drifts by
+    // tens of percent within minutes, a ratio of runs minutes apart means more than one of
+    // runs a whole table apart.
     let mut rows = Vec::new();
     for case in cases.iter().filter(|c| chosen(c.id)) {
         eprintln!("bench: {} ({})", case.id, case.what);
@@ -111,74 +112,8 @@ fn run(cli: Cli) -> Result<()> {
         let row: Row = serde_json::from_slice(&out.stdout)
             .with_context(|| format!("case {} printed no row", case.id))?;
         rows.push(row);
-    }
-    // Plain PyTorch for the RealNVP, Glow and lattice cases; nflows and zuko for the spline and
-    // autoregressive ones (a library that does not import gives a row that says so); TFP for
-    // the original project's models.
-    let mut scripts = Vec::new();
-    if cli.compare_torch {
-        scripts.extend([
-            "torch_bench.py",
-            "flows_bench.py",
-            "ffjord_bench.py",
-            "lattice_bench.py",
-            "hdf5_bench.py",
-        ]);
-    }
-    if cli.compare_tfp {
-        scripts.push("tfp_bench.py");
-    }
-    for script in scripts {
-        let on_gpu = cli.device != "cpu";
-        if on_gpu && script != "torch_bench.py" {
-            // Only torch_bench.py moves its models to the GPU; a CPU figure beside a GPU
-            // one would mislead.
-            rows.push(missing_row(script, "has no GPU mode; run on the CPU only"));
-            continue;
-        }
-        let script = reference_dir().join(script);
-        eprintln!("bench: references ({})", script.display());
-        let mut command = Command::new(&cli.python);
-        command.arg(&script);
-        if !reference_cases.is_empty() {
-            command.args(["--cases", &reference_cases.join(",")]);
-        }
-        if on_gpu {
-            command.args(["--device", "cuda"]);
-        }
-        let out = command
-            .args([
-                "--scale",
-                &cli.scale.to_string(),
-                "--peak",
-                &peak.to_string(),
-            ])
-            .output();
-        // Reported, not skipped: a row saying which reference is missing and why (no such
-        // Python, or a library it cannot import).
-        let failed = match &out {
-            Err(e) => Some(format!("cannot run {}: {e}", cli.python)),
-            Ok(out) if !out.status.success() => {
-                let why = String::from_utf8_lossy(&out.stderr);
-                let why = why.lines().last().unwrap_or("no message").to_string();
-                Some(format!("{} failed: {why}", cli.python))
-            }
-            Ok(_) => None,
-        };
-        let name = script.file_name().unwrap_or_default().to_string_lossy();
-        let out = match (failed, out) {
-            (None, Ok(out)) => out,
-            (why, _) => {
-                let why = why.unwrap_or_default();
-                eprintln!("bench: the reference {name}: {why}");
-                rows.push(missing_row(&name, &why));
-                continue;
-            }
-        };
-        for line in String::from_utf8_lossy(&out.stdout).lines() {
-            let row: Row = serde_json::from_str(line)
-                .with_context(|| format!("{} printed `{line}`", script.display()))?;
-            rows.push(row);
+        for &script in case.references.iter().filter(|s| wanted(s)) {
+            rows.extend(reference_rows(&cli, script, case.id, peak)?);
         }
     }
     // The HDF5 case's files, which its reference read.
@@ -188,6 +123,60 @@ fn run(cli: Cli) -> Result<()> {
         flowcore::io::write_atomic(&path, serde_json::to_string_pretty(&rows)?.as_bytes())?;
     }
     Ok(())
+}
+
+/// The rows of reference `script` (plain PyTorch for the RealNVP, Glow and lattice cases;
+/// nflows and zuko for the spline and autoregressive ones; torchdiffeq and zuko for FFJORD;
+/// h5py; TFP for the original project's models) for case `id`: a row saying which reference
+/// is missing and why where it could not run (no such Python, a library it cannot import).
+fn reference_rows(cli: &Cli, script: &str, id: &str, peak: f64) -> Result<Vec<Row>> {
+    let on_gpu = cli.device != "cpu";
+    if on_gpu && script != TORCH {
+        // Only torch_bench.py moves its models to the GPU; a CPU figure beside a GPU one
+        // would mislead.
+        return Ok(vec![missing_row(
+            script,
+            "has no GPU mode; run on the CPU only",
+        )]);
+    }
+    let path = reference_dir().join(script);
+    eprintln!("bench: {id}: reference {script}");
+    let mut command = Command::new(&cli.python);
+    command.arg(&path).args(["--cases", id]);
+    if on_gpu {
+        command.args(["--device", "cuda"]);
+    }
+    let out = command
+        .args([
+            "--scale",
+            &cli.scale.to_string(),
+            "--peak",
+            &peak.to_string(),
+        ])
+        .output();
+    let out = match out {
+        Err(e) => Err(format!("cannot run {}: {e}", cli.python)),
+        Ok(out) if !out.status.success() => {
+            let why = String::from_utf8_lossy(&out.stderr);
+            let why = why.lines().last().unwrap_or("no message").to_string();
+            Err(format!("{} failed: {why}", cli.python))
+        }
+        Ok(out) => Ok(out),
+    };
+    let out = match out {
+        Ok(out) => out,
+        Err(why) => {
+            eprintln!("bench: the reference {script}: {why}");
+            return Ok(vec![missing_row(script, &why)]);
+        }
+    };
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|line| {
+            serde_json::from_str(line)
+                .with_context(|| format!("{} printed `{line}`", path.display()))
+        })
+        .collect()
 }
 
 /// A row saying that a reference did not run, and why.
