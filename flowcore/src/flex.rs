@@ -24,6 +24,34 @@ pub(crate) fn on_flex<const D: usize, const E: usize>(
     Some(Tensor::from_data(TensorData::new(values, shape), &device))
 }
 
+pub(crate) type Values = <Flex as BackendTypes>::FloatTensorPrimitive;
+
+/// The contiguous f32 values of a CPU-backend tensor without autodiff.
+pub(crate) fn values<const D: usize>(t: &Tensor<D>) -> Option<Values> {
+    if t.dtype() != DType::F32 {
+        return None;
+    }
+    let flex = t.clone().try_into_primitive::<Flex>().ok()?;
+    Some(match flex.as_slice::<f32>() {
+        Some(_) => flex,
+        None => flex.to_contiguous(),
+    })
+}
+
+pub(crate) fn slice(values: &Values) -> &[f32] {
+    values
+        .as_slice::<f32>()
+        .expect("`values` gives contiguous f32")
+}
+
+pub(crate) fn tensor<const D: usize>(
+    values: Vec<f32>,
+    shape: [usize; D],
+    device: &Device,
+) -> Tensor<D> {
+    Tensor::from_data(TensorData::new(values, shape), device)
+}
+
 /// Products of at least this many multiply-adds are split over the rayon threads when the
 /// caller is one of them (the binaries' main thread is: [`crate::threads::join_pool`]);
 /// it then works on a part itself and the other cores steal the rest. Measured in paired runs
@@ -68,7 +96,7 @@ fn operand(f: &<Flex as BackendTypes>::FloatTensorPrimitive) -> Option<Operand<'
 }
 
 /// Whether an `m x k` by `k x n` product is worth splitting over the threads.
-fn parallel(m: usize, n: usize, k: usize) -> bool {
+pub(crate) fn parallel(m: usize, n: usize, k: usize) -> bool {
     let threshold = match rayon::current_thread_index() {
         Some(_) => PARALLEL_PRODUCT_IN_POOL,
         None => PARALLEL_PRODUCT,
@@ -153,6 +181,29 @@ pub(crate) fn product_into_here(dst: &mut [f32], mnk: [usize; 3], a: Operand, b:
     );
     // SAFETY: `dst` holds the m x n output.
     unsafe { gemm_into(dst.as_mut_ptr(), mnk, a, b, false) }
+}
+
+/// [`product_into`] into memory not yet written, on all of rayon's threads when `split`, else
+/// on the calling thread: the `m n` values it returns.
+pub(crate) fn product_into_uninit<'a>(
+    dst: &'a mut [std::mem::MaybeUninit<f32>],
+    mnk: [usize; 3],
+    a: Operand,
+    b: Operand,
+    split: bool,
+) -> &'a mut [f32] {
+    let [m, n, _] = mnk;
+    assert!(
+        dst.len() >= m * n,
+        "a {m} x {n} product into {} values",
+        dst.len()
+    );
+    // SAFETY: `dst` holds the m x n output, which gemm writes whole (read_dst is false), so
+    // its first m n values are initialised when read back.
+    unsafe {
+        gemm_into(dst.as_mut_ptr().cast(), mnk, a, b, split);
+        std::slice::from_raw_parts_mut(dst.as_mut_ptr().cast(), m * n)
+    }
 }
 
 /// # Safety

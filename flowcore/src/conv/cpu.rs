@@ -7,9 +7,7 @@
 
 use std::cell::RefCell;
 
-use burn::backend::{BackendTypes, Flex};
 use burn::prelude::*;
-use burn::tensor::{DType, TensorData};
 
 use super::im2col::{columns_into, shift_sum_into};
 use crate::flex::{Operand, product, product_into};
@@ -157,30 +155,4 @@ pub(super) fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R 
     })
 }
 
-pub(super) type Values = <Flex as BackendTypes>::FloatTensorPrimitive;
-
-/// The contiguous f32 values of a CPU-backend tensor without autodiff.
-pub(super) fn values<const D: usize>(t: &Tensor<D>) -> Option<Values> {
-    if t.dtype() != DType::F32 {
-        return None;
-    }
-    let flex = t.clone().try_into_primitive::<Flex>().ok()?;
-    Some(match flex.as_slice::<f32>() {
-        Some(_) => flex,
-        None => flex.to_contiguous(),
-    })
-}
-
-pub(super) fn slice(values: &Values) -> &[f32] {
-    values
-        .as_slice::<f32>()
-        .expect("`values` gives contiguous f32")
-}
-
-pub(super) fn tensor<const D: usize>(
-    values: Vec<f32>,
-    shape: [usize; D],
-    device: &Device,
-) -> Tensor<D> {
-    Tensor::from_data(TensorData::new(values, shape), device)
-}
+pub(super) use crate::flex::{slice, tensor, values};

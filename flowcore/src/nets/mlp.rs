@@ -4,6 +4,7 @@ use burn::nn::{Initializer, Linear, LinearConfig};
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
+use super::dense::dense;
 use super::{Activation, BuildNet, Conditioner, NetIo, append_cond};
 use crate::{FlowError, Result};
 
@@ -43,15 +44,6 @@ pub(crate) fn zero_linear(inputs: usize, outputs: usize, device: &Device) -> Lin
         .init(device)
 }
 
-/// `x [batch, in] -> x W + b` of a linear layer, its product split over the cores when large.
-pub(crate) fn dense(layer: &Linear, x: Tensor<2>) -> Tensor<2> {
-    let y = super::product::product(x, layer.weight.val());
-    match &layer.bias {
-        Some(b) => y + b.val().unsqueeze(),
-        None => y,
-    }
-}
-
 /// Fully connected network; the last layer starts at zero.
 #[derive(Module, Debug)]
 pub struct Mlp {
@@ -83,10 +75,7 @@ impl Mlp {
     pub fn forward(&self, mut x: Tensor<2>) -> Tensor<2> {
         let last = self.layers.len() - 1;
         for (i, layer) in self.layers.iter().enumerate() {
-            x = dense(layer, x);
-            if i < last {
-                x = self.activation.apply(x);
-            }
+            x = dense(layer, x, (i < last).then_some(self.activation));
         }
         x
     }

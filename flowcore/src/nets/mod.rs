@@ -6,6 +6,7 @@
 //! parameters and, by the convention of [`crate::transform`], starts as the identity.
 
 mod activation;
+mod dense;
 mod glow_conv;
 mod made;
 mod mlp;

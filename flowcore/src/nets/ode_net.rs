@@ -140,7 +140,7 @@ impl TimeLinear {
     /// `(value, gate)` at time `t`: the pre-activation, and the factor on the tangents.
     fn forward(&self, h: Tensor<2>, t: f64) -> (Tensor<2>, Option<Tensor<2>>) {
         see_time(
-            super::mlp::dense(&self.linear, h),
+            super::dense::dense(&self.linear, h, None),
             1,
             t,
             &self.time_weight,

@@ -11,7 +11,8 @@ use burn::nn::{BatchNorm, BatchNormConfig, LayerNorm, LayerNormConfig, Linear, L
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use super::mlp::{dense, zero_linear};
+use super::dense::dense;
+use super::mlp::zero_linear;
 use super::{Activation, BuildNet, Conditioner, NetIo, append_cond};
 use crate::{FlowError, Result};
 
@@ -100,7 +101,7 @@ pub struct ResMlp {
 
 impl Conditioner for ResMlp {
     fn predict(&self, x: Tensor<2>, cond: Option<&Tensor<2>>) -> Tensor<2> {
-        let mut h = dense(&self.input, append_cond(x, cond));
+        let mut h = dense(&self.input, append_cond(x, cond), None);
         for block in &self.blocks {
             let mut r = match (&block.norm, &block.batch_norm) {
                 (Some(norm), _) => norm.forward(h.clone()),
@@ -111,10 +112,10 @@ impl Conditioner for ResMlp {
             if self.cond_every_block {
                 r = append_cond(r, cond);
             }
-            r = dense(&block.first, r);
-            r = dense(&block.second, self.activation.apply(r));
+            let hidden = dense(&block.first, r, Some(self.activation));
+            r = dense(&block.second, hidden, None);
             h = h + r;
         }
-        dense(&self.output, self.activation.apply(h))
+        dense(&self.output, self.activation.apply(h), None)
     }
 }
