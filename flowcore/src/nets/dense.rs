@@ -20,7 +20,7 @@ use burn::prelude::*;
 use burn::tensor::{DType, TensorData};
 use rayon::prelude::*;
 
-use super::Activation;
+use super::{Activation, narrow};
 use std::mem::MaybeUninit;
 
 use crate::flex::{Operand, parallel, product, product_into_uninit, slice, tensor, values};
@@ -110,32 +110,37 @@ fn forward_values(
     r: Rectifier,
 ) -> Vec<f32> {
     let (rows, split) = parts([m, n, k]);
-    // SAFETY: each part's product writes all of it (`read_dst` off), then is read and
-    // rewritten in place.
-    unsafe {
-        written_in_parts(m * n, rows * n, |i, y| {
-            let x = &x[i * rows * k..][..y.len() / n * k];
-            let y = product_into_uninit(
-                y,
-                [x.len() / k, n, k],
-                Operand::rows(x, k),
-                Operand::rows(w, n),
-                split,
-            );
-            for row in y.chunks_exact_mut(n) {
-                match r {
-                    Rectifier::Identity => row.iter_mut().zip(b).for_each(|(v, b)| *v += b),
-                    Rectifier::Slope(0.0) => row
-                        .iter_mut()
-                        .zip(b)
-                        .for_each(|(v, b)| *v = (*v + b).max(0.0)),
-                    Rectifier::Slope(s) => row.iter_mut().zip(b).for_each(|(v, b)| {
-                        let z = *v + b;
-                        *v = if z > 0.0 { z } else { z * s };
-                    }),
-                }
-            }
-        })
+    let wt = if narrow::is_narrow(n, k) {
+        narrow::transposed(w, k, n)
+    } else {
+        Vec::new()
+    };
+    let part = |i: usize, y: &mut [MaybeUninit<f32>]| {
+        let x = &x[i * rows * k..][..y.len() / n * k];
+        let mnk = [x.len() / k, n, k];
+        let y = if narrow::is_narrow(n, k) {
+            narrow::product_into(y, x, (w, &wt), mnk)
+        } else {
+            product_into_uninit(y, mnk, Operand::rows(x, k), Operand::rows(w, n), split)
+        };
+        rectify_rows(y, n, b, r);
+    };
+    // SAFETY: `part` writes every value of its part (the product's `read_dst` is off) before
+    // reading it.
+    unsafe { written_in_parts(m * n, rows * n, part) }
+}
+
+/// `y`'s rows of `n` values plus `b`, then rectified.
+fn rectify_rows(y: &mut [f32], n: usize, b: &[f32], r: Rectifier) {
+    for row in y.chunks_exact_mut(n) {
+        row.iter_mut().zip(b).for_each(|(v, b)| *v += b);
+        match r {
+            Rectifier::Identity => {}
+            Rectifier::Slope(0.0) => row.iter_mut().for_each(|v| *v = v.max(0.0)),
+            Rectifier::Slope(s) => row.iter_mut().for_each(|v| {
+                *v = if *v > 0.0 { *v } else { *v * s };
+            }),
+        }
     }
 }
 
@@ -201,21 +206,31 @@ impl Gradient<'_> {
         let gz: &[f32] = gz_owned.as_deref().unwrap_or(self.gy);
         let gb = wants[2].then(|| column_sums(gz, n, rows));
         let gx = wants[0].then(|| {
-            let wt = Operand::transposed(self.w, n);
-            // SAFETY: each part's product writes all of it (`read_dst` off).
-            unsafe {
-                written_in_parts(m * k, rows * k, |i, gx| {
-                    let gz = &gz[i * rows * n..][..gx.len() / k * n];
-                    product_into_uninit(gx, [gz.len() / n, k, n], Operand::rows(gz, n), wt, split);
-                })
-            }
+            // `gz [m, n] x W^T [n, k]`: W^T's transpose is W.
+            let wt = narrow::is_narrow(k, n).then(|| narrow::transposed(self.w, k, n));
+            let part = |i: usize, gx: &mut [MaybeUninit<f32>]| {
+                let gz = &gz[i * rows * n..][..gx.len() / k * n];
+                let mnk = [gz.len() / n, k, n];
+                match &wt {
+                    Some(wt) => narrow::product_into(gx, gz, (wt, self.w), mnk),
+                    None => {
+                        let wt = Operand::transposed(self.w, n);
+                        product_into_uninit(gx, mnk, Operand::rows(gz, n), wt, split)
+                    }
+                };
+            };
+            // SAFETY: `part` writes every value of its part (the product's `read_dst` is off).
+            unsafe { written_in_parts(m * k, rows * k, part) }
         });
         let gw = wants[1].then(|| {
-            product(
-                [k, n, m],
-                Operand::transposed(self.x, k),
-                Operand::rows(gz, n),
-            )
+            if k <= narrow::NARROW {
+                narrow::outer_sum(self.x, k, gz, n)
+            } else if n <= narrow::NARROW {
+                narrow::transposed(&narrow::outer_sum(gz, n, self.x, k), n, k)
+            } else {
+                let xt = Operand::transposed(self.x, k);
+                product([k, n, m], xt, Operand::rows(gz, n))
+            }
         });
         (gx, gw, gb)
     }
@@ -354,10 +369,17 @@ mod tests {
                         t
                     }
                 };
-                // One input feature; rows in two parts (an odd count); rows too few for parts,
-                // the product split by gemm; one row. The input tracked (a hidden layer) and
-                // not (the first layer).
-                for (m, k, n) in [(37, 1, 16), (301, 96, 128), (120, 100, 96), (1, 5, 3)] {
+                // One and three input features, two outputs (narrow: row by row); rows in two
+                // parts (an odd count); rows too few for parts, the product split by gemm; one
+                // row. The input tracked (a hidden layer) and not (the first layer).
+                for (m, k, n) in [
+                    (37, 1, 16),
+                    (5, 3, 7),
+                    (40, 37, 2),
+                    (301, 96, 128),
+                    (120, 100, 96),
+                    (1, 5, 3),
+                ] {
                     let expected = match m {
                         301 => (151, false),
                         120 => (120, true),

@@ -10,6 +10,7 @@ mod dense;
 mod glow_conv;
 mod made;
 mod mlp;
+mod narrow;
 mod ode_conv;
 mod ode_net;
 mod periodic_conv;
