@@ -34,6 +34,7 @@ pub mod nets;
 pub mod ode;
 pub mod partition;
 pub mod penalty;
+mod simd;
 pub mod tensor_util;
 pub mod testing;
 pub mod threads;

@@ -24,6 +24,7 @@ use super::{Activation, narrow};
 use std::mem::MaybeUninit;
 
 use crate::flex::{Operand, parallel, product, product_into_uninit, slice, tensor, values};
+use crate::simd::widest;
 
 /// `x [batch, in] -> x W + b` of a linear layer, then `activation` when given.
 pub(crate) fn dense(layer: &Linear, x: Tensor<2>, activation: Option<Activation>) -> Tensor<2> {
@@ -132,16 +133,21 @@ fn forward_values(
 
 /// `y`'s rows of `n` values plus `b`, then rectified.
 fn rectify_rows(y: &mut [f32], n: usize, b: &[f32], r: Rectifier) {
-    for row in y.chunks_exact_mut(n) {
-        row.iter_mut().zip(b).for_each(|(v, b)| *v += b);
-        match r {
-            Rectifier::Identity => {}
-            Rectifier::Slope(0.0) => row.iter_mut().for_each(|v| *v = v.max(0.0)),
-            Rectifier::Slope(s) => row.iter_mut().for_each(|v| {
-                *v = if *v > 0.0 { *v } else { *v * s };
-            }),
-        }
-    }
+    widest(
+        #[inline(always)]
+        || {
+            for row in y.chunks_exact_mut(n) {
+                row.iter_mut().zip(b).for_each(|(v, b)| *v += b);
+                match r {
+                    Rectifier::Identity => {}
+                    Rectifier::Slope(0.0) => row.iter_mut().for_each(|v| *v = v.max(0.0)),
+                    Rectifier::Slope(s) => row.iter_mut().for_each(|v| {
+                        *v = if *v > 0.0 { *v } else { *v * s };
+                    }),
+                }
+            }
+        },
+    )
 }
 
 /// A vector of `len` values whose parts of `part` values (the last one may be shorter) `f`
@@ -190,16 +196,21 @@ impl Gradient<'_> {
                     let at = i * rows * n..i * rows * n + gz.len();
                     let (y, gy) = (&self.y[at.clone()], &self.gy[at]);
                     let pairs = gz.iter_mut().zip(y).zip(gy);
-                    if s == 0.0 {
-                        // 0, not gy x 0, where gy is not finite, as burn's mask gives.
-                        pairs.for_each(|((g, &y), &gy)| {
-                            g.write(if y > 0.0 { gy } else { 0.0 });
-                        });
-                    } else {
-                        pairs.for_each(|((g, &y), &gy)| {
-                            g.write(if y > 0.0 { gy } else { gy * s });
-                        });
-                    }
+                    widest(
+                        #[inline(always)]
+                        || {
+                            if s == 0.0 {
+                                // 0, not gy x 0, where gy is not finite, as burn's mask gives.
+                                pairs.for_each(|((g, &y), &gy)| {
+                                    g.write(if y > 0.0 { gy } else { 0.0 });
+                                });
+                            } else {
+                                pairs.for_each(|((g, &y), &gy)| {
+                                    g.write(if y > 0.0 { gy } else { gy * s });
+                                });
+                            }
+                        },
+                    )
                 })
             }),
         };
@@ -238,14 +249,21 @@ impl Gradient<'_> {
 
 /// The sums of the `n` columns of a row-major matrix, in parts of `rows` rows in parallel.
 fn column_sums(values: &[f32], n: usize, rows: usize) -> Vec<f32> {
-    let add = |mut acc: Vec<f32>, part: &[f32]| {
-        acc.iter_mut().zip(part).for_each(|(s, v)| *s += v);
-        acc
-    };
     values
         .par_chunks((rows * n).max(1))
-        .map(|part| part.chunks_exact(n).fold(vec![0.0f32; n], add))
+        .map(|part| {
+            widest(
+                #[inline(always)]
+                || part.chunks_exact(n).fold(vec![0.0f32; n], add),
+            )
+        })
         .reduce(|| vec![0.0f32; n], |a, b| add(a, &b))
+}
+
+#[inline(always)]
+fn add(mut acc: Vec<f32>, values: &[f32]) -> Vec<f32> {
+    acc.iter_mut().zip(values).for_each(|(s, v)| *s += v);
+    acc
 }
 
 fn tracked<C: CheckpointStrategy>(

@@ -5,6 +5,8 @@
 
 use std::mem::MaybeUninit;
 
+use crate::simd::widest;
+
 /// The widest side taken row by row.
 pub(super) const NARROW: usize = 4;
 
@@ -30,6 +32,19 @@ pub(super) fn product_into<'a>(
     [rows, n, k]: [usize; 3],
 ) -> &'a mut [f32] {
     assert!(is_narrow(n, k) && out.len() == rows * n && a.len() == rows * k);
+    widest(
+        #[inline(always)]
+        || narrow_product(out, a, (b, bt), [n, k]),
+    )
+}
+
+#[inline(always)]
+fn narrow_product<'a>(
+    out: &'a mut [MaybeUninit<f32>],
+    a: &[f32],
+    (b, bt): (&[f32], &[f32]),
+    [n, k]: [usize; 2],
+) -> &'a mut [f32] {
     if k <= NARROW {
         for (row, a) in out.chunks_exact_mut(n.max(1)).zip(a.chunks_exact(k)) {
             for (v, b) in row.iter_mut().zip(b) {
@@ -59,15 +74,21 @@ pub(super) fn product_into<'a>(
 /// (a layer's kernel gradient `x^T gz` with one side narrow).
 pub(super) fn outer_sum(a: &[f32], ka: usize, b: &[f32], kb: usize) -> Vec<f32> {
     let mut sum = vec![0.0f32; ka * kb];
-    for (a, b) in a.chunks_exact(ka).zip(b.chunks_exact(kb)) {
-        for (a, sum) in a.iter().zip(sum.chunks_exact_mut(kb)) {
-            sum.iter_mut().zip(b).for_each(|(s, b)| *s += a * b);
-        }
-    }
+    widest(
+        #[inline(always)]
+        || {
+            for (a, b) in a.chunks_exact(ka).zip(b.chunks_exact(kb)) {
+                for (a, sum) in a.iter().zip(sum.chunks_exact_mut(kb)) {
+                    sum.iter_mut().zip(b).for_each(|(s, b)| *s += a * b);
+                }
+            }
+        },
+    );
     sum
 }
 
 /// `a . b` in sixteen lanes, so that it runs in vector registers.
+#[inline(always)]
 fn dot(a: &[f32], b: &[f32]) -> f32 {
     const LANES: usize = 16;
     let (ac, bc) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
@@ -94,7 +115,15 @@ mod tests {
     fn narrow_products_equal_the_sums() {
         let value = |i: usize| ((i * 37 % 23) as f32 - 11.0) / 7.0;
         // Narrow inner sizes, narrow outputs (with a tail past the lanes), both.
-        for [rows, n, k] in [[5, 9, 1], [3, 33, 4], [4, 2, 37], [6, 1, 16], [2, 3, 3]] {
+        for [rows, n, k] in [
+            [5, 9, 1],
+            [3, 33, 4],
+            [9, 2, 37],
+            [6, 1, 16],
+            [2, 3, 3],
+            [5, 4, 20],
+            [7, 3, 5],
+        ] {
             let a: Vec<f32> = (0..rows * k).map(value).collect();
             let b: Vec<f32> = (0..k * n).map(|i| value(i + 5)).collect();
             let bt = transposed(&b, k, n);
