@@ -13,6 +13,7 @@ use rayon::prelude::*;
 
 use super::{shifted_copies, taps};
 use crate::flex::on_flex;
+use crate::simd::widest;
 
 /// The nine shifted copies of `x: [c, batch, h, w]` (zero outside) stacked tap-major,
 /// `[9 c, batch h w]`: row `t c + k` holds `x[k, .., i + dy - 1, j + dx - 1]` for tap
@@ -208,6 +209,7 @@ impl TapMasks {
 
     /// `f(dst[p], src[p + offset])` over the block for tap `t`, the source masked to zero
     /// outside its plane; `f(dst[p], 0)` where `p + offset` falls outside the block.
+    #[inline(always)]
     pub(super) fn apply(&self, t: usize, dst: &mut [f32], src: &[f32], f: impl Fn(&mut f32, f32)) {
         let len = dst.len();
         let offset = tap_offset(t, self.w);
@@ -221,10 +223,15 @@ impl TapMasks {
             ((inner, &src[..len - o], &mask[o..]), outer)
         };
         let (d, s, m) = inner;
-        for ((d, s), m) in d.iter_mut().zip(s).zip(m) {
-            f(d, f32::from_bits(s.to_bits() & m));
-        }
-        outer.iter_mut().for_each(|d| f(d, 0.0));
+        widest(
+            #[inline(always)]
+            || {
+                for ((d, s), m) in d.iter_mut().zip(s).zip(m) {
+                    f(d, f32::from_bits(s.to_bits() & m));
+                }
+                outer.iter_mut().for_each(|d| f(d, 0.0));
+            },
+        )
     }
 }
 
