@@ -28,8 +28,17 @@ use crate::simd::widest;
 
 /// `x [batch, in] -> x W + b` of a linear layer, then `activation` when given.
 pub(crate) fn dense(layer: &Linear, x: Tensor<2>, activation: Option<Activation>) -> Tensor<2> {
-    let weight = layer.weight.val();
     let bias = layer.bias.as_ref().map(|b| b.val());
+    dense_with(layer.weight.val(), bias, x, activation)
+}
+
+/// [`dense`] with the weight `[in, out]` and bias given as tensors (a MADE's masked weight).
+pub(crate) fn dense_with(
+    weight: Tensor<2>,
+    bias: Option<Tensor<1>>,
+    x: Tensor<2>,
+    activation: Option<Activation>,
+) -> Tensor<2> {
     if let (Some(bias), Some(rectifier)) = (&bias, Rectifier::of(activation)) {
         let fused = if x.device().is_autodiff() {
             tracked::<NoCheckpointing>(&x, &weight, bias, rectifier)

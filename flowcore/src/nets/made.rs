@@ -8,6 +8,7 @@ use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::Activation;
+use super::dense::dense_with;
 use super::mlp::zero_linear;
 use crate::tensor_util::constant;
 use crate::{FlowError, Result};
@@ -134,13 +135,13 @@ impl Made {
         for (i, (layer, mask)) in self.layers.iter().zip(&self.masks).enumerate() {
             let weight = layer.weight.val();
             let mask = constant(mask.clone(), weight.dims(), &weight);
-            h = super::product::product(h, weight * mask);
-            if let Some(b) = &layer.bias {
-                h = h + b.val().unsqueeze();
-            }
-            if i < last {
-                h = self.activation.apply(h);
-            }
+            let bias = layer.bias.as_ref().map(|b| b.val());
+            h = dense_with(
+                weight * mask,
+                bias,
+                h,
+                (i < last).then_some(self.activation),
+            );
         }
         h
     }
