@@ -52,6 +52,17 @@ pub(crate) fn tensor<const D: usize>(
     Tensor::from_data(TensorData::new(values, shape), device)
 }
 
+/// A tensor's primitive on backend `B`, where an operation's own tensors are by construction.
+pub(crate) fn primitive<B: burn::backend::Backend, const D: usize>(
+    t: Tensor<D>,
+) -> B::FloatTensorPrimitive
+where
+    burn::backend::DispatchTensor: burn::backend::DispatchKindConversion<B>,
+{
+    t.try_into_primitive::<B>()
+        .expect("an operation's tensors stay on their backend")
+}
+
 /// Products of at least this many multiply-adds are split over the rayon threads when the
 /// caller is one of them (the binaries' main thread is: [`crate::threads::join_pool`]);
 /// it then works on a part itself and the other cores steal the rest. Measured in paired runs

@@ -21,6 +21,7 @@ use burn::tensor::ops::ConvOptions;
 
 use super::contiguous;
 use super::im2col::{columns, shift_sum};
+use crate::flex::primitive;
 use crate::tensor_util::{matmul, matmul_transposed};
 
 /// A 3x3 convolution with zero "same" padding of channel-major `x: [in, batch, h, w]` by
@@ -207,18 +208,10 @@ where
         .compute_bound()
         .stateful()
     {
-        OpsKind::Tracked(prep) => prep.finish((plain_x, plain_w), primitive::<B>(y)),
-        OpsKind::UnTracked(prep) => prep.finish(primitive::<B>(y)),
+        OpsKind::Tracked(prep) => prep.finish((plain_x, plain_w), primitive::<B, 4>(y)),
+        OpsKind::UnTracked(prep) => prep.finish(primitive::<B, 4>(y)),
     };
     Some(Tensor::<4>::from_primitive::<Autodiff<B, C>>(out))
-}
-
-fn primitive<B: Backend>(t: Tensor<4>) -> B::FloatTensorPrimitive
-where
-    DispatchTensor: DispatchKindConversion<B>,
-{
-    t.try_into_primitive::<B>()
-        .expect("the convolution's tensors stay on their backend")
 }
 
 /// The layout of the operation's input and output.
@@ -269,10 +262,10 @@ where
         let wants = (x_node.is_some(), w_node.is_some());
         let (gx, gw) = self.0.backward(weight, x, gy, wants);
         if let (Some(node), Some(g)) = (x_node, gx) {
-            grads.register::<B>(node.id, primitive::<B>(g));
+            grads.register::<B>(node.id, primitive::<B, 4>(g));
         }
         if let (Some(node), Some(g)) = (w_node, gw) {
-            grads.register::<B>(node.id, primitive::<B>(g));
+            grads.register::<B>(node.id, primitive::<B, 4>(g));
         }
     }
 }

@@ -8,12 +8,14 @@ use burn::tensor::ops::{ConvOptions, PadMode};
 
 mod batch_major;
 mod batch_major_cpu;
+mod bias_relu;
 mod channel_major;
 mod coupling_net;
 mod cpu;
 mod im2col;
 mod tiles;
 
+pub(crate) use bias_relu::bias_relu;
 pub use channel_major::{conv3x3_same_channel_major, pointwise_channel_major};
 pub(crate) use coupling_net::coupling_net;
 
@@ -151,14 +153,18 @@ fn conv3x3_by_shifts(weight: Tensor<4>, bias: Option<Tensor<1>>, x: Tensor<4>) -
 /// 32x32 training steps/s, see the bench). Same parameters as the `Conv2d`, so checkpoints are
 /// unchanged.
 pub fn pointwise(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
+    pointwise_with(conv.weight.val(), conv.bias.as_ref().map(|b| b.val()), x)
+}
+
+/// [`pointwise`] for a kernel `[out, in, 1, 1]` and optional bias given as tensors.
+pub fn pointwise_with(weight: Tensor<4>, bias: Option<Tensor<1>>, x: Tensor<4>) -> Tensor<4> {
     let [batch, channels, h, w] = x.dims();
-    let weight = conv.weight.val();
     let out = weight.dims()[0];
     let y = weight
         .reshape([1, out, channels])
         .matmul(x.reshape([batch, channels, h * w]));
-    let y = match &conv.bias {
-        Some(b) => y + b.val().reshape([1, out, 1]),
+    let y = match bias {
+        Some(b) => y + b.reshape([1, out, 1]),
         None => y,
     };
     y.reshape([batch, out, h, w])

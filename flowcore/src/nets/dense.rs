@@ -14,7 +14,7 @@ use burn::backend::autodiff::checkpoint::strategy::{
 };
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
-use burn::backend::{Autodiff, Backend, DispatchKindConversion, DispatchTensor, Flex};
+use burn::backend::{Autodiff, DispatchKindConversion, DispatchTensor, Flex};
 use burn::nn::Linear;
 use burn::prelude::*;
 use burn::tensor::{DType, TensorData};
@@ -23,7 +23,9 @@ use rayon::prelude::*;
 use super::{Activation, narrow};
 use std::mem::MaybeUninit;
 
-use crate::flex::{Operand, parallel, product, product_into_uninit, slice, tensor, values};
+use crate::flex::{
+    Operand, parallel, primitive, product, product_into_uninit, slice, tensor, values,
+};
 use crate::simd::widest;
 
 /// `x [batch, in] -> x W + b` of a linear layer, then `activation` when given.
@@ -312,14 +314,6 @@ where
         OpsKind::UnTracked(prep) => prep.finish(y_primitive),
     };
     Some(Tensor::<2>::from_primitive::<Autodiff<Flex, C>>(out))
-}
-
-fn primitive<B: Backend, const D: usize>(t: Tensor<D>) -> B::FloatTensorPrimitive
-where
-    DispatchTensor: DispatchKindConversion<B>,
-{
-    t.try_into_primitive::<B>()
-        .expect("the dense layer's tensors stay on the CPU backend")
 }
 
 #[derive(Debug)]

@@ -8,7 +8,8 @@ use serde::{Deserialize, Serialize};
 
 use super::{BuildNet, Conditioner, NetIo};
 use crate::conv::{
-    conv3x3_same, conv3x3_same_channel_major, coupling_net, pointwise, pointwise_channel_major,
+    bias_relu, conv3x3_same, conv3x3_same_channel_major, conv3x3_same_with, coupling_net,
+    pointwise_channel_major, pointwise_with,
 };
 use crate::{FlowError, Result};
 
@@ -83,8 +84,11 @@ impl GlowConvNet {
             }
             return self.forward_channel_major(x);
         }
-        let h = activation::relu(conv3x3_same(&self.first, x));
-        let h = activation::relu(pointwise(&self.hidden, h));
+        let bias = |c: &Conv2d| c.bias.as_ref().map(|b| b.val());
+        let h = conv3x3_same_with(self.first.weight.val(), None, x);
+        let h = bias_relu(h, bias(&self.first));
+        let h = pointwise_with(self.hidden.weight.val(), None, h);
+        let h = bias_relu(h, bias(&self.hidden));
         conv3x3_same(&self.last, h).flatten(1, 3)
     }
 

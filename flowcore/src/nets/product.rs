@@ -19,9 +19,10 @@ use burn::backend::autodiff::checkpoint::strategy::{
 };
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
-use burn::backend::{Autodiff, Backend, DispatchKindConversion, DispatchTensor, Flex};
+use burn::backend::{Autodiff, DispatchKindConversion, DispatchTensor, Flex};
 use burn::prelude::*;
 
+use crate::flex::primitive;
 use crate::tensor_util::{matmul, matmul_transposed};
 
 /// `weight [m, k] x columns [k, n]`: a dense layer's `x W` or a convolution's kernel times its
@@ -50,7 +51,7 @@ where
         .ok()?;
     let plain_w = Tensor::<2>::from_primitive::<Flex>(w.primitive().clone());
     let plain_x = Tensor::<2>::from_primitive::<Flex>(x.primitive().clone());
-    let y = primitive::<Flex>(matmul(plain_w.clone(), plain_x.clone()));
+    let y = primitive::<Flex, 2>(matmul(plain_w.clone(), plain_x.clone()));
     let out = match <KernelProduct as Backward<Flex, 2>>::prepare::<C>(
         KernelProduct,
         [w.node(), x.node()],
@@ -62,14 +63,6 @@ where
         OpsKind::UnTracked(prep) => prep.finish(y),
     };
     Some(Tensor::<2>::from_primitive::<Autodiff<Flex, C>>(out))
-}
-
-fn primitive<B: Backend>(t: Tensor<2>) -> B::FloatTensorPrimitive
-where
-    DispatchTensor: DispatchKindConversion<B>,
-{
-    t.try_into_primitive::<B>()
-        .expect("the kernel product's tensors stay on the CPU backend")
 }
 
 #[derive(Debug)]
@@ -85,10 +78,13 @@ impl Backward<Flex, 2> for KernelProduct {
         let (weight, columns) = ops.state;
         if let Some(node) = w_node {
             let gw = matmul_transposed(gy.clone(), columns);
-            grads.register::<Flex>(node.id, primitive::<Flex>(gw));
+            grads.register::<Flex>(node.id, primitive::<Flex, 2>(gw));
         }
         if let Some(node) = x_node {
-            grads.register::<Flex>(node.id, primitive::<Flex>(matmul(weight.transpose(), gy)));
+            grads.register::<Flex>(
+                node.id,
+                primitive::<Flex, 2>(matmul(weight.transpose(), gy)),
+            );
         }
     }
 }

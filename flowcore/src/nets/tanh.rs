@@ -44,30 +44,10 @@ const CHUNK: usize = 1 << 14;
 /// was half of sampling the FFJORD moons model in the profile. Rust does not contract or
 /// reorder float arithmetic, so every width gives the same bits.
 fn rational_slice(values: &[f32], out: &mut [f32]) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::arch::is_x86_feature_detected!("avx512f") {
-            // SAFETY: the CPU has the feature the function is compiled for.
-            return unsafe { rational_avx512(values, out) };
-        }
-        if std::arch::is_x86_feature_detected!("avx2") {
-            // SAFETY: as above.
-            return unsafe { rational_avx2(values, out) };
-        }
-    }
-    rational_loop(values, out)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-fn rational_avx512(values: &[f32], out: &mut [f32]) {
-    rational_loop(values, out)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-fn rational_avx2(values: &[f32], out: &mut [f32]) {
-    rational_loop(values, out)
+    crate::simd::widest(
+        #[inline(always)]
+        || rational_loop(values, out),
+    )
 }
 
 #[inline(always)]

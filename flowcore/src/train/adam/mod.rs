@@ -126,24 +126,13 @@ impl Rule {
         }
     }
 
-    /// [`Self::pass`] compiled for AVX-512 (16 values an instruction, where the build's
-    /// baseline has 4).
-    ///
-    /// # Safety
-    /// The CPU must have AVX-512F.
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx512f")]
-    unsafe fn pass_avx512(self, chunk: Chunk, first: bool, betas: [f32; 2]) {
-        self.pass(chunk, first, betas)
-    }
-
+    /// [`Self::pass`] in the widest vectors the CPU has (16 values an instruction with
+    /// AVX-512, where the build's baseline has 4).
     fn pass_fastest(self, chunk: Chunk, first: bool, betas: [f32; 2]) {
-        #[cfg(target_arch = "x86_64")]
-        if std::arch::is_x86_feature_detected!("avx512f") {
-            // SAFETY: the CPU has AVX-512F.
-            return unsafe { self.pass_avx512(chunk, first, betas) };
-        }
-        self.pass(chunk, first, betas)
+        crate::simd::widest(
+            #[inline(always)]
+            || self.pass(chunk, first, betas),
+        )
     }
 }
 
