@@ -149,10 +149,12 @@ pub struct TrainSummary<R> {
     pub report: R,
 }
 
-/// What each binary does first: its main thread joins rayon's pool, and the pool's other
+/// What each binary does first: mimalloc keeps freed memory longer
+/// ([`crate::keep_freed_memory`]), the main thread joins rayon's pool, and the pool's other
 /// threads poll for work until the guard is dropped (see [`flowcore::threads::keep_awake`]),
 /// unless `FLOWMODELS_KEEP_AWAKE=0`, for a machine shared with other work.
 pub fn threads() -> Option<flowcore::threads::KeepAwake> {
+    crate::keep_freed_memory();
     flowcore::threads::join_pool();
     if std::env::var("FLOWMODELS_KEEP_AWAKE").is_ok_and(|v| v.trim() == "0") {
         return None;

@@ -144,7 +144,13 @@ pub(super) fn backward(
 /// `acc [m, k] += a [m, n] x b [k, n]^T` through `product` (`m k` values), computed as
 /// `(b a^T)^T` when `a` has the fewer rows (gemm's slow orientation, see
 /// [`crate::tensor_util::matmul_transposed`]).
-fn add_abt(acc: &mut [f32], a: &[f32], b: &[f32], [m, k, n]: [usize; 3], product: &mut [f32]) {
+pub(super) fn add_abt(
+    acc: &mut [f32],
+    a: &[f32],
+    b: &[f32],
+    [m, k, n]: [usize; 3],
+    product: &mut [f32],
+) {
     if m < k && m <= 256 {
         product_into_here(
             product,
@@ -176,17 +182,8 @@ mod tests {
     use burn::tensor::ops::ConvOptions;
 
     use super::*;
-    use crate::conv::tests::{assert_each_gradient_alone, assert_matches_conv};
+    use crate::conv::tests::{assert_each_gradient_alone, assert_matches_conv, on_two_threads};
     use crate::conv::{conv3x3_same, conv3x3_same_with};
-
-    /// On two threads a batch of 5 is tiles of 2, 2 and 1 images, whatever the machine's cores.
-    fn on_two_threads(f: impl FnOnce() + Send) {
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(2)
-            .build()
-            .unwrap();
-        pool.install(f);
-    }
 
     #[test]
     fn the_tiled_convolution_and_its_gradients_equal_burns() {

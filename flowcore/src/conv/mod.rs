@@ -13,6 +13,7 @@ mod channel_major;
 mod coupling_net;
 mod cpu;
 mod im2col;
+mod pointwise;
 mod tiles;
 
 pub(crate) use bias_relu::bias_relu;
@@ -160,9 +161,12 @@ pub fn pointwise(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
 pub fn pointwise_with(weight: Tensor<4>, bias: Option<Tensor<1>>, x: Tensor<4>) -> Tensor<4> {
     let [batch, channels, h, w] = x.dims();
     let out = weight.dims()[0];
-    let y = weight
-        .reshape([1, out, channels])
-        .matmul(x.reshape([batch, channels, h * w]));
+    let y = match pointwise::pointwise_batch_major(&weight, &x) {
+        Some(y) => y.reshape([batch, out, h * w]),
+        None => weight
+            .reshape([1, out, channels])
+            .matmul(x.reshape([batch, channels, h * w])),
+    };
     let y = match bias {
         Some(b) => y + b.reshape([1, out, 1]),
         None => y,
@@ -185,6 +189,16 @@ mod tests {
     use burn::nn::conv::Conv2dConfig;
 
     use super::*;
+
+    /// `f` on a pool of two threads, so that batches split into the same tiles whatever the
+    /// machine's cores: a batch of 5 into tiles of 2, 2 and 1 images.
+    pub(super) fn on_two_threads(f: impl FnOnce() + Send) {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(2)
+            .build()
+            .unwrap();
+        pool.install(f);
+    }
 
     pub(super) fn max_diff<const D: usize>(a: Tensor<D>, b: Tensor<D>) -> f32 {
         (a - b).abs().max().into_scalar::<f32>()

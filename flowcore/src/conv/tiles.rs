@@ -120,6 +120,34 @@ impl Tile {
         }
     }
 
+    /// Batch-major `x: [images, rows, plane]` as tile-major `[rows, images plane]`: `x` itself
+    /// for a tile of one image, else gathered into `buf`.
+    pub(super) fn tile_major<'a>(self, x: &'a [f32], rows: usize, buf: &'a mut [f32]) -> &'a [f32] {
+        if self.images == 1 {
+            x
+        } else {
+            self.gather(x, rows, buf);
+            buf
+        }
+    }
+
+    /// `fill` writes a tile-major `[rows, images plane]` result: straight into the batch-major
+    /// `dst` for a tile of one image, else into `buf`, then scattered into `dst`.
+    pub(super) fn into_batch_major(
+        self,
+        buf: &mut [f32],
+        rows: usize,
+        dst: &mut [f32],
+        fill: impl FnOnce(&mut [f32]),
+    ) {
+        if self.images == 1 {
+            fill(dst);
+        } else {
+            fill(buf);
+            self.scatter(buf, rows, dst);
+        }
+    }
+
     /// Tile-major `p: [rows, images plane]` to batch-major `[images, rows, plane]`.
     pub(super) fn scatter(self, p: &[f32], rows: usize, dst: &mut [f32]) {
         let (n, plane) = (self.columns(), self.plane);
