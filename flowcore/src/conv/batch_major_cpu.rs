@@ -34,13 +34,8 @@ pub(super) fn forward(weight: &Tensor<4>, x: &Tensor<4>) -> Option<Tensor<4>> {
             with_scratch((9 * cin + out) * n, |scratch| {
                 let (cols, p) = scratch.split_at_mut(9 * cin * n);
                 tile.columns_of(tiling.of(xs, i, cin), cin, &masks, cols);
-                product_into_here(
-                    p,
-                    [out, n, 9 * cin],
-                    Operand::rows(w2, 9 * cin),
-                    Operand::rows(cols, n),
-                );
-                tile.scatter(p, out, y);
+                let (a, b) = (Operand::rows(w2, 9 * cin), Operand::rows(cols, n));
+                tile.into_batch_major(p, out, y, |p| product_into_here(p, [out, n, 9 * cin], a, b));
             })
         });
     } else {
@@ -51,7 +46,7 @@ pub(super) fn forward(weight: &Tensor<4>, x: &Tensor<4>) -> Option<Tensor<4>> {
             let n = tile.columns();
             with_scratch((cin + 9 * out) * n, |scratch| {
                 let (xt, p) = scratch.split_at_mut(cin * n);
-                tile.gather(tiling.of(xs, i, cin), cin, xt);
+                let xt = tile.tile_major(tiling.of(xs, i, cin), cin, xt);
                 product_into_here(
                     p,
                     [9 * out, n, cin],
@@ -92,7 +87,7 @@ pub(super) fn backward(
             with_scratch((out + 9 * cin) * n + out * 9 * cin, |scratch| {
                 let (gyt, rest) = scratch.split_at_mut(out * n);
                 let (p, product) = rest.split_at_mut(9 * cin * n);
-                tile.gather(tiling.of(gys, i, out), out, gyt);
+                let gyt = tile.tile_major(tiling.of(gys, i, out), out, gyt);
                 if let Some(gw) = gw {
                     tile.columns_of(tiling.of(xs, i, cin), cin, &masks, p);
                     add_abt(gw, gyt, p, [out, 9 * cin, n], product);
@@ -121,13 +116,14 @@ pub(super) fn backward(
                 let (p, product) = rest.split_at_mut(cin * n);
                 tile.columns_of(tiling.of(gys, i, out), out, &masks, cols);
                 if let Some(gw) = gw {
-                    tile.gather(tiling.of(xs, i, cin), cin, p);
-                    add_abt(gw, cols, p, [9 * out, cin, n], product);
+                    let xt = tile.tile_major(tiling.of(xs, i, cin), cin, p);
+                    add_abt(gw, cols, xt, [9 * out, cin, n], product);
                 }
                 if let Some(gx) = gx {
-                    let a = Operand::rows(flipped, 9 * out);
-                    product_into_here(p, [cin, n, 9 * out], a, Operand::rows(cols, n));
-                    tile.scatter(p, cin, gx);
+                    let (a, b) = (Operand::rows(flipped, 9 * out), Operand::rows(cols, n));
+                    tile.into_batch_major(p, cin, gx, |p| {
+                        product_into_here(p, [cin, n, 9 * out], a, b)
+                    });
                 }
             })
         });
