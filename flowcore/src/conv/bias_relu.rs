@@ -192,7 +192,12 @@ mod tests {
                         t
                     }
                 };
-                let x = Tensor::<4>::random(dims, normal, &device);
+                // One value far below any bias, so that even the case of six values has a
+                // closed ReLU (drawn alone, all six were open once in 64 runs).
+                let x = Tensor::<4>::random(dims, normal, &device).slice_assign(
+                    [0..1, 0..1, 0..1, 0..1],
+                    Tensor::from_floats([[[[-10.0]]]], &device),
+                );
                 let x = if device.is_autodiff() {
                     x.require_grad()
                 } else {
@@ -209,13 +214,6 @@ mod tests {
                     .max()
                     .into_scalar::<f32>();
                 assert!(d == 0.0, "{dims:?}: outputs differ by {d}");
-                assert!(
-                    ours.clone()
-                        .lower_equal_elem(0.0)
-                        .any()
-                        .into_scalar::<bool>(),
-                    "some ReLUs closed, so the mask matters"
-                );
                 if !device.is_autodiff() {
                     continue;
                 }
