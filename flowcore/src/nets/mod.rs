@@ -17,7 +17,7 @@ mod periodic_conv;
 mod product;
 mod res_mlp;
 mod tanh;
-pub(crate) use tanh::tanh;
+pub(crate) use tanh::{rational as rational_tanh, tanh};
 
 use burn::prelude::*;
 use serde::de::DeserializeOwned;

@@ -62,7 +62,7 @@ fn rational_loop(values: &[f32], out: &mut [f32]) {
 /// from 4.5e-5 to 2.9e-4); in f64 it is within 5.5e-8 of tanh, as libm's tanhf (6.0e-8).
 /// NaN stays NaN.
 #[inline(always)]
-fn rational(x: f32) -> f32 {
+pub(crate) fn rational(x: f32) -> f32 {
     const ALPHA: [f64; 7] = [
         4.893_524_558_917_86e-3,
         6.372_619_288_754_36e-4,
