@@ -4,6 +4,7 @@
 use burn::backend::{BackendTypes, Flex};
 use burn::prelude::*;
 use burn::tensor::{DType, TensorData};
+use rayon::prelude::*;
 
 /// `f` of `x`'s values (row-major) as a tensor of `shape` on `x`'s device, when `x` holds f32
 /// on the CPU backend without autodiff; None elsewhere.
@@ -142,6 +143,12 @@ impl<'a> Operand<'a> {
         Self::new(values, 1, cols as isize)
     }
 
+    /// The operand from row `i`, column `j` on.
+    fn from(&self, i: usize, j: usize) -> Self {
+        let at = i * self.row_stride as usize + j * self.col_stride as usize;
+        Self::new(&self.values[at..], self.row_stride, self.col_stride)
+    }
+
     /// Panics unless every value of a `rows x cols` matrix lies inside the slice.
     fn check(&self, rows: usize, cols: usize) {
         let last = |n: usize, s: isize| n.saturating_sub(1) * s.unsigned_abs();
@@ -222,34 +229,89 @@ pub(crate) fn product_into_uninit<'a>(
 unsafe fn gemm_into(dst: *mut f32, [m, n, k]: [usize; 3], a: Operand, b: Operand, split: bool) {
     a.check(m, k);
     b.check(k, n);
-    let parallelism = if split {
-        gemm::Parallelism::Rayon(0)
+    let threads = rayon::current_num_threads();
+    let out = Output(dst, n);
+    if split && threads > 1 && n >= threads * SPLIT_COLUMNS {
+        // Each thread takes whole columns of the output: gemm's own split hands every thread
+        // all of `b`, which it repacks in each, and the caller repacks a transposed `b`
+        // alone before the others start.
+        let part = n.div_ceil(threads).next_multiple_of(16);
+        (0..n.div_ceil(part)).into_par_iter().for_each(|p| {
+            let (j, cols) = (p * part, part.min(n - p * part));
+            // SAFETY: the parts' columns are disjoint and inside the output.
+            unsafe { out.at(0, j).gemm([m, cols, k], a, b.from(0, j), false) }
+        });
+    } else if split && threads > 1 && m >= threads * SPLIT_ROWS {
+        let part = m.div_ceil(threads);
+        (0..m.div_ceil(part)).into_par_iter().for_each(|p| {
+            let (i, rows) = (p * part, part.min(m - p * part));
+            // SAFETY: the parts' rows are disjoint and inside the output.
+            unsafe { out.at(i, 0).gemm([rows, n, k], a.from(i, 0), b, false) }
+        });
     } else {
-        gemm::Parallelism::None
-    };
-    // SAFETY: `check` keeps every operand value inside its slice; the caller gives the output.
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            dst,
-            1,
-            n as isize,
-            false,
-            a.values.as_ptr(),
-            a.col_stride,
-            a.row_stride,
-            b.values.as_ptr(),
-            b.col_stride,
-            b.row_stride,
-            0.0,
-            1.0,
-            false,
-            false,
-            false,
-            parallelism,
-        );
+        // SAFETY: the caller gives the output.
+        unsafe { out.gemm([m, n, k], a, b, split) }
+    }
+}
+
+/// The least columns per thread for which [`gemm_into`] splits a product by columns.
+const SPLIT_COLUMNS: usize = 64;
+/// The least rows per thread for which [`gemm_into`] splits a product by rows.
+const SPLIT_ROWS: usize = 16;
+
+/// A row-major output of rows of `.1` values, written from several threads in disjoint parts.
+#[derive(Clone, Copy)]
+struct Output(*mut f32, usize);
+
+// SAFETY: the threads write disjoint parts of the output.
+unsafe impl Send for Output {}
+unsafe impl Sync for Output {}
+
+impl Output {
+    /// The output from row `i`, column `j` on.
+    ///
+    /// # Safety
+    /// The position must lie inside the output.
+    unsafe fn at(self, i: usize, j: usize) -> Self {
+        // SAFETY: the caller keeps the position inside the output.
+        Self(unsafe { self.0.add(i * self.1 + j) }, self.1)
+    }
+
+    /// `a [m, k] x b [k, n]` written over the output's first `m` rows' first `n` values.
+    ///
+    /// # Safety
+    /// Those values must be valid for writes.
+    unsafe fn gemm(self, [m, n, k]: [usize; 3], a: Operand, b: Operand, split: bool) {
+        let parallelism = if split {
+            gemm::Parallelism::Rayon(0)
+        } else {
+            gemm::Parallelism::None
+        };
+        // SAFETY: the operands' `check` keeps every value read inside their slices; the caller
+        // gives the output.
+        unsafe {
+            gemm::gemm(
+                m,
+                n,
+                k,
+                self.0,
+                1,
+                self.1 as isize,
+                false,
+                a.values.as_ptr(),
+                a.col_stride,
+                a.row_stride,
+                b.values.as_ptr(),
+                b.col_stride,
+                b.row_stride,
+                0.0,
+                1.0,
+                false,
+                false,
+                false,
+                parallelism,
+            );
+        }
     }
 }
 
@@ -273,36 +335,52 @@ mod tests {
 
     #[test]
     fn products_split_inside_the_pool_equal_the_sums() {
-        // Above the in-pool threshold, below the outer one; `b` read transposed.
-        let mnk @ [m, n, k] = [96, 130, 100];
-        assert!(m * n * k >= PARALLEL_PRODUCT_IN_POOL && m * n * k < PARALLEL_PRODUCT);
-        let value = |i: usize| ((i * 7919) % 1013) as f32 / 1013.0 - 0.5;
-        let a: Vec<f32> = (0..m * k).map(value).collect();
-        let b: Vec<f32> = (0..n * k).map(|i| value(i + 17)).collect();
-        let expected = reference(&a, &b, mnk);
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(2)
-            .build()
-            .unwrap();
-        let split = pool.install(|| {
+        // Above the in-pool threshold, below the outer one: split by columns (two parts of
+        // 80 and 50), by rows, and by gemm itself; `a` read with rows longer than `k`, `b`
+        // transposed.
+        for mnk @ [m, n, k] in [[96, 130, 100], [200, 40, 150], [20, 100, 600]] {
+            assert!(m * n * k >= PARALLEL_PRODUCT_IN_POOL && m * n * k < PARALLEL_PRODUCT);
+            let value = |i: usize| ((i * 7919) % 1013) as f32 / 1013.0 - 0.5;
+            let a: Vec<f32> = (0..m * k).map(value).collect();
+            let wide: Vec<f32> = a
+                .chunks(k)
+                .flat_map(|r| r.iter().chain(&[9.0; 3]))
+                .copied()
+                .collect();
+            let b: Vec<f32> = (0..n * k).map(|i| value(i + 17)).collect();
+            let expected = reference(&a, &b, mnk);
+            let operands = || {
+                (
+                    Operand::new(&wide, k as isize + 3, 1),
+                    Operand::transposed(&b, k),
+                )
+            };
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(2)
+                .build()
+                .unwrap();
+            let split = pool.install(|| {
+                assert!(
+                    parallel(m, n, k),
+                    "a product this large is split in the pool"
+                );
+                let (a, b) = operands();
+                product(mnk, a, b)
+            });
             assert!(
-                parallel(m, n, k),
-                "a product this large is split in the pool"
+                !parallel(m, n, k),
+                "outside the pool it stays on the caller"
             );
-            product(mnk, Operand::rows(&a, k), Operand::transposed(&b, k))
-        });
-        assert!(
-            !parallel(m, n, k),
-            "outside the pool it stays on the caller"
-        );
-        let whole = product(mnk, Operand::rows(&a, k), Operand::transposed(&b, k));
-        for (got, what) in [(split, "split"), (whole, "whole")] {
-            let d = got
-                .iter()
-                .zip(&expected)
-                .map(|(x, y)| (x - y).abs())
-                .fold(0.0, f32::max);
-            assert!(d < 1e-4, "the {what} product differs by {d}");
+            let (a, b) = operands();
+            let whole = product(mnk, a, b);
+            for (got, what) in [(split, "split"), (whole, "whole")] {
+                let d = got
+                    .iter()
+                    .zip(&expected)
+                    .map(|(x, y)| (x - y).abs())
+                    .fold(0.0, f32::max);
+                assert!(d < 1e-4, "the {what} {mnk:?} product differs by {d}");
+            }
         }
     }
 }
