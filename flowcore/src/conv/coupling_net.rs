@@ -17,6 +17,7 @@ use super::cpu::{slice, tensor, values, with_scratch};
 use super::im2col::TapMasks;
 use super::tiles::Tiling;
 use crate::flex::{Operand, product_into_here};
+use crate::simd::widest;
 
 /// `last(relu(hidden(relu(first(x)))))` for batch-major `x: [batch, in, h, w]`, giving
 /// `[batch, out, h, w]`, when the tensors hold f32 on the CPU backend without autodiff and
@@ -92,9 +93,14 @@ fn on_tiles(
             bias_relu(h2, &b2, n);
             product_into_here(p, [9 * out, n, hid], rows(w3, hid), rows(h2, n));
             tile.shift_sum(p, out, false, &masks, y);
-            for (plane_out, o) in y.chunks_exact_mut(plane.max(1)).zip((0..out).cycle()) {
-                plane_out.iter_mut().for_each(|v| *v += b3[o]);
-            }
+            widest(
+                #[inline(always)]
+                || {
+                    for (plane_out, o) in y.chunks_exact_mut(plane.max(1)).zip((0..out).cycle()) {
+                        plane_out.iter_mut().for_each(|v| *v += b3[o]);
+                    }
+                },
+            );
         })
     });
     Some(tensor(y, [batch, out, h, w], &x.device()))
@@ -102,12 +108,17 @@ fn on_tiles(
 
 /// Row `r` of the `n`-column `rows` plus `bias[r]`, then ReLU; NaN stays NaN, as in burn's.
 fn bias_relu(rows: &mut [f32], bias: &[f32], n: usize) {
-    for (row, &b) in rows.chunks_exact_mut(n.max(1)).zip(bias) {
-        for v in row {
-            let s = *v + b;
-            *v = if s < 0.0 { 0.0 } else { s };
-        }
-    }
+    widest(
+        #[inline(always)]
+        || {
+            for (row, &b) in rows.chunks_exact_mut(n.max(1)).zip(bias) {
+                for v in row {
+                    let s = *v + b;
+                    *v = if s < 0.0 { 0.0 } else { s };
+                }
+            }
+        },
+    )
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@
 /// e^x: 0 below -103.3 (as libm's, through the subnormals: +-1 ulp of the smallest), inf above
 /// 88.72.
 #[inline(always)]
-pub(super) fn exp(x: f32) -> f32 {
+pub(crate) fn exp(x: f32) -> f32 {
     const LOG2E: f32 = std::f32::consts::LOG2_E;
     // ln 2 in two parts, the first exact in few bits, so that `x - n ln 2` loses nothing.
     const LN2_HI: f32 = 0.693_359_4;
@@ -39,7 +39,7 @@ pub(super) fn exp(x: f32) -> f32 {
 
 /// ln x for x > 0 (normal or subnormal): -inf at 0, NaN below, inf at inf.
 #[inline(always)]
-pub(super) fn ln(x: f32) -> f32 {
+pub(crate) fn ln(x: f32) -> f32 {
     const SQRT_HALF: f32 = std::f32::consts::FRAC_1_SQRT_2;
     const LN2_HI: f32 = 0.693_359_4;
     const LN2_LO: f32 = -2.121_944_4e-4;

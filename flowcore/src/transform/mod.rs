@@ -9,7 +9,7 @@
 
 mod affine_pass;
 mod dual;
-mod exp_ln;
+pub(crate) mod exp_ln;
 mod spline;
 mod spline_kernel;
 mod spline_pass;
