@@ -13,6 +13,12 @@ pub fn row_sum(t: Tensor<2>) -> Tensor<1> {
     t.sum_dim(1).squeeze_dim::<1>(1)
 }
 
+/// `parts` side by side along the feature axis, `Tensor::cat(parts, 1)`: on the CPU backend
+/// without autodiff, rows copied on all the cores.
+pub(crate) fn cat_features(parts: Vec<Tensor<2>>) -> Tensor<2> {
+    crate::flex::cat_columns(&parts).unwrap_or_else(|| Tensor::cat(parts, 1))
+}
+
 /// A `[batch]` tensor of zeros shaped and typed like the batch of `x`.
 pub fn zero_logdet(x: &Tensor<2>) -> Tensor<1> {
     let [batch, _] = x.dims();

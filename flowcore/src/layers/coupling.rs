@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use super::ImageShape;
 use crate::layer::BuildLayer;
 use crate::nets::{NetIo, NetSpec, ParamNet};
-use crate::tensor_util::{constant, indices, row_sum, zero_logdet};
+use crate::tensor_util::{cat_features, constant, indices, row_sum, zero_logdet};
 use crate::transform::Transform;
 use crate::{Bijector, DataInit, FlowError, Result};
 
@@ -314,7 +314,7 @@ impl Coupling {
                 } else {
                     vec![out, x_cond]
                 };
-                (Tensor::cat(parts, 1), logdet)
+                (cat_features(parts), logdet)
             }
             Layout::Indices {
                 cond: c,

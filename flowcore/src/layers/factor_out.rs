@@ -5,6 +5,7 @@ use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::layer::{BuildLayer, Layer, LayerSpec, build_chain, specs_cond_dim};
+use crate::tensor_util::cat_features;
 use crate::{Bijector, Chain, DataInit, FlowError, Result};
 
 /// Multiscale factor-out: `layers` act on the first `active` of `dim` features.
@@ -68,18 +69,18 @@ impl Bijector for FactorOut {
     fn forward(&self, x: Tensor<2>, cond: Option<&Tensor<2>>) -> (Tensor<2>, Tensor<1>) {
         let (a, rest) = self.split(x);
         let (z, ld) = self.inner.forward(a, cond);
-        (Tensor::cat(vec![z, rest], 1), ld)
+        (cat_features(vec![z, rest]), ld)
     }
 
     fn inverse(&self, z: Tensor<2>, cond: Option<&Tensor<2>>) -> (Tensor<2>, Tensor<1>) {
         let (a, rest) = self.split(z);
         let (x, ld) = self.inner.inverse(a, cond);
-        (Tensor::cat(vec![x, rest], 1), ld)
+        (cat_features(vec![x, rest]), ld)
     }
 
     fn inverse_without_logdet(&self, z: Tensor<2>, cond: Option<&Tensor<2>>) -> Tensor<2> {
         let (a, rest) = self.split(z);
-        Tensor::cat(vec![self.inner.inverse_without_logdet(a, cond), rest], 1)
+        cat_features(vec![self.inner.inverse_without_logdet(a, cond), rest])
     }
 
     fn dim(&self) -> usize {
@@ -91,7 +92,7 @@ impl DataInit for FactorOut {
     fn initialize(self, x: Tensor<2>, cond: Option<&Tensor<2>>) -> (Self, Tensor<2>) {
         let (a, rest) = self.split(x);
         let (inner, z) = self.inner.initialize(a, cond);
-        let out = Tensor::cat(vec![z, rest], 1);
+        let out = cat_features(vec![z, rest]);
         (Self { inner, ..self }, out)
     }
 
