@@ -49,6 +49,16 @@ pub(crate) fn values<const D: usize>(t: &Tensor<D>) -> Option<Values> {
     Some(flex.to_contiguous())
 }
 
+/// `t` with contiguous values: a narrowed view of a CPU-backend f32 tensor without autodiff
+/// copied by [`values`], anything else as it is. burn's reshape of a view copies it on the
+/// calling thread.
+pub(crate) fn contiguous(t: Tensor<2>) -> Tensor<2> {
+    match values(&t) {
+        Some(v) => Tensor::<2>::from_primitive::<Flex>(v),
+        None => t,
+    }
+}
+
 /// Values from which [`values`] copies a view's rows on all the cores rather than burn's copy
 /// on the calling thread.
 const PARALLEL_COPY: usize = 1 << 16;

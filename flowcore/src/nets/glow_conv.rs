@@ -11,7 +11,7 @@ use crate::conv::{
     bias_relu, conv3x3_same, conv3x3_same_channel_major, conv3x3_same_with, coupling_net,
     pointwise_channel_major, pointwise_with,
 };
-use crate::{FlowError, Result};
+use crate::{FlowError, Result, flex};
 
 /// Glow's network: 3x3 conv, ReLU, 1x1 conv, ReLU, zero-initialised 3x3 conv.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -113,7 +113,7 @@ impl Conditioner for GlowConvNet {
         let [batch, _] = x.dims();
         let [h, w] = self.size;
         let channels = self.in_channels - cond.map_or(0, |c| c.dims()[1]);
-        let mut image = x.reshape([batch, channels, h, w]);
+        let mut image = flex::contiguous(x).reshape([batch, channels, h, w]);
         if let Some(c) = cond {
             let k = c.dims()[1];
             let planes = c.clone().reshape([batch, k, 1, 1]).expand([batch, k, h, w]);

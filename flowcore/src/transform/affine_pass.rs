@@ -8,9 +8,9 @@
 
 use super::ScaleFn;
 use super::exp_ln::{exp, ln};
+use crate::flex;
 use crate::nets::rational_tanh;
 use crate::simd::widest;
-use burn::backend::Flex;
 use burn::prelude::*;
 use burn::tensor::{DType, TensorData};
 use rayon::prelude::*;
@@ -35,13 +35,8 @@ pub(super) fn apply(
         return None;
     }
     let [batch, d] = x.dims();
-    let xs = x.clone().try_into_primitive::<Flex>().ok()?.to_contiguous();
-    let ps = params
-        .clone()
-        .try_into_primitive::<Flex>()
-        .ok()?
-        .to_contiguous();
-    let (xs, ps) = (xs.as_slice::<f32>()?, ps.as_slice::<f32>()?);
+    let (xs, ps) = (flex::values(x)?, flex::values(params)?);
+    let (xs, ps) = (flex::slice(&xs), flex::slice(&ps));
     // `h -> (s, log s)` as [`ScaleFn::scale_and_log`] computes it, operation for operation,
     // in loops the compiler vectorises: glibc's scalar `logf` alone was 7% of Glow 32 scoring.
     let (out, log_det) = match scale {
