@@ -1,161 +1,10 @@
-//! Passes of our own over the CPU backend's values, where burn's operations cost more than the
-//! work (a chain of strided copies, a scalar libm call per value).
+//! Matrix products through gemm over the CPU backend's values, split over the cores by whole
+//! output columns or rows.
 
 use burn::backend::{BackendTypes, Flex};
 use burn::prelude::*;
 use burn::tensor::{DType, TensorData};
 use rayon::prelude::*;
-
-/// `f` of `x`'s values (row-major) as a tensor of `shape` on `x`'s device, when `x` holds f32
-/// on the CPU backend without autodiff; None elsewhere.
-pub(crate) fn on_flex<const D: usize, const E: usize>(
-    x: &Tensor<D>,
-    shape: [usize; E],
-    f: impl FnOnce(&[f32]) -> Vec<f32>,
-) -> Option<Tensor<E>> {
-    if x.dtype() != DType::F32 {
-        return None;
-    }
-    let device = x.device();
-    let flex = x.clone().try_into_primitive::<Flex>().ok()?;
-    let values = match flex.as_slice::<f32>() {
-        Some(values) => f(values),
-        None => f(flex.to_contiguous().as_slice::<f32>()?),
-    };
-    Some(Tensor::from_data(TensorData::new(values, shape), &device))
-}
-
-pub(crate) type Values = <Flex as BackendTypes>::FloatTensorPrimitive;
-
-/// The contiguous f32 values of a CPU-backend tensor without autodiff.
-pub(crate) fn values<const D: usize>(t: &Tensor<D>) -> Option<Values> {
-    if t.dtype() != DType::F32 {
-        return None;
-    }
-    let flex = t.clone().try_into_primitive::<Flex>().ok()?;
-    if flex.as_slice::<f32>().is_some() {
-        return Some(flex);
-    }
-    if let [rows, cols] = t.dims()[..]
-        && rows * cols >= PARALLEL_COPY
-        && let Some(part) = Columns::of(&flex, cols)
-    {
-        let copy = side_by_side(rows, &[part]);
-        let device = t.device();
-        return tensor(copy, [rows, cols], &device)
-            .try_into_primitive::<Flex>()
-            .ok();
-    }
-    Some(flex.to_contiguous())
-}
-
-/// `t` with contiguous values: a narrowed view of a CPU-backend f32 tensor without autodiff
-/// copied by [`values`], anything else as it is. burn's reshape of a view copies it on the
-/// calling thread.
-pub(crate) fn contiguous(t: Tensor<2>) -> Tensor<2> {
-    match values(&t) {
-        Some(v) => Tensor::<2>::from_primitive::<Flex>(v),
-        None => t,
-    }
-}
-
-/// Values from which [`values`] copies a view's rows on all the cores rather than burn's copy
-/// on the calling thread.
-const PARALLEL_COPY: usize = 1 << 16;
-
-/// `parts` side by side, `Tensor::cat(parts, 1)`, their rows copied on all the cores, when each
-/// part holds f32 on the CPU backend without autodiff with its rows contiguous (narrowed views
-/// included); None elsewhere. burn's copies on the calling thread were a sixth of Glow 32
-/// scoring, where the multiscale factor-out and the couplings split and join the features.
-pub(crate) fn cat_columns(parts: &[Tensor<2>]) -> Option<Tensor<2>> {
-    let rows = parts.first()?.dims()[0];
-    let flex: Vec<Values> = parts
-        .iter()
-        .map(|p| {
-            (p.dtype() == DType::F32 && p.dims()[0] == rows)
-                .then(|| p.clone().try_into_primitive::<Flex>().ok())
-                .flatten()
-        })
-        .collect::<Option<_>>()?;
-    let columns: Vec<Columns> = flex
-        .iter()
-        .zip(parts)
-        .map(|(f, p)| Columns::of(f, p.dims()[1]))
-        .collect::<Option<_>>()?;
-    let cols = columns.iter().map(|c| c.width).sum();
-    Some(tensor(
-        side_by_side(rows, &columns),
-        [rows, cols],
-        &parts[0].device(),
-    ))
-}
-
-/// A 2-D tensor's values read as rows of `width` contiguous values, `stride` apart.
-struct Columns<'a> {
-    values: &'a [f32],
-    stride: usize,
-    width: usize,
-}
-
-impl<'a> Columns<'a> {
-    /// `f`'s rows of `width` values, where each row's values are contiguous.
-    fn of(f: &'a Values, width: usize) -> Option<Self> {
-        let o = operand(f)?;
-        (o.col_stride == 1 || width <= 1).then_some(Self {
-            values: o.values,
-            stride: o.row_stride as usize,
-            width,
-        })
-    }
-}
-
-/// The `rows` rows of `parts` side by side, row-major, the rows copied in parallel.
-fn side_by_side(rows: usize, parts: &[Columns]) -> Vec<f32> {
-    let cols: usize = parts.iter().map(|c| c.width).sum();
-    let mut out = Vec::<f32>::with_capacity(rows * cols);
-    out.spare_capacity_mut()[..rows * cols]
-        .par_chunks_mut(cols.max(1))
-        .enumerate()
-        .with_min_len((PARALLEL_COPY / 4 / cols.max(1)).max(1))
-        .for_each(|(i, row)| {
-            let mut at = 0;
-            for part in parts {
-                let src = &part.values[i * part.stride..][..part.width];
-                for (d, &v) in row[at..at + part.width].iter_mut().zip(src) {
-                    d.write(v);
-                }
-                at += part.width;
-            }
-        });
-    // SAFETY: each row above wrote its parts' widths, `cols` values together.
-    unsafe { out.set_len(rows * cols) };
-    out
-}
-
-pub(crate) fn slice(values: &Values) -> &[f32] {
-    values
-        .as_slice::<f32>()
-        .expect("`values` gives contiguous f32")
-}
-
-pub(crate) fn tensor<const D: usize>(
-    values: Vec<f32>,
-    shape: [usize; D],
-    device: &Device,
-) -> Tensor<D> {
-    Tensor::from_data(TensorData::new(values, shape), device)
-}
-
-/// A tensor's primitive on backend `B`, where an operation's own tensors are by construction.
-pub(crate) fn primitive<B: burn::backend::Backend, const D: usize>(
-    t: Tensor<D>,
-) -> B::FloatTensorPrimitive
-where
-    burn::backend::DispatchTensor: burn::backend::DispatchKindConversion<B>,
-{
-    t.try_into_primitive::<B>()
-        .expect("an operation's tensors stay on their backend")
-}
 
 /// Products of at least this many multiply-adds are split over the rayon threads when the
 /// caller is one of them (the binaries' main thread is: [`crate::threads::join_pool`]);
@@ -188,7 +37,7 @@ pub(crate) fn parallel_matmul(a: &Tensor<2>, b: &Tensor<2>) -> Option<Tensor<2>>
 }
 
 /// A 2-D tensor of the CPU backend as an operand, read through its layout.
-fn operand(f: &<Flex as BackendTypes>::FloatTensorPrimitive) -> Option<Operand<'_>> {
+pub(super) fn operand(f: &<Flex as BackendTypes>::FloatTensorPrimitive) -> Option<Operand<'_>> {
     let (strides, offset) = (f.layout().strides(), f.layout().start_offset());
     if strides.iter().any(|&s| s < 0) {
         return None;
@@ -212,9 +61,9 @@ pub(crate) fn parallel(m: usize, n: usize, k: usize) -> bool {
 /// A matrix operand of [`product`]: values read at `row * row_stride + col * col_stride`.
 #[derive(Clone, Copy)]
 pub(crate) struct Operand<'a> {
-    values: &'a [f32],
-    row_stride: isize,
-    col_stride: isize,
+    pub(super) values: &'a [f32],
+    pub(super) row_stride: isize,
+    pub(super) col_stride: isize,
 }
 
 impl<'a> Operand<'a> {
@@ -475,35 +324,5 @@ mod tests {
                 assert!(d < 1e-4, "the {what} {mnk:?} product differs by {d}");
             }
         }
-    }
-
-    /// The parallel row copies against burn's: columns side by side from narrowed views and a
-    /// whole tensor, rows enough for several tasks, and a wide view's contiguous values.
-    #[test]
-    fn rows_copied_on_the_cores_equal_burns_copies() {
-        use burn::tensor::Distribution;
-        let device = Device::flex();
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(2)
-            .build()
-            .unwrap();
-        let x = Tensor::<2>::random([1000, 80], Distribution::Default, &device);
-        let y = Tensor::<2>::random([1000, 3], Distribution::Default, &device);
-        let parts = vec![x.clone().narrow(1, 2, 5), y, x.clone().narrow(1, 79, 1)];
-        let (cat, view) = pool.install(|| {
-            let view = values(&x.clone().narrow(1, 5, 70)).expect("plain f32");
-            (cat_columns(&parts).expect("plain f32"), view)
-        });
-        let want = Tensor::cat(parts, 1);
-        assert_eq!(cat.dims(), want.dims());
-        assert_eq!(cat.to_data(), want.to_data(), "the columns side by side");
-        let want = x.narrow(1, 5, 70).into_data();
-        assert_eq!(
-            slice(&view),
-            want.as_slice::<f32>().unwrap(),
-            "the view's values"
-        );
-        let ad = Device::flex().autodiff();
-        assert!(cat_columns(&[Tensor::<2>::zeros([2, 3], &ad)]).is_none());
     }
 }
