@@ -98,6 +98,7 @@ pub type TrainSummary = crate::run::TrainSummary<Report>;
 
 /// Train application 1 as configured; everything goes into the run directory and tracking.
 pub fn train(opts: &TrainOptions) -> Result<TrainSummary> {
+    crate::run::reenter_in_pool!(train(opts));
     train_ranked(opts, &SingleProcess)?.context("one process is rank 0")
 }
 
@@ -137,6 +138,7 @@ pub fn train_ranked(opts: &TrainOptions, ranks: &dyn Collective) -> Result<Optio
 /// `n` samples, row-major, from the model of the run in `run`, with the base scaled by
 /// `temperature`; and the features per sample.
 pub fn sample(run: &Path, n: usize, temperature: f64, seed: u64) -> Result<(Vec<f32>, usize)> {
+    crate::run::reenter_in_pool!(sample(run, n, temperature, seed));
     if n == 0 {
         bail!("--n must be at least 1");
     }
@@ -151,6 +153,7 @@ pub fn sample(run: &Path, n: usize, temperature: f64, seed: u64) -> Result<(Vec<
 /// log p(x) in nats of every point of `points` (CSV) under the model of the run in `run`;
 /// returns the points, their column names and the log-densities.
 pub fn logprob(run: &Path, points: &Path) -> Result<(Vec<f32>, Vec<String>, Vec<f32>)> {
+    crate::run::reenter_in_pool!(logprob(run, points));
     let flow = load_model(run, &APP)?;
     let pts = read_points_csv(points)?;
     if pts.dim != flow.dim() {

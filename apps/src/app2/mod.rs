@@ -81,6 +81,7 @@ pub type TrainSummary = crate::run::TrainSummary<Report>;
 
 /// Train application 2 as configured, then report and score the validation folders.
 pub fn train(opts: &TrainOptions) -> Result<TrainSummary> {
+    crate::run::reenter_in_pool!(train(opts));
     train_ranked(opts, &SingleProcess)?.context("one process is rank 0")
 }
 

@@ -424,6 +424,7 @@ pub fn score(
     csv_path: &Path,
     on_bad: OnBadImage,
 ) -> Result<ScoreSummary> {
+    crate::run::reenter_in_pool!(score(run, images, csv_path, on_bad));
     let model = run.join("model.safetensors");
     let reference_path = run.join("reference.json");
     if !model.exists() || !reference_path.exists() {

@@ -66,6 +66,7 @@ pub type TrainSummary = crate::run::TrainSummary<Report>;
 
 /// Train application 3 as configured, then report on the validation folders.
 pub fn train(opts: &TrainOptions) -> Result<TrainSummary> {
+    crate::run::reenter_in_pool!(train(opts));
     let mut resolved = ResolvedConfig::new(&APP, opts)?;
     let images: ImageRun = resolved.take("run")?;
     let run: RunGroup = resolved.group("run")?;
@@ -140,6 +141,7 @@ pub struct Prediction {
 /// `embedded:<set>/val`, or `s3://...`) under the model of the run in `run`; and the run's
 /// classes.
 pub fn predict(run: &Path, images: &str) -> Result<(Vec<Prediction>, Vec<String>)> {
+    crate::run::reenter_in_pool!(predict(run, images));
     let file = ClassesFile::load(run)?;
     let flow = load_model(run, &APP)?;
     let image_run: ImageRun = {

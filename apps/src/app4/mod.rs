@@ -64,6 +64,7 @@ pub type TrainSummary = crate::run::TrainSummary<Report>;
 
 /// Train application 4 as configured; everything goes into the run directory and tracking.
 pub fn train(opts: &TrainOptions) -> Result<TrainSummary> {
+    crate::run::reenter_in_pool!(train(opts));
     let mut resolved = ResolvedConfig::new(&APP, opts)?;
     let point_run: PointRun = resolved.take("run")?;
     let run: RunGroup = resolved.group("run")?;
@@ -128,6 +129,7 @@ pub struct PointPredictions {
 /// Class probabilities of the points of `points` (CSV, the training features; a label column
 /// is ignored) under the model of the run in `run`.
 pub fn predict(run: &Path, points: &Path) -> Result<PointPredictions> {
+    crate::run::reenter_in_pool!(predict(run, points));
     let file = ClassesFile::load(run)?;
     let flow = load_model(run, &APP)?;
     let classifier = file.classifier()?;

@@ -123,6 +123,7 @@ pub type TrainSummary = crate::run::TrainSummary<Report>;
 
 /// Train application 8 as configured; everything goes into the run directory and tracking.
 pub fn train(opts: &TrainOptions) -> Result<TrainSummary> {
+    crate::run::reenter_in_pool!(train(opts));
     let mut resolved = ResolvedConfig::new(&APP, opts)?;
     let run: RunGroup = resolved.take("run")?;
     let data: DataGroup = resolved.group("data")?;
@@ -186,6 +187,7 @@ pub fn parse_conditions(text: &str) -> Result<Vec<Vec<f64>>> {
 /// `n` samples of x at the condition `c` from the model of the run in `run`; with the model's
 /// column names.
 pub fn sample(run: &Path, c: &[f64], n: usize, seed: u64) -> Result<(Vec<f32>, Vec<String>)> {
+    crate::run::reenter_in_pool!(sample(run, c, n, seed));
     if n == 0 {
         bail!("--n must be at least 1");
     }
@@ -235,6 +237,7 @@ fn columns_of(path: &Path, wanted: &[String]) -> Result<(Vec<f32>, usize)> {
 /// log p(x | c) of every row of the CSV `points` (its c and x columns) under the model of
 /// the run in `run`: the rows (c then x), their columns and the log-densities.
 pub fn logprob(run: &Path, points: &Path) -> Result<(Vec<f32>, Vec<String>, Vec<f32>)> {
+    crate::run::reenter_in_pool!(logprob(run, points));
     let model = ConditionalModel::load(run)?;
     let info = &model.info;
     let columns: Vec<String> = info
@@ -276,6 +279,7 @@ pub fn estimate(
     points: &Path,
     request: &EstimateRequest,
 ) -> Result<(Vec<Estimate>, Vec<String>)> {
+    crate::run::reenter_in_pool!(estimate(run, points, request));
     let model = ConditionalModel::load(run)?;
     let (x, _) = columns_of(points, &model.info.x_columns)?;
     let device = crate::run::device();
@@ -300,6 +304,7 @@ pub fn interpolate(
     n: usize,
     seed: u64,
 ) -> Result<Vec<HeldOutComparison>> {
+    crate::run::reenter_in_pool!(interpolate(run, labels, n, seed));
     let model = ConditionalModel::load(run)?;
     let labels = if labels.is_empty() {
         model.info.held_out.clone()

@@ -180,6 +180,7 @@ pub type TrainSummary = crate::run::TrainSummary<Report>;
 
 /// Train application 9 as configured; everything goes into the run directory and tracking.
 pub fn train(opts: &TrainOptions) -> Result<TrainSummary> {
+    crate::run::reenter_in_pool!(train(opts));
     train_ranked(opts, &SingleProcess)?.context("one process is rank 0")
 }
 
@@ -352,6 +353,7 @@ pub fn mcmc(
     seed: u64,
     proposal: Option<ProposalGroup>,
 ) -> Result<(WeightSummary, ChainSummary, ChainSummary)> {
+    crate::run::reenter_in_pool!(mcmc(run, n, seed, proposal));
     if n < 2 {
         bail!("--n must be at least 2, got {n}");
     }
@@ -369,6 +371,7 @@ pub fn mcmc(
 /// The HMC baseline of the run in `run`'s theory, `trajectories` long (its config's when
 /// `None`), from `seed` (its config's when `None`).
 pub fn hmc(run: &Path, trajectories: Option<usize>, seed: Option<u64>) -> Result<ChainSummary> {
+    crate::run::reenter_in_pool!(hmc(run, trajectories, seed));
     let theory = RunTheory::load(run)?;
     let objective = theory.objective()?;
     let measure = Measure::new(objective.action());

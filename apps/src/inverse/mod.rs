@@ -210,6 +210,7 @@ pub type TrainSummary = crate::run::TrainSummary<Report>;
 /// Train one method on one problem as configured; everything goes into the run directory and
 /// tracking.
 pub fn train(problem: Problem, opts: &TrainOptions) -> Result<TrainSummary> {
+    crate::run::reenter_in_pool!(train(problem, opts));
     let mut resolved = ResolvedConfig::new(problem.info(), opts)?;
     let run: RunGroup = resolved.group("run")?;
     let inn_config: InnLossConfig = resolved.group("inn")?;

@@ -105,6 +105,7 @@ pub fn posterior(
     n: usize,
     seed: u64,
 ) -> Result<(Vec<f64>, Vec<String>)> {
+    crate::run::reenter_in_pool!(posterior(problem, run, y, n, seed));
     if n == 0 {
         bail!("--n must be at least 1");
     }

@@ -33,6 +33,18 @@ pub use device::{device, select_device};
 pub use distributed::{Distributed, Ranks};
 pub use place::{git_commit, standard_tags, tracking_from_env};
 
+/// At the top of a library entry point: called from a thread outside rayon's pools (a test, a
+/// user's program), it calls the function again in a pool ([`flowcore::threads::in_pool`]) and
+/// returns what that returns; a binary's main thread is in the pool and goes on.
+macro_rules! reenter_in_pool {
+    ($call:expr) => {
+        if !flowcore::threads::on_pool_thread() {
+            return flowcore::threads::in_pool(|| $call);
+        }
+    };
+}
+pub(crate) use reenter_in_pool;
+
 /// What identifies an application to the harness.
 #[derive(Debug)]
 pub struct AppInfo {
