@@ -77,8 +77,7 @@ fn on_tiles(
         images,
         plane,
     };
-    let mut y = vec![0.0f32; batch * out * plane];
-    tiling.each(&mut y, out, |i, tile, y| {
+    let y = tiling.each(out, |i, tile, y| {
         let n = tile.columns();
         let x = tiling.of(xs, i, cin);
         with_scratch((9 * cin + 2 * hid + 9 * out) * n, |scratch| {

@@ -48,8 +48,7 @@ fn forward(weight: &Tensor<4>, x: &Tensor<4>) -> Option<Tensor<4>> {
     let [batch, _, h, w] = x.dims();
     let (wv, xv) = (values(weight)?, values(x)?);
     let (ws, xs) = (slice(&wv), slice(&xv));
-    let mut y = vec![0.0f32; batch * out * h * w];
-    tiling.each(&mut y, out, |i, tile, y| {
+    let y = tiling.each(out, |i, tile, y| {
         let n = tile.columns();
         with_scratch((cin + out) * n, |scratch| {
             let (xt, p) = scratch.split_at_mut(cin * n);
@@ -72,13 +71,12 @@ fn backward(
     (wants_x, wants_w): (bool, bool),
 ) -> Option<(Option<Tensor<4>>, Option<Tensor<4>>)> {
     let (tiling, [cin, out, _]) = shapes(weight, x)?;
-    let dims @ [batch, _, h, w] = x.dims();
+    let dims = x.dims();
     let device = x.device();
     let (wv, xv, gyv) = (values(weight)?, values(x)?, values(gy)?);
     let (ws, xs, gys) = (slice(&wv), slice(&xv), slice(&gyv));
-    let mut gx = vec![0.0f32; if wants_x { batch * cin * h * w } else { 0 }];
     let sum_len = wants_w.then_some(out * cin);
-    let gw = tiling.each_with_sum(&mut gx, cin, sum_len, |i, tile, gx, gw| {
+    let (gx, gw) = tiling.each_with_sum(wants_x.then_some(cin), sum_len, |i, tile, gx, gw| {
         let n = tile.columns();
         with_scratch((out + 2 * cin) * n + out * cin, |scratch| {
             let (gyt, rest) = scratch.split_at_mut(out * n);

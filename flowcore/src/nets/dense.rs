@@ -92,6 +92,12 @@ const MIN_PART_ROWS: usize = 128;
 /// work is too small to split or the parts would be too short for the kernel.
 fn parts([m, n, k]: [usize; 3]) -> (usize, bool) {
     let threads = rayon::current_num_threads().max(1);
+    if narrow::is_narrow(n, k) {
+        return match narrow::worth_splitting(m, n * k) {
+            true => (m.div_ceil(threads), false),
+            false => (m.max(1), false),
+        };
+    }
     if !parallel(m, n, k) {
         (m.max(1), false)
     } else if m / threads >= MIN_PART_ROWS {
@@ -246,9 +252,9 @@ impl Gradient<'_> {
         });
         let gw = wants[1].then(|| {
             if k <= narrow::NARROW {
-                narrow::outer_sum(self.x, k, gz, n)
+                narrow::outer_sum(self.x, k, gz, n, rows)
             } else if n <= narrow::NARROW {
-                narrow::transposed(&narrow::outer_sum(gz, n, self.x, k), n, k)
+                narrow::transposed(&narrow::outer_sum(gz, n, self.x, k, rows), n, k)
             } else {
                 let xt = Operand::transposed(self.x, k);
                 product([k, n, m], xt, Operand::rows(gz, n))
@@ -391,7 +397,7 @@ mod tests {
                     }
                 };
                 // One and three input features, two outputs (narrow: row by row); rows in two
-                // parts (an odd count); rows too few for parts, the product split by gemm; one
+                // parts (an odd count; narrow ones below); rows too few for parts, the product split by gemm; one
                 // row. The input tracked (a hidden layer) and not (the first layer).
                 for (m, k, n) in [
                     (37, 1, 16),
@@ -400,10 +406,15 @@ mod tests {
                     (301, 96, 128),
                     (120, 100, 96),
                     (1, 5, 3),
+                    // Narrow layers with work enough to split: rows in two parts.
+                    (260, 1, 256),
+                    (131, 256, 2),
                 ] {
                     let expected = match m {
                         301 => (151, false),
                         120 => (120, true),
+                        260 => (130, false),
+                        131 => (66, false),
                         _ => (m, false),
                     };
                     assert_eq!(parts([m, n, k]), expected, "{m}x{k}x{n}");

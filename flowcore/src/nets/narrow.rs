@@ -5,6 +5,8 @@
 
 use std::mem::MaybeUninit;
 
+use rayon::prelude::*;
+
 use crate::simd::widest;
 
 /// The widest side taken row by row.
@@ -70,21 +72,52 @@ fn narrow_product<'a>(
     out
 }
 
+/// The fewest multiply-adds of a narrow product worth splitting over the threads, and the
+/// fewest rows of a part. These loops run at memory speed, not gemm's, and need no packing: the
+/// 2-D RealNVP's first and last layers (1024 x 128 x 1 and 1024 x 2 x 128) ran on the calling
+/// thread while the other core waited, a fifth of that thread's time in the training step.
+const PARALLEL_MULTIPLY_ADDS: usize = 1 << 16;
+const MIN_PART_ROWS: usize = 32;
+
+/// Whether `rows` rows of `per_row` multiply-adds each are worth splitting over the threads:
+/// only from inside the pool (from outside, each split is two wake-ups; see
+/// [`crate::flex::parallel`]).
+pub(super) fn worth_splitting(rows: usize, per_row: usize) -> bool {
+    let threads = rayon::current_num_threads();
+    rayon::current_thread_index().is_some()
+        && threads > 1
+        && rows.saturating_mul(per_row) >= PARALLEL_MULTIPLY_ADDS
+        && rows / threads >= MIN_PART_ROWS
+}
+
 /// `sum_i a_i^T b_i` of `a [rows, ka]` and `b [rows, kb]`: `[ka, kb]` row-major, `ka` narrow
-/// (a layer's kernel gradient `x^T gz` with one side narrow).
-pub(super) fn outer_sum(a: &[f32], ka: usize, b: &[f32], kb: usize) -> Vec<f32> {
-    let mut sum = vec![0.0f32; ka * kb];
-    widest(
-        #[inline(always)]
-        || {
-            for (a, b) in a.chunks_exact(ka).zip(b.chunks_exact(kb)) {
-                for (a, sum) in a.iter().zip(sum.chunks_exact_mut(kb)) {
-                    sum.iter_mut().zip(b).for_each(|(s, b)| *s += a * b);
-                }
-            }
-        },
-    );
-    sum
+/// (a layer's kernel gradient `x^T gz` with one side narrow), in parts of `part_rows` rows
+/// summed in parallel.
+pub(super) fn outer_sum(a: &[f32], ka: usize, b: &[f32], kb: usize, part_rows: usize) -> Vec<f32> {
+    let part_rows = part_rows.max(1);
+    a.par_chunks(ka.max(1) * part_rows)
+        .zip(b.par_chunks(kb.max(1) * part_rows))
+        .map(|(a, b)| {
+            let mut sum = vec![0.0f32; ka * kb];
+            widest(
+                #[inline(always)]
+                || {
+                    for (a, b) in a.chunks_exact(ka).zip(b.chunks_exact(kb)) {
+                        for (a, sum) in a.iter().zip(sum.chunks_exact_mut(kb)) {
+                            sum.iter_mut().zip(b).for_each(|(s, b)| *s += a * b);
+                        }
+                    }
+                },
+            );
+            sum
+        })
+        .reduce(
+            || vec![0.0f32; ka * kb],
+            |mut acc, part| {
+                acc.iter_mut().zip(&part).for_each(|(s, p)| *s += p);
+                acc
+            },
+        )
 }
 
 /// `a . b` in sixteen lanes, so that it runs in vector registers.
@@ -130,7 +163,7 @@ mod tests {
             let expected = |i: usize, j: usize| (0..k).map(|c| a[i * k + c] * b[c * n + j]).sum();
             let mut out = vec![MaybeUninit::uninit(); rows * n];
             let got = product_into(&mut out, &a, (&b, &bt), [rows, n, k]).to_vec();
-            let sums = outer_sum(&a, k, &a, k);
+            let sums = outer_sum(&a, k, &a, k, 2);
             for i in 0..rows {
                 for j in 0..n {
                     let e: f32 = expected(i, j);
