@@ -9,9 +9,9 @@
 
 use burn::prelude::*;
 
-use super::contiguous;
 use super::cpu::{slice, tensor, values, with_scratch};
 use super::im2col::TapMasks;
+use super::kernel_layout;
 use super::tiles::Tiling;
 use crate::flex::{Operand, product_into_here};
 use crate::simd::widest;
@@ -25,10 +25,11 @@ pub(super) fn forward(weight: &Tensor<4>, x: &Tensor<4>) -> Option<Tensor<4>> {
     let xv = values(x)?;
     let xs = slice(&xv);
     let masks = TapMasks::new(h * w, [h, w]);
+    let wv = values(weight)?;
     let y = if cin <= out {
         // Column t cin + c holds tap t of input channel c.
-        let w2 = values(&weight.clone().permute([0, 2, 3, 1]).reshape([out, 9 * cin]))?;
-        let w2 = slice(&w2);
+        let w2 = kernel_layout::taps_inner(slice(&wv), [out, cin]);
+        let w2 = &w2[..];
         tiling.each(out, |i, tile, y| {
             let n = tile.columns();
             with_scratch((9 * cin + out) * n, |scratch| {
@@ -40,8 +41,8 @@ pub(super) fn forward(weight: &Tensor<4>, x: &Tensor<4>) -> Option<Tensor<4>> {
         })
     } else {
         // Row t out + o holds tap t of output channel o.
-        let w9 = values(&weight.clone().permute([2, 3, 0, 1]).reshape([9 * out, cin]))?;
-        let w9 = slice(&w9);
+        let w9 = kernel_layout::taps_outer(slice(&wv), [out, cin]);
+        let w9 = &w9[..];
         tiling.each(out, |i, tile, y| {
             let n = tile.columns();
             with_scratch((cin + 9 * out) * n, |scratch| {
@@ -74,14 +75,14 @@ pub(super) fn backward(
     let dims @ [batch, _, h, w] = x.dims();
     let tiling = Tiling::new(batch, h * w)?;
     let device = x.device();
-    let (xv, gyv) = (values(x)?, values(gy)?);
+    let (xv, gyv, wv) = (values(x)?, values(gy)?, values(weight)?);
     let (xs, gys) = (slice(&xv), slice(&gyv));
     let masks = TapMasks::new(h * w, [h, w]);
     let gx_rows = wants_x.then_some(cin);
     let sum_len = wants_w.then_some(9 * out * cin);
     let (gx, gw) = if cin <= out {
-        let w2 = values(&weight.clone().permute([0, 2, 3, 1]).reshape([out, 9 * cin]))?;
-        let w2 = slice(&w2);
+        let w2 = kernel_layout::taps_inner(slice(&wv), [out, cin]);
+        let w2 = &w2[..];
         let (gx, gw) = tiling.each_with_sum(gx_rows, sum_len, |i, tile, gx, gw| {
             let n = tile.columns();
             with_scratch((out + 9 * cin) * n + out * 9 * cin, |scratch| {
@@ -99,17 +100,12 @@ pub(super) fn backward(
                 }
             })
         });
-        let gw = gw.map(|gw| tensor(gw, [out, 3, 3, cin], &device).permute([0, 3, 1, 2]));
+        let gw = gw.map(|gw| kernel_layout::from_taps_inner(&gw, [out, cin]));
         (gx, gw)
     } else {
         // Row t' out + o of the gradient's columns meets tap 8 - t' of the kernel.
-        let flipped = weight
-            .clone()
-            .flip([2, 3])
-            .permute([1, 2, 3, 0])
-            .reshape([cin, 9 * out]);
-        let flipped = values(&flipped)?;
-        let flipped = slice(&flipped);
+        let flipped = kernel_layout::flipped_taps(slice(&wv), [out, cin]);
+        let flipped = &flipped[..];
         let (gx, gw) = tiling.each_with_sum(gx_rows, sum_len, |i, tile, gx, gw| {
             let n = tile.columns();
             with_scratch((9 * out + cin) * n + 9 * out * cin, |scratch| {
@@ -128,15 +124,11 @@ pub(super) fn backward(
                 }
             })
         });
-        let gw = gw.map(|gw| {
-            tensor(gw, [3, 3, out, cin], &device)
-                .flip([0, 1])
-                .permute([2, 3, 0, 1])
-        });
+        let gw = gw.map(|gw| kernel_layout::from_flipped_taps_outer(&gw, [out, cin]));
         (gx, gw)
     };
     let gx = wants_x.then(|| tensor(gx, dims, &device));
-    Some((gx, gw.map(contiguous)))
+    Some((gx, gw.map(|gw| tensor(gw, [out, cin, 3, 3], &device))))
 }
 
 /// `acc [m, k] += a [m, n] x b [k, n]^T` through `product` (`m k` values).

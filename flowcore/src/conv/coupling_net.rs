@@ -15,6 +15,7 @@ use burn::prelude::*;
 
 use super::cpu::{slice, tensor, values, with_scratch};
 use super::im2col::TapMasks;
+use super::kernel_layout;
 use super::tiles::Tiling;
 use crate::flex::{Operand, product_into_here};
 use crate::simd::widest;
@@ -51,17 +52,8 @@ fn on_tiles(
     let out = last.weight.dims()[0];
     let plane = h * w;
     // Column t cin + c of w1 (row t out + o of w3) holds tap t of input channel c (output o).
-    let w1 = first
-        .weight
-        .val()
-        .permute([0, 2, 3, 1])
-        .reshape([hid, 9 * cin]);
-    let w3 = last
-        .weight
-        .val()
-        .permute([2, 3, 0, 1])
-        .reshape([9 * out, hid]);
-    let (w1, w3) = (values(&w1)?, values(&w3)?);
+    let w1 = kernel_layout::taps_inner(slice(&values(&first.weight.val())?), [hid, cin]);
+    let w3 = kernel_layout::taps_outer(slice(&values(&last.weight.val())?), [out, hid]);
     let w2 = values(&hidden.weight.val().reshape([hid, hid]))?;
     let bias = |conv: &Conv2d, n: usize| match &conv.bias {
         Some(b) => values(&b.val()).map(|v| slice(&v).to_vec()),
@@ -69,7 +61,7 @@ fn on_tiles(
     };
     let (b1, b2, b3) = (bias(first, hid)?, bias(hidden, hid)?, bias(last, out)?);
     let xv = values(x)?;
-    let (xs, w1, w2, w3) = (slice(&xv), slice(&w1), slice(&w2), slice(&w3));
+    let (xs, w1, w2, w3) = (slice(&xv), &w1[..], slice(&w2), &w3[..]);
     let masks = TapMasks::new(plane, [h, w]);
 
     let tiling = Tiling {

@@ -13,6 +13,7 @@ mod channel_major;
 mod coupling_net;
 mod cpu;
 mod im2col;
+mod kernel_layout;
 mod pointwise;
 mod tiles;
 

@@ -13,7 +13,7 @@ pub(crate) use product::{
     Operand, parallel, parallel_matmul, product, product_into, product_into_here,
     product_into_uninit,
 };
-use rows::{Columns, PARALLEL_COPY, side_by_side};
+use rows::{Columns, side_by_side};
 pub(crate) use rows::{cat_columns, contiguous};
 
 /// `f` of `x`'s values (row-major) as a tensor of `shape` on `x`'s device, when `x` holds f32
@@ -46,13 +46,9 @@ pub(crate) fn values<const D: usize>(t: &Tensor<D>) -> Option<Values> {
     if flex.as_slice::<f32>().is_some() {
         return Some(flex);
     }
-    if let [rows, cols] = t.dims()[..]
-        && rows * cols >= PARALLEL_COPY
-        && let Some(part) = Columns::of(&flex, cols)
-    {
-        let copy = side_by_side(rows, &[part]);
-        let device = t.device();
-        return tensor(copy, [rows, cols], &device)
+    if let Some(part) = Columns::of_rows(&flex, &t.dims()) {
+        let copy = side_by_side(t.dims()[0], &[part]);
+        return tensor(copy, t.dims(), &t.device())
             .try_into_primitive::<Flex>()
             .ok();
     }

@@ -67,6 +67,33 @@ impl<'a> Columns<'a> {
     }
 }
 
+impl<'a> Columns<'a> {
+    /// A view whose rows along its first dimension are each contiguous (a batch-major tensor
+    /// narrowed to some of its channels, a 2-D one to some columns), read as rows of all its
+    /// other dimensions' values. burn's copy of such a view went value by value through a
+    /// strided iterator on the calling thread (the coupling halves of Glow's 3x3 convolutions:
+    /// 4% of a Glow 32 training step).
+    pub(super) fn of_rows(f: &'a Values, dims: &[usize]) -> Option<Self> {
+        let layout = f.layout();
+        let (strides, offset) = (layout.strides(), layout.start_offset());
+        if dims.len() < 2 || strides.len() != dims.len() || strides[0] < 0 {
+            return None;
+        }
+        let mut expected = 1isize;
+        for (&n, &s) in dims.iter().zip(strides).skip(1).rev() {
+            if n != 1 && s != expected {
+                return None;
+            }
+            expected *= n as isize;
+        }
+        Some(Self {
+            values: &f.storage::<f32>()[offset..],
+            stride: strides[0] as usize,
+            width: dims[1..].iter().product(),
+        })
+    }
+}
+
 /// The `rows` rows of `parts` side by side, row-major, the rows copied in parallel.
 pub(super) fn side_by_side(rows: usize, parts: &[Columns]) -> Vec<f32> {
     let cols: usize = parts.iter().map(|c| c.width).sum();
