@@ -80,7 +80,7 @@ mod tests {
     use super::*;
 
     fn vec4(t: Tensor<4>) -> Vec<f32> {
-        t.into_data().convert::<f32>().to_vec().unwrap()
+        t.into_data().try_to_vec::<f32>().unwrap()
     }
 
     #[test]

@@ -126,7 +126,7 @@ fn pass(
 /// burn's CPU sigmoid, both of its branches computed and the right one kept: the branch keeps
 /// `exp` from overflowing.
 #[inline(always)]
-fn sigmoid(x: f32) -> f32 {
+pub(super) fn sigmoid(x: f32) -> f32 {
     let e = exp(-x.abs());
     if x >= 0.0 {
         1.0 / (1.0 + e)

@@ -8,6 +8,7 @@
 //! coupling zeroes the parameters of the conditioning positions to leave them unchanged.
 
 mod affine_pass;
+mod affine_tracked;
 mod dual;
 pub(crate) mod exp_ln;
 mod spline;
@@ -131,7 +132,9 @@ impl Transform {
     pub fn forward(&self, x: Tensor<2>, params: Tensor<3>) -> (Tensor<2>, Option<Tensor<2>>) {
         match self {
             Self::Affine { scale } => {
-                if let Some((z, log_s)) = affine_pass::apply(*scale, &x, &params, false) {
+                let fused = affine_pass::apply(*scale, &x, &params, false)
+                    .or_else(|| affine_tracked::forward(*scale, &x, &params));
+                if let Some((z, log_s)) = fused {
                     return (z, Some(log_s));
                 }
                 let (shift, h) = (param(&params, 0), param(&params, 1));
