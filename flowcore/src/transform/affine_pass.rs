@@ -90,14 +90,15 @@ fn pass(
     let rows = (VALUES_PER_TASK / d.max(1)).max(1);
     let row_block = |(i, (out, log_det)): (usize, (&mut [f32], &mut [f32]))| {
         let first = i * rows;
-        let rows = out.chunks_mut(d).zip(log_det.chunks_mut(d)).enumerate();
-        for (r, (out, log_det)) in rows {
-            let row = first + r;
-            let x = &xs[row * d..(row + 1) * d];
-            let (shift, h) = ps[row * 2 * d..(row + 1) * 2 * d].split_at(d);
-            widest(
-                #[inline(always)]
-                || {
+        // One dispatch per block, not per row: the 2-D couplings' rows hold one value.
+        widest(
+            #[inline(always)]
+            || {
+                let rows = out.chunks_mut(d).zip(log_det.chunks_mut(d)).enumerate();
+                for (r, (out, log_det)) in rows {
+                    let row = first + r;
+                    let x = &xs[row * d..(row + 1) * d];
+                    let (shift, h) = ps[row * 2 * d..(row + 1) * 2 * d].split_at(d);
                     // Zipped, not indexed: bounds checks keep a loop from vectorising.
                     let values = out.iter_mut().zip(log_det.iter_mut());
                     let values = values.zip(x.iter().zip(shift).zip(h));
@@ -109,9 +110,9 @@ fn pass(
                             (x * s + t, log_s)
                         };
                     }
-                },
-            );
-        }
+                }
+            },
+        );
     };
     let blocks = out.chunks_mut(rows * d).zip(log_det.chunks_mut(rows * d));
     if xs.len() >= 2 * VALUES_PER_TASK && rayon::current_num_threads() > 1 {

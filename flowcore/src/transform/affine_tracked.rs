@@ -107,9 +107,9 @@ fn scale_and_slope(scale: ScaleFn, h: f32) -> (f32, f32) {
     }
 }
 
-/// `f(row, its parameter gradient, its input gradient)` over the rows of `d` values, split
-/// over the cores; the parameter gradients `[rows, 2, d]` and the input gradients `[rows, d]`
-/// (empty unless `with_x`).
+/// `f(first row, their parameter gradients, their input gradients)` over blocks of rows of
+/// `d` values, split over the cores; the parameter gradients `[rows, 2, d]` and the input
+/// gradients `[rows, d]` (empty unless `with_x`).
 fn by_rows(
     rows: usize,
     d: usize,
@@ -119,27 +119,20 @@ fn by_rows(
     let mut gp = vec![0.0f32; rows * 2 * d];
     let mut gx = vec![0.0f32; if with_x { rows * d } else { 0 }];
     let per_task = (VALUES_PER_TASK / d.max(1)).max(1);
-    let gx_rows = if with_x { per_task * d } else { 0 };
-    let mut parts: Vec<(&mut [f32], &mut [f32])> = gp
+    let gx_block = if with_x { per_task * d } else { 0 };
+    let mut blocks: Vec<(&mut [f32], &mut [f32])> = gp
         .chunks_mut((per_task * 2 * d).max(1))
         .zip(
-            gx.chunks_mut(gx_rows.max(1))
+            gx.chunks_mut(gx_block.max(1))
                 .map(Some)
                 .chain(std::iter::repeat_with(|| None)),
         )
         .map(|(p, x)| (p, x.unwrap_or(&mut [])))
         .collect();
-    parts.par_iter_mut().enumerate().for_each(|(i, (gp, gx))| {
-        for (r, gp) in gp.chunks_mut(2 * d).enumerate() {
-            let row = i * per_task + r;
-            let gx = if with_x {
-                &mut gx[r * d..(r + 1) * d]
-            } else {
-                &mut [][..]
-            };
-            f(row, gp, gx);
-        }
-    });
+    blocks
+        .par_iter_mut()
+        .enumerate()
+        .for_each(|(i, (gp, gx))| f(i * per_task, gp, gx));
     (gp, gx)
 }
 
@@ -164,20 +157,29 @@ impl Backward<Flex, 2> for Output {
         );
         let (xs, ps, gzs) = (slice(&xv), slice(&pv), slice(&gzv));
         let scale = self.0;
-        let (gp, gx) = by_rows(batch, d, x_node.is_some(), |row, gp, gx| {
-            let (x, gz) = (&xs[row * d..][..d], &gzs[row * d..][..d]);
-            let h = &ps[row * 2 * d + d..][..d];
-            let (gt, gh) = gp.split_at_mut(d);
-            gt.copy_from_slice(gz);
+        let (gp, gx) = by_rows(batch, d, x_node.is_some(), |first, gp, gx| {
             widest(
                 #[inline(always)]
                 || {
-                    let with_x = !gx.is_empty();
-                    for (j, (gh, &h)) in gh.iter_mut().zip(h).enumerate() {
-                        let (s, slope) = scale_and_slope(scale, h);
-                        *gh = gz[j] * x[j] * s * slope;
-                        if with_x {
-                            gx[j] = gz[j] * s;
+                    for (r, gp) in gp.chunks_exact_mut(2 * d).enumerate() {
+                        let row = first + r;
+                        let (x, gz) = (&xs[row * d..][..d], &gzs[row * d..][..d]);
+                        let h = &ps[row * 2 * d + d..][..d];
+                        let (gt, gh) = gp.split_at_mut(d);
+                        gt.copy_from_slice(gz);
+                        let values = gh.iter_mut().zip(h).zip(x.iter().zip(gz));
+                        if gx.is_empty() {
+                            for ((gh, &h), (&x, &gz)) in values {
+                                let (s, slope) = scale_and_slope(scale, h);
+                                *gh = gz * x * s * slope;
+                            }
+                        } else {
+                            let gx = &mut gx[r * d..][..d];
+                            for (((gh, &h), (&x, &gz)), gx) in values.zip(gx) {
+                                let (s, slope) = scale_and_slope(scale, h);
+                                *gh = gz * x * s * slope;
+                                *gx = gz * s;
+                            }
                         }
                     }
                 },
@@ -216,13 +218,16 @@ impl Backward<Flex, 1> for LogScale {
         );
         let (ps, gs) = (slice(&pv), slice(&gv));
         let scale = self.0;
-        let (gp, _) = by_rows(batch, d, false, |row, gp, _| {
-            let (h, g) = (&ps[row * 2 * d + d..][..d], &gs[row * d..][..d]);
+        let (gp, _) = by_rows(batch, d, false, |first, gp, _| {
             widest(
                 #[inline(always)]
                 || {
-                    for ((gh, &h), &g) in gp[d..].iter_mut().zip(h).zip(g) {
-                        *gh = g * scale_and_slope(scale, h).1;
+                    for (r, gp) in gp.chunks_exact_mut(2 * d).enumerate() {
+                        let row = first + r;
+                        let (h, g) = (&ps[row * 2 * d + d..][..d], &gs[row * d..][..d]);
+                        for ((gh, &h), &g) in gp[d..].iter_mut().zip(h).zip(g) {
+                            *gh = g * scale_and_slope(scale, h).1;
+                        }
                     }
                 },
             )
