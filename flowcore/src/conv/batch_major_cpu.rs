@@ -13,8 +13,7 @@ use super::cpu::{slice, tensor, values, with_scratch};
 use super::im2col::TapMasks;
 use super::kernel_layout;
 use super::tiles::Tiling;
-use crate::flex::{Operand, product_into_here};
-use crate::simd::widest;
+use crate::flex::{Operand, product_into_here, transpose_into};
 
 /// The convolution of `x: [batch, in, h, w]` by `weight: [out, in, 3, 3]` when both hold f32
 /// on the CPU backend without autodiff and the batch gives a tile per thread; None elsewhere.
@@ -167,42 +166,6 @@ thread_local! {
     static TRANSPOSED: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
-/// Row-major `src [rows, cols]` transposed into `dst [cols, rows]`, a block of 16 x 16 at a
-/// time held in registers.
-fn transpose_into(src: &[f32], [rows, cols]: [usize; 2], dst: &mut [f32]) {
-    const B: usize = 16;
-    widest(
-        #[inline(always)]
-        || {
-            for r0 in (0..rows).step_by(B) {
-                let r1 = (r0 + B).min(rows);
-                for c0 in (0..cols).step_by(B) {
-                    let c1 = (c0 + B).min(cols);
-                    if r1 - r0 == B && c1 - c0 == B {
-                        let mut block = [[0.0f32; B]; B];
-                        for (i, row) in block.iter_mut().enumerate() {
-                            row.copy_from_slice(&src[(r0 + i) * cols + c0..][..B]);
-                        }
-                        for j in 0..B {
-                            let d: &mut [f32; B] =
-                                (&mut dst[(c0 + j) * rows + r0..][..B]).try_into().unwrap();
-                            for i in 0..B {
-                                d[i] = block[i][j];
-                            }
-                        }
-                    } else {
-                        for r in r0..r1 {
-                            for (c, &v) in (c0..c1).zip(&src[r * cols + c0..r * cols + c1]) {
-                                dst[c * rows + r] = v;
-                            }
-                        }
-                    }
-                }
-            }
-        },
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use burn::nn::PaddingConfig2d;
@@ -230,6 +193,19 @@ mod tests {
                         "{rows}x{cols} at {r},{c}"
                     );
                 }
+            }
+        }
+        // The same, large enough to be split over two threads.
+        let [rows, cols] = [300, 250];
+        let src: Vec<f32> = (0..rows * cols).map(value).collect();
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(2)
+            .build()
+            .unwrap();
+        let dst = pool.install(|| crate::flex::transposed(&src, [rows, cols]));
+        for r in 0..rows {
+            for c in 0..cols {
+                assert_eq!(dst[c * rows + r], src[r * cols + c], "split, at {r},{c}");
             }
         }
         // acc [m, k] += a [m, n] b [k, n]^T onto an accumulator that already holds values.

@@ -14,7 +14,7 @@ pub(crate) use product::{
     product_into_uninit,
 };
 use rows::{Columns, side_by_side};
-pub(crate) use rows::{cat_columns, contiguous};
+pub(crate) use rows::{cat_columns, contiguous, transpose_into, transposed};
 
 /// `f` of `x`'s values (row-major) as a tensor of `shape` on `x`'s device, when `x` holds f32
 /// on the CPU backend without autodiff; None elsewhere.

@@ -4,6 +4,8 @@ use burn::prelude::*;
 use burn::tensor::DType;
 use rayon::prelude::*;
 
+use crate::simd::widest;
+
 use super::{Values, operand, tensor, values};
 use burn::backend::Flex;
 
@@ -115,6 +117,68 @@ pub(super) fn side_by_side(rows: usize, parts: &[Columns]) -> Vec<f32> {
     // SAFETY: each row above wrote its parts' widths, `cols` values together.
     unsafe { out.set_len(rows * cols) };
     out
+}
+
+/// Row-major `src [rows, cols]` transposed into `dst [cols, rows]` on the calling thread, a
+/// block of 16 x 16 at a time held in registers.
+pub(crate) fn transpose_into(src: &[f32], [rows, cols]: [usize; 2], dst: &mut [f32]) {
+    transpose_columns(src, [rows, cols], 0, &mut dst[..rows * cols]);
+}
+
+/// Row-major `src [rows, cols]` transposed, `[cols, rows]`, the columns split over the cores
+/// when large.
+pub(crate) fn transposed(src: &[f32], [rows, cols]: [usize; 2]) -> Vec<f32> {
+    let threads = rayon::current_num_threads().max(1);
+    let per_task = if rows * cols >= 4 * PARALLEL_COPY && threads > 1 {
+        cols.div_ceil(threads).next_multiple_of(BLOCK)
+    } else {
+        cols.max(1)
+    };
+    let mut dst = vec![0.0f32; rows * cols];
+    dst.par_chunks_mut((per_task * rows).max(1))
+        .enumerate()
+        .for_each(|(i, part)| transpose_columns(src, [rows, cols], i * per_task, part));
+    dst
+}
+
+const BLOCK: usize = 16;
+
+/// Columns `first..` of row-major `src [rows, cols]` transposed into `dst`, as many as it
+/// holds rows of `rows` values.
+fn transpose_columns(src: &[f32], [rows, cols]: [usize; 2], first: usize, dst: &mut [f32]) {
+    const B: usize = BLOCK;
+    let end = first + dst.len() / rows.max(1);
+    widest(
+        #[inline(always)]
+        || {
+            for r0 in (0..rows).step_by(B) {
+                let r1 = (r0 + B).min(rows);
+                for c0 in (first..end).step_by(B) {
+                    let c1 = (c0 + B).min(end);
+                    if r1 - r0 == B && c1 - c0 == B {
+                        let mut block = [[0.0f32; B]; B];
+                        for (i, row) in block.iter_mut().enumerate() {
+                            row.copy_from_slice(&src[(r0 + i) * cols + c0..][..B]);
+                        }
+                        for j in 0..B {
+                            let d: &mut [f32; B] = (&mut dst[(c0 - first + j) * rows + r0..][..B])
+                                .try_into()
+                                .expect("a block's row");
+                            for i in 0..B {
+                                d[i] = block[i][j];
+                            }
+                        }
+                    } else {
+                        for r in r0..r1 {
+                            for (c, &v) in (c0..c1).zip(&src[r * cols + c0..r * cols + c1]) {
+                                dst[(c - first) * rows + r] = v;
+                            }
+                        }
+                    }
+                }
+            }
+        },
+    )
 }
 
 #[cfg(test)]

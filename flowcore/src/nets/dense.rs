@@ -24,7 +24,7 @@ use super::{Activation, narrow};
 use std::mem::MaybeUninit;
 
 use crate::flex::{
-    Operand, parallel, primitive, product, product_into_uninit, slice, tensor, values,
+    Operand, parallel, primitive, product, product_into_uninit, slice, tensor, transposed, values,
 };
 use crate::simd::widest;
 
@@ -86,6 +86,9 @@ impl Rectifier {
 /// 58.3 steps/s, where 8 x [256, 256] at batch 128 and the 2-D RealNVP at 1024 (512 rows a
 /// part) ran alike either way.
 const MIN_PART_ROWS: usize = 128;
+
+/// The fewest weights of a layer whose transpose the backward pass writes out.
+const WRITTEN_OUT_TRANSPOSE: usize = 1 << 18;
 
 /// Rows per thread's part of a `[m, n]` output whose rows each take `k` multiply-adds, and
 /// whether one part's product is split over the threads instead: all rows in one part when the
@@ -234,18 +237,31 @@ impl Gradient<'_> {
         let gz: &[f32] = gz_owned.as_deref().unwrap_or(self.gy);
         let gb = wants[2].then(|| column_sums(gz, n, rows));
         let gx = wants[0].then(|| {
-            // `gz [m, n] x W^T [n, k]`: W^T's transpose is W.
-            let wt = narrow::is_narrow(k, n).then(|| narrow::transposed(self.w, k, n));
+            // `gz [m, n] x W^T [n, k]`; W^T's transpose is W. A large W^T is written out: read
+            // through W's strides, gemm gathered it value by value into its packed panels (a
+            // fifth of application 1's 12 x [512, 512] training step; 12.6 -> 4.9% of the
+            // profile, +7% steps/s). At 256 x 256 writing it out cost more than it saved
+            // (application 1's 8 x [256, 256] -4% in paired runs).
+            let wt = if narrow::is_narrow(k, n) {
+                Some(narrow::transposed(self.w, k, n))
+            } else if k * n >= WRITTEN_OUT_TRANSPOSE {
+                Some(transposed(self.w, [k, n]))
+            } else {
+                None
+            };
             let part = |i: usize, gx: &mut [MaybeUninit<f32>]| {
                 let gz = &gz[i * rows * n..][..gx.len() / k * n];
                 let mnk = [gz.len() / n, k, n];
-                match &wt {
-                    Some(wt) => narrow::product_into(gx, gz, (wt, self.w), mnk),
-                    None => {
-                        let wt = Operand::transposed(self.w, n);
-                        product_into_uninit(gx, mnk, Operand::rows(gz, n), wt, split)
-                    }
-                };
+                if narrow::is_narrow(k, n) {
+                    let wt = wt.as_deref().expect("written out");
+                    narrow::product_into(gx, gz, (wt, self.w), mnk);
+                } else {
+                    let wt = match &wt {
+                        Some(wt) => Operand::rows(wt, k),
+                        None => Operand::transposed(self.w, n),
+                    };
+                    product_into_uninit(gx, mnk, Operand::rows(gz, n), wt, split);
+                }
             };
             // SAFETY: `part` writes every value of its part (the product's `read_dst` is off).
             unsafe { written_in_parts(m * k, rows * k, part) }
