@@ -10,6 +10,7 @@ use std::cell::RefCell;
 use burn::prelude::*;
 
 use super::im2col::{columns_into, shift_sum_into};
+use super::kernel_layout;
 use crate::flex::{Operand, product, product_into};
 
 /// The convolution of [`super::channel_major`]'s `forward`, when both tensors hold f32 on the
@@ -20,32 +21,16 @@ pub(super) fn forward(weight: &Tensor<4>, x: &Tensor<4>) -> Option<Tensor<4>> {
     let n = batch * h * w;
     let xv = values(x)?;
     let y = if channels <= out {
-        let w2 = values(
-            &weight
-                .clone()
-                .permute([0, 2, 3, 1])
-                .reshape([out, 9 * channels]),
-        )?;
+        let w2 = kernel_layout::taps_inner(slice(&values(weight)?), [out, channels]);
         with_scratch(9 * channels * n, |cols| {
             columns_into(slice(&xv), dims, cols);
-            let (a, b) = (
-                Operand::rows(slice(&w2), 9 * channels),
-                Operand::rows(cols, n),
-            );
+            let (a, b) = (Operand::rows(&w2, 9 * channels), Operand::rows(cols, n));
             product([out, n, 9 * channels], a, b)
         })
     } else {
-        let w9 = values(
-            &weight
-                .clone()
-                .permute([2, 3, 0, 1])
-                .reshape([9 * out, channels]),
-        )?;
+        let w9 = kernel_layout::taps_outer(slice(&values(weight)?), [out, channels]);
         with_scratch(9 * out * n, |p| {
-            let (a, b) = (
-                Operand::rows(slice(&w9), channels),
-                Operand::rows(slice(&xv), n),
-            );
+            let (a, b) = (Operand::rows(&w9, channels), Operand::rows(slice(&xv), n));
             product_into(p, [9 * out, n, channels], a, b);
             let mut y = vec![0.0; out * n];
             shift_sum_into(p, [out, batch, h, w], false, &mut y);
@@ -79,14 +64,9 @@ pub(super) fn backward(
             .permute([0, 3, 1, 2])
         });
         let gx = if wants_x {
-            let w2 = values(
-                &weight
-                    .clone()
-                    .permute([0, 2, 3, 1])
-                    .reshape([out, 9 * channels]),
-            )?;
+            let w2 = kernel_layout::taps_inner(slice(&values(weight)?), [out, channels]);
             Some(with_scratch(9 * channels * n, |p| {
-                let a = Operand::transposed(slice(&w2), 9 * channels);
+                let a = Operand::transposed(&w2, 9 * channels);
                 product_into(p, [9 * channels, n, out], a, Operand::rows(slice(&gyv), n));
                 let mut gx = vec![0.0; channels * n];
                 shift_sum_into(p, [channels, batch, h, w], true, &mut gx);
@@ -98,12 +78,7 @@ pub(super) fn backward(
         Some((gx, gw))
     } else {
         // Row t' out + o of the gradient's columns meets tap 8 - t' of the kernel.
-        let flipped = weight
-            .clone()
-            .flip([2, 3])
-            .permute([1, 2, 3, 0])
-            .reshape([channels, 9 * out]);
-        let flipped = values(&flipped)?;
+        let flipped = kernel_layout::flipped_taps(slice(&values(weight)?), [out, channels]);
         Some(with_scratch(9 * out * n, |cols| {
             columns_into(slice(&gyv), [out, batch, h, w], cols);
             let gw = wants_w.then(|| {
@@ -113,7 +88,7 @@ pub(super) fn backward(
                     .permute([2, 3, 0, 1])
             });
             let gx = wants_x.then(|| {
-                let a = Operand::rows(slice(&flipped), 9 * out);
+                let a = Operand::rows(&flipped, 9 * out);
                 let gx = product([channels, n, 9 * out], a, Operand::rows(cols, n));
                 tensor(gx, dims, &device)
             });
